@@ -1,0 +1,88 @@
+"""Kernel-width strategies for the Gaussian Gram matrices of a layer (``X``, ``Ŷ``).
+
+``alignment`` -- the paper's Fig. 1. Candidates: 100 equidistant widths on
+``(diam / 100, diam]``, where ``diam`` is the diameter of the layer's space: ``sqrt(2)`` for
+softmax outputs (the simplex's diameter), and the largest pairwise distance in the calibration
+batches for inputs and logits. **The paper does not state its interval; this is our rule.**
+Per epoch, the batch-mean alignment between the label matrix and the layer's kernel at every
+candidate; its argmax is that epoch's maximizer; ``s*`` is the mean of those maximizers over a
+calibration horizon (``kernel.horizon`` epochs), then frozen. The paper leaves open whether
+``s*`` is fixed before training or updated: we update it online during the horizon (epoch
+``e`` trains with the mean of the maximizers of epochs ``< e``; epoch 0 uses the maximizer of
+the untrained network) and freeze it after. Inputs ``X`` do not change, so ``s*_X`` is the
+maximizer of the mean alignment over calibration batches, computed once.
+
+``silverman`` -- Silverman's rule as used by Yu & Principe (2019): ``s = gamma N^(-1/(4+d))``.
+Their ``gamma`` is an empirical scale; we set it to the median pairwise distance of the batch
+(``kernel.gamma`` overrides it), which keeps the rule scale-aware for raw pixels and softmax.
+
+``fixed`` -- a width given in the config.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from .information import kernel_alignment, pairwise_sq_dists
+
+__all__ = [
+    "STRATEGIES",
+    "AlignmentCurve",
+    "candidate_widths",
+    "alignment_curve",
+    "silverman_width",
+    "layer_diameter",
+]
+
+STRATEGIES = ("alignment", "silverman", "fixed")
+NUM_CANDIDATES = 100  # the paper's Fig. 1
+
+
+class AlignmentCurve(NamedTuple):
+    widths: Tensor  # (S,) candidate kernel widths
+    alignment: Tensor  # (S,) batch-mean kernel-target alignment at each width
+
+    @property
+    def best(self) -> float:
+        return float(self.widths[int(torch.argmax(self.alignment))])
+
+
+def layer_diameter(batches: list[Tensor], softmax: bool) -> float:
+    """Diameter of the layer's space: ``sqrt(2)`` on the simplex, else the largest pairwise
+    distance seen in ``batches``."""
+    if softmax:
+        return math.sqrt(2.0)
+    return max(float(pairwise_sq_dists(b.double()).max().sqrt()) for b in batches)
+
+
+def candidate_widths(diameter: float, num: int = NUM_CANDIDATES) -> Tensor:
+    """``num`` equidistant widths on ``(diameter / num, diameter]``."""
+    return torch.linspace(diameter / num, diameter, num, dtype=torch.float64)
+
+
+def alignment_curve(batches: list[tuple[Tensor, Tensor]], widths: Tensor) -> AlignmentCurve:
+    """Batch-mean alignment between the label matrix and the layer's Gaussian kernel at every
+    candidate width. ``batches`` holds ``(features, labels)`` pairs."""
+    total = torch.zeros_like(widths)
+    for feats, y in batches:
+        d2 = pairwise_sq_dists(feats.double())  # (N, N)
+        same = (y[:, None] == y[None, :]).double()  # (N, N), the label matrix up to scale
+        k = torch.exp(-d2[None] / widths.to(d2.device)[:, None, None] ** 2)  # (S, N, N)
+        total += kernel_alignment(k, same[None]).cpu()
+    return AlignmentCurve(widths, total / len(batches))
+
+
+def silverman_width(feats: Tensor, gamma: float | None = None) -> float:
+    """Silverman's rule ``gamma N^(-1/(4+d))``; ``gamma`` defaults to the median distance."""
+    x = feats.reshape(feats.shape[0], -1).double()
+    n, d = x.shape
+    if gamma is None:
+        d2 = pairwise_sq_dists(x)
+        off = d2[~torch.eye(n, dtype=torch.bool, device=d2.device)]
+        gamma = float(off.sqrt().median()) if off.numel() else 1.0
+        gamma = gamma if gamma > 0 else 1.0
+    return float(gamma) * n ** (-1.0 / (4 + d))

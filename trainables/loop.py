@@ -1,0 +1,263 @@
+"""The regularized training loop: ``L = f(epoch)·CE − (1 − f(epoch))·I(Y;Ŷ)``.
+
+Read top to bottom: :class:`Trainer` holds data (whole splits as tensors on the device), model,
+optimizer and the kernel widths; :meth:`Trainer.train_epoch` runs the batches;
+:meth:`Trainer.evaluate` makes the epoch's record in eval mode; :func:`run_trial` ties them
+together and calls ``report(record)`` once per epoch (the Ray trainable wraps exactly this).
+
+The epoch record's keys are a contract (see ``RECORD_KEYS``). ``mi_y_yhat`` and ``mi_y_x`` are
+the means over the training split's batches (fixed order, batch size as in training), after the
+epoch, in eval mode. ``I(Y;X)`` does not depend on the network, so it is computed once.
+``mi_grad_norm`` is the mean over ``mi_grad_batches`` fixed training batches of the ℓ2 norm of
+``∇θ I(Y;Ŷ)`` -- a probe, because a per-step measurement would need a second backward pass.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import kernel_width as kw
+from .config import ConfigError, TrainConfig
+from .data import Splits, load_splits
+from .information import (
+    gram_matrix,
+    label_gram_matrix,
+    label_matrix,
+    label_mutual_information,
+    mutual_information,
+)
+from .models import build_model
+from .schedules import transition
+
+__all__ = ["Trainer", "run_trial", "RECORD_KEYS", "resolve_device"]
+
+RECORD_KEYS = (
+    "epoch", "transition", "train_loss", "train_ce", "train_acc", "val_ce", "val_acc",
+    "test_ce", "test_acc", "gap", "val_gap", "mi_y_x", "mi_y_yhat", "dpi_margin",
+    "mi_grad_norm", "sigma_x", "sigma_yhat", "epoch_seconds",
+)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` takes CUDA when present; an explicit ``cuda`` without CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but CUDA is not available here; use auto or cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, splits: Splits | None = None) -> None:
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        sizes = (cfg.train_size, cfg.val_size, cfg.test_size)
+        splits = splits or load_splits(cfg.dataset, cfg.data_dir, cfg.data_seed, sizes)
+        self.data = splits.to(self.device)
+        if cfg.batch_size > len(self.data.train_y):
+            raise ConfigError(f"batch_size={cfg.batch_size} exceeds the training split "
+                              f"({len(self.data.train_y)} examples from {splits.source})")
+        self.num_classes = splits.num_classes
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg.model, self.num_classes, cfg.input_size).to(self.device)
+        self.opt = self._optimizer()
+        self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)  # batch order
+        self.epoch = 0  # next epoch to train
+        self.yhat_maxima: list[float] = []  # per-epoch alignment argmaxes for Ŷ
+        self.sigma_x = self._initial_sigma_x()
+        self.sigma_yhat = self._initial_sigma_yhat()
+        self._mi_y_x: float | None = None  # I(Y;X) is network-independent: computed once
+
+    # ---- setup -------------------------------------------------------------------------
+    def _optimizer(self) -> torch.optim.Optimizer:
+        c = self.cfg
+        if c.optimizer == "sgd":
+            return torch.optim.SGD(self.model.parameters(), lr=c.lr, momentum=c.momentum,
+                                   weight_decay=c.weight_decay)
+        return torch.optim.Adam(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+
+    def _fixed_batches(self, k: int | None = None) -> list[slice]:
+        """The training split in order, cut at the training batch size (the MI probes)."""
+        n, b = len(self.data.train_y), self.cfg.batch_size
+        cuts = [slice(i, min(i + b, n)) for i in range(0, n, b)]
+        return cuts if k is None else cuts[:k]
+
+    def _features(self, logits: Tensor) -> Tensor:
+        return logits.softmax(dim=1) if self.cfg.yhat == "softmax" else logits
+
+    def _initial_sigma_x(self) -> float:
+        k = self.cfg.kernel
+        xs = [(self.data.train_x[s], self.data.train_y[s])
+              for s in self._fixed_batches(k.calibration_batches)]
+        if k.x == "fixed":
+            return float(k.sigma_x)  # type: ignore[arg-type]
+        if k.x == "silverman":
+            return kw.silverman_width(xs[0][0], k.gamma)
+        widths = kw.candidate_widths(kw.layer_diameter([x for x, _ in xs], softmax=False))
+        return kw.alignment_curve(xs, widths).best
+
+    @torch.no_grad()
+    def _yhat_batches(self) -> list[tuple[Tensor, Tensor]]:
+        self.model.eval()
+        return [(self._features(self.model(self.data.train_x[s])), self.data.train_y[s])
+                for s in self._fixed_batches(self.cfg.kernel.calibration_batches)]
+
+    def _yhat_curve(self) -> kw.AlignmentCurve:
+        batches = self._yhat_batches()
+        diam = kw.layer_diameter([f for f, _ in batches], softmax=self.cfg.yhat == "softmax")
+        return kw.alignment_curve(batches, kw.candidate_widths(diam))
+
+    def _initial_sigma_yhat(self) -> float:
+        k = self.cfg.kernel
+        if k.yhat == "fixed":
+            return float(k.sigma_yhat)  # type: ignore[arg-type]
+        if k.yhat == "silverman":
+            return kw.silverman_width(self._yhat_batches()[0][0], k.gamma)
+        return self._yhat_curve().best  # the untrained network's maximizer, for epoch 0 only
+
+    def _update_sigma_yhat(self) -> None:
+        """Online ``s*``: mean of the per-epoch alignment maxima during the horizon."""
+        k = self.cfg.kernel
+        if k.yhat == "alignment" and len(self.yhat_maxima) < k.horizon:
+            self.yhat_maxima.append(self._yhat_curve().best)
+            self.sigma_yhat = sum(self.yhat_maxima) / len(self.yhat_maxima)
+        elif k.yhat == "silverman":
+            self.sigma_yhat = kw.silverman_width(self._yhat_batches()[0][0], k.gamma)
+
+    # ---- the estimator on one batch ----------------------------------------------------
+    def mi(self, y: Tensor, feats: Tensor, sigma: float) -> Tensor:
+        """``I(Y; feats)`` in bits on one batch, differentiable in ``feats``."""
+        b = gram_matrix(feats, sigma)
+        k = self.cfg.kernel
+        if k.y == "label" and self.cfg.estimator == "fast":
+            return label_mutual_information(y, b, self.cfg.alpha)
+        a = (label_matrix(y, self.num_classes) if k.y == "label"
+             else label_gram_matrix(y, self.num_classes, k.sigma_y))
+        return mutual_information(a.to(b.dtype), b, self.cfg.alpha)
+
+    # ---- training ----------------------------------------------------------------------
+    def train_epoch(self) -> float:
+        """One pass over the shuffled training split; returns the mean batch loss."""
+        f = transition(self.cfg.transition, self.epoch)
+        w = 1.0 - f  # weight of I(Y;Ŷ); 0 for plain CE, so the estimator is skipped
+        x, y = self.data.train_x, self.data.train_y
+        n, b = len(y), self.cfg.batch_size
+        perm = torch.randperm(n, generator=self.gen, device=self.device)
+        self.model.train()
+        total = torch.zeros((), device=self.device)
+        steps = 0
+        for i in range(0, n, b):
+            idx = perm[i:i + b]
+            logits = self.model(x[idx])  # (B, C)
+            loss = f * F.cross_entropy(logits, y[idx])
+            if w > 0:
+                loss = loss - w * self.mi(y[idx], self._features(logits), self.sigma_yhat)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            total += loss.detach()  # summed on the device: no per-step sync
+            steps += 1
+        return float(total) / steps  # note: one CPU-GPU sync per epoch
+
+    # ---- evaluation --------------------------------------------------------------------
+    @torch.no_grad()
+    def _ce_acc(self, x: Tensor, y: Tensor) -> tuple[float, float, Tensor]:
+        logits = torch.cat([self.model(x[i:i + self.cfg.eval_batch_size])
+                            for i in range(0, len(y), self.cfg.eval_batch_size)])
+        ce = F.cross_entropy(logits, y)
+        acc = (logits.argmax(dim=1) == y).float().mean()
+        return float(ce), float(acc), logits
+
+    def _mean_mi(self, feats: Tensor, sigma: float) -> float:
+        vals = [self.mi(self.data.train_y[s], feats[s], sigma) for s in self._fixed_batches()]
+        return float(torch.stack(vals).mean())
+
+    def _mi_grad_norm(self) -> float:
+        """Mean over probe batches of ``||∇θ I(Y;Ŷ)||_2`` (eval mode, no optimizer step)."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        norms = []
+        for s in self._fixed_batches(self.cfg.mi_grad_batches):
+            feats = self._features(self.model(self.data.train_x[s]))
+            mi = self.mi(self.data.train_y[s], feats, self.sigma_yhat)
+            grads = torch.autograd.grad(mi, params, allow_unused=True)
+            sq = sum((g.double() ** 2).sum() for g in grads if g is not None)
+            norms.append(torch.as_tensor(sq).sqrt())
+        return float(torch.stack(norms).mean()) if norms else float("nan")
+
+    def evaluate(self, train_loss: float) -> dict[str, Any]:
+        d = self.data
+        self.model.eval()
+        train_ce, train_acc, train_logits = self._ce_acc(d.train_x, d.train_y)
+        val_ce, val_acc, _ = self._ce_acc(d.val_x, d.val_y)
+        test_ce, test_acc, _ = self._ce_acc(d.test_x, d.test_y)
+        self._update_sigma_yhat()
+        with torch.no_grad():
+            mi_y_yhat = self._mean_mi(self._features(train_logits), self.sigma_yhat)
+            if self._mi_y_x is None:
+                self._mi_y_x = self._mean_mi(d.train_x, self.sigma_x)
+        return {
+            "epoch": self.epoch,
+            "transition": transition(self.cfg.transition, self.epoch),
+            "train_loss": train_loss, "train_ce": train_ce, "train_acc": train_acc,
+            "val_ce": val_ce, "val_acc": val_acc, "test_ce": test_ce, "test_acc": test_acc,
+            "gap": test_ce - train_ce, "val_gap": val_ce - train_ce,
+            "mi_y_x": self._mi_y_x, "mi_y_yhat": mi_y_yhat,
+            "dpi_margin": self._mi_y_x - mi_y_yhat,
+            "mi_grad_norm": self._mi_grad_norm(),
+            "sigma_x": self.sigma_x, "sigma_yhat": self.sigma_yhat,
+        }
+
+    def step(self) -> dict[str, Any]:
+        """Train one epoch and return its record."""
+        t0 = time.perf_counter()
+        train_loss = self.train_epoch()
+        record = self.evaluate(train_loss)
+        record["epoch_seconds"] = time.perf_counter() - t0
+        self.epoch += 1
+        return record
+
+    # ---- checkpoints -------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue bit-for-bit (loads with ``weights_only=True``)."""
+        return {
+            "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+            "generator": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
+            "epoch": self.epoch, "yhat_maxima": list(self.yhat_maxima),
+            "sigma_x": self.sigma_x, "sigma_yhat": self.sigma_yhat,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.gen.set_state(state["generator"].cpu() if hasattr(state["generator"], "cpu")
+                           else state["generator"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        self.epoch = int(state["epoch"])
+        self.yhat_maxima = [float(v) for v in state["yhat_maxima"]]
+        self.sigma_x, self.sigma_yhat = float(state["sigma_x"]), float(state["sigma_yhat"])
+
+
+def run_trial(
+    config: TrainConfig | Mapping[str, Any],
+    report: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    trainer: Trainer | None = None,
+) -> list[dict[str, Any]]:
+    """Train ``config`` for its epochs, calling ``report(record)`` after every epoch."""
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    trainer = trainer or Trainer(cfg)
+    records = []
+    while trainer.epoch < cfg.epochs:
+        record = trainer.step()
+        records.append(record)
+        if report is not None:
+            report(record)
+    return records
