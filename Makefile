@@ -36,10 +36,10 @@ data:
 	fi
 
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	tests/netns.sh $(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: setup
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	tests/netns.sh $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check trainables study analysis tests benchmarks

@@ -5,10 +5,35 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import Any
 
 from trainables.cli import add_train_arguments, train_command
 
 __all__ = ["main", "build_parser"]
+
+
+def _add_run(sub: Any) -> None:
+    p = sub.add_parser("run", help="run (or --resume) a hyperparameter study")
+    p.add_argument("spec", nargs="?", help="study spec YAML (or use --preset)")
+    p.add_argument("--preset", help="a shipped spec: quick, paper-mnist, paper-fashion")
+    p.add_argument("--out", help="study folder (default: studies/<name>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted study in --out (keeps finished trials)")
+    p.add_argument("--address", help="an existing Ray cluster (default: start a local Ray)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite in --out)")
+    p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (torch threads)")
+    p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; fractions share one")
+    p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
+
+
+def _add_ui_sync(sub: Any) -> None:
+    p = sub.add_parser("ui", help="open the MLflow UI (127.0.0.1) on a study's store")
+    p.add_argument("--out", required=True, help="study folder")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    s = sub.add_parser("sync", help="make MLflow match Tune's results (after a store outage)")
+    s.add_argument("--out", required=True, help="study folder")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,14 +44,100 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
     add_train_arguments(sub.add_parser("train", help="train one config, show MI per epoch"))
+    _add_run(sub)
+    _add_ui_sync(sub)
     return p
+
+
+def _err(msg: str) -> int:
+    for line in msg.splitlines():
+        print(f"error: {line}", file=sys.stderr)
+    return 2
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from .runner import StudyError, run_study
+    from .spec import SpecError, load_spec
+
+    try:
+        spec = None
+        if not args.resume:
+            if bool(args.spec) == bool(args.preset):
+                return _err("give a spec file or --preset NAME (one of them)")
+            spec = load_spec(args.spec, args.preset)
+        out = Path(args.out or f"studies/{spec.name if spec else 'study'}")
+        for name in ("cpus_per_trial", "gpus_per_trial"):
+            v = getattr(args, name)
+            if v is not None and (v < 0 or (name == "cpus_per_trial" and v == 0)):
+                return _err(f"--{name.replace('_', '-')}={v} -- allowed: > 0 (GPUs: >= 0)")
+        grid = run_study(spec, out, resume=args.resume, address=args.address,
+                         tracking_uri=args.tracking_uri, cpus_per_trial=args.cpus_per_trial,
+                         gpus_per_trial=args.gpus_per_trial, num_cpus=args.num_cpus)
+    except SpecError as exc:
+        return _err("\n".join(exc.problems))
+    except StudyError as exc:
+        return _err(str(exc))
+    from .runner import open_study
+
+    _, spec = open_study(out)
+    _print_summary(grid, spec, out)
+    return 0
+
+
+def _print_summary(grid: Any, spec: Any, out: Path) -> None:
+    from .runner import best_trials
+
+    obj = spec.objectives[0]
+    errors = sum(1 for r in grid if r.error)
+    print(f"\nstudy {spec.name!r}: {len(grid)} trials ({errors} failed) in {out}")
+    print(f"best trials by {obj.metric} (mean of the last {spec.last_k} epochs, {obj.mode}):")
+    for row in best_trials(grid, spec):
+        tr = row["config"]["transition"]
+        params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in tr.items())
+        last = row["last"]
+        print(f"  {row['trial_id']}  {params}  α={row['config']['alpha']:.3g} "
+              f"batch={row['config']['batch_size']} seed={row['config']['seed']}  "
+              f"{obj.metric}={row['value']:.4f}  gap={last['gap']:.4f} "
+              f"test_acc={last['test_acc']:.3f}")
+    print(f"open the MLflow UI:  mistudy ui --out {out}")
+
+
+def ui_command(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from .runner import StudyError, open_study
+
+    try:
+        meta, _ = open_study(Path(args.out))
+    except StudyError as exc:
+        return _err(str(exc))
+    uri = meta["tracking_uri"]
+    if not uri.startswith("sqlite:"):
+        print(f"this study logs to a tracking server; open it in a browser: {uri}")
+        return 0
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+           "--host", args.host, "--port", str(args.port)]
+    print(f"MLflow UI on http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
+    return subprocess.call(cmd)
+
+
+def sync_command(args: argparse.Namespace) -> int:
+    from .runner import StudyError, sync_study
+
+    try:
+        stats = sync_study(Path(args.out))
+    except StudyError as exc:
+        return _err(str(exc))
+    print(f"synced: {stats}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "train":
-        return train_command(args)
-    raise AssertionError(args.command)
+    commands = {"train": train_command, "run": run_command, "ui": ui_command,
+                "sync": sync_command}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

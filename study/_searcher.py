@@ -1,0 +1,158 @@
+"""The study's Tune searcher: matched CE baselines first, then Optuna (define-by-run) configs,
+each run once per seed; Optuna is told the mean objective over seeds.
+
+Why not Ray's ``OptunaSearch``: baselines must run for every batch size × seed but must not
+feed the sampler, and one Optuna trial spans several Tune trials (its seeds). Optuna's state
+lives in an SQLite file in the study folder, so a resumed study keeps the sampler's history;
+this searcher's own bookkeeping (which Tune trial is which Optuna trial and seed) is saved by
+Tune with the experiment state.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections import deque
+from typing import Any
+
+import optuna
+from ray.tune.search import Searcher
+
+from trainables.schedules import FAMILIES
+
+from .spec import StudySpec
+
+__all__ = ["StudySearcher", "sample_config", "baseline_configs", "objective_value"]
+
+
+def sample_config(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
+    """Define-by-run: the family first, then only that family's parameters."""
+    family = trial.suggest_categorical("family", sorted(spec.families))
+    declared = {p.name: p for p in FAMILIES[family].params}
+    transition: dict[str, Any] = {"family": family}
+    for pname, (lo, hi) in spec.families[family].items():
+        p, key = declared[pname], f"{family}.{pname}"
+        if lo == hi:
+            transition[pname] = int(lo) if p.integer else float(lo)
+        elif p.integer:
+            transition[pname] = trial.suggest_int(key, int(lo), int(hi))
+        else:
+            log = p.log and lo > 0
+            transition[pname] = trial.suggest_float(key, float(lo), float(hi), log=log)
+    lo, hi = spec.alpha
+    alpha = lo if lo == hi else trial.suggest_float("alpha", lo, hi)
+    bs = spec.batch_sizes
+    batch = bs[0] if len(bs) == 1 else trial.suggest_categorical("batch_size", list(bs))
+    return {"transition": transition, "alpha": alpha, "batch_size": batch}
+
+
+def baseline_configs(spec: StudySpec) -> list[dict[str, Any]]:
+    """Plain-CE runs for every batch size × seed the searched trials can use."""
+    alpha = spec.alpha[0] if spec.alpha[0] == spec.alpha[1] else 1.01  # MI is only measured
+    return [{"transition": {"family": "constant", "c": 1.0}, "alpha": alpha, "batch_size": b,
+             "seed": s, "mistudy_baseline": True}
+            for b in spec.batch_sizes for s in spec.seeds]
+
+
+def objective_value(history: list[dict[str, Any]], metric: str, last_k: int) -> float:
+    """Mean of ``metric`` over the last ``last_k`` epochs of a trial's results."""
+    vals = [float(r[metric]) for r in history if metric in r][-last_k:]
+    return sum(vals) / len(vals) if vals else float("nan")
+
+
+class StudySearcher(Searcher):
+    def __init__(self, spec: StudySpec, storage_url: str, study_name: str) -> None:
+        obj = spec.objectives[0]
+        super().__init__(metric=obj.metric, mode=obj.mode)
+        self.spec = spec
+        self.storage_url = storage_url
+        self.study_name = study_name
+        self.baselines: deque[dict[str, Any]] = deque(baseline_configs(spec))
+        self.pending_seeds: deque[tuple[int, int]] = deque()  # (optuna number, seed) to emit
+        self.configs: dict[int, dict[str, Any]] = {}  # optuna number -> sampled config
+        self.trial_map: dict[str, tuple[int, int]] = {}  # tune trial id -> (number, seed)
+        self.histories: dict[str, list[dict[str, Any]]] = {}  # tune trial id -> results
+        self.done: dict[int, dict[int, list[float] | None]] = {}  # number -> seed -> values
+        self.asked = 0
+        self._study: optuna.Study | None = None
+
+    # ---- Optuna --------------------------------------------------------------------------
+    @property
+    def study(self) -> optuna.Study:
+        if self._study is None:
+            sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(
+                seed=self.spec.sampler_seed, n_startup_trials=min(10, self.spec.trials))
+            if len(self.spec.objectives) > 1:
+                sampler = optuna.samplers.NSGAIISampler(seed=self.spec.sampler_seed)
+            self._study = optuna.create_study(
+                storage=self.storage_url, study_name=self.study_name, load_if_exists=True,
+                directions=["minimize" if o.mode == "min" else "maximize"
+                            for o in self.spec.objectives],
+                sampler=sampler)
+        return self._study
+
+    def _ask(self) -> None:
+        trial = self.study.ask()
+        self.configs[trial.number] = sample_config(trial, self.spec)
+        self.done[trial.number] = {}
+        self.pending_seeds.extend((trial.number, s) for s in self.spec.seeds)
+        self.asked += 1
+
+    # ---- Tune's Searcher API -------------------------------------------------------------
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict,
+                              **spec: Any) -> bool:
+        return True  # metric/mode come from the study spec
+
+    def suggest(self, trial_id: str) -> Any:  # a config dict, or Searcher.FINISHED
+        # Every suggestion is a full training config (fixed settings + searched values), so
+        # Tune's records hold everything needed to rerun a trial.
+        if self.baselines:
+            return {**self.spec.fixed, **self.baselines.popleft()}
+        if not self.pending_seeds:
+            if self.asked >= self.spec.trials:
+                return Searcher.FINISHED
+            self._ask()
+        number, seed = self.pending_seeds.popleft()
+        self.trial_map[trial_id] = (number, seed)
+        return {**self.spec.fixed, **self.configs[number], "seed": seed, "optuna_trial": number}
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if trial_id in self.trial_map:
+            self.histories.setdefault(trial_id, []).append(
+                {o.metric: result[o.metric] for o in self.spec.objectives if o.metric in result})
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
+                          error: bool = False) -> None:
+        if trial_id not in self.trial_map:
+            return  # a baseline, or a trial from before a lost searcher save
+        number, seed = self.trial_map.pop(trial_id)
+        history = self.histories.pop(trial_id, [])
+        values = None if error or not history else [
+            objective_value(history, o.metric, self.spec.last_k) for o in self.spec.objectives]
+        self.done.setdefault(number, {})[seed] = values
+        if len(self.done[number]) == len(self.spec.seeds):
+            self._tell(number)
+
+    def _tell(self, number: int) -> None:
+        runs = [v for v in self.done[number].values() if v is not None]
+        if not runs:
+            self.study.tell(number, state=optuna.trial.TrialState.FAIL)
+            return
+        means = [sum(r[i] for r in runs) / len(runs) for i in range(len(runs[0]))]
+        self.study.tell(number, means if len(means) > 1 else means[0])
+
+    # ---- persistence (Tune calls these with the experiment state) ------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_study"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._study = None
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as fh:
+            pickle.dump(self.__getstate__(), fh)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as fh:
+            self.__dict__.update(pickle.load(fh))
+        self._study = None

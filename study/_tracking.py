@@ -1,0 +1,259 @@
+"""MLflow for a study: one experiment, one parent run, one nested child run per Tune trial.
+
+**Where logging happens:** in the driver only (a Tune callback, plus :func:`sync_study`).
+Workers on other nodes never talk to MLflow: their results reach the driver through Tune, so
+an SQLite store works on a cluster, and a tracking server needs to be reachable from the
+driver alone.
+
+**One run per trial, ever:** a trial's run is found by its tags (study id + Tune trial id)
+before one is created, and metrics are logged per epoch only for steps the run does not hold
+yet. A resumed trial re-reports the epochs after its last checkpoint: they are recognized and
+skipped. When the tracking store fails, records stay buffered and are flushed on the next
+event; at the end of every study (and with ``mistudy sync``) the store is reconciled with
+Tune's own per-trial ``result.json``, the source of truth.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trainables.config import TrainConfig
+from trainables.loop import RECORD_KEYS
+from trainables.ray_trainable import train_config_of
+from trainables.saturation import saturation_epoch
+
+from ._plots import plot_trial
+
+__all__ = ["Tracker", "read_trial_results", "flatten", "TAG"]
+
+TAG = "mistudy"  # tag namespace
+_REDACT = ("token", "password", "secret")
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+def _safe_params(d: Mapping[str, Any]) -> dict[str, str]:
+    """Flattened params as strings; never a secret (tokens, passwords, credentials in URIs)."""
+    out = {}
+    for k, v in flatten(d).items():
+        if any(s in k.lower() for s in _REDACT):
+            continue
+        text = "null" if v is None else str(v)
+        out[k] = text[:500]
+    return out
+
+
+def read_trial_results(trial_dir: Path) -> list[dict[str, Any]]:
+    """A trial's epoch records from Tune's ``result.json``; an epoch re-reported after a resume
+    appears once (the last report wins -- on the CPU it is identical)."""
+    path = Path(trial_dir) / "result.json"
+    by_epoch: dict[int, dict[str, Any]] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by a kill
+            if "epoch" in r and all(k in r for k in RECORD_KEYS):
+                by_epoch[int(r["epoch"])] = r
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def resolved_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The trial's full training config (defaults filled in): rerunnable with mistudy train."""
+    return TrainConfig.from_dict(train_config_of(dict(config))).to_dict()
+
+
+def record_of(result: Mapping[str, Any]) -> dict[str, float]:
+    return {k: float(result[k]) for k in RECORD_KEYS}
+
+
+class Tracker:
+    """Idempotent MLflow logging for one study. Picklable (the client is made lazily)."""
+
+    def __init__(self, tracking_uri: str, experiment: str, study_id: str,
+                 artifact_location: str | None = None, saturation: Mapping[str, Any] | None = None
+                 ) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self.study_id = study_id
+        self.artifact_location = artifact_location
+        self.saturation = dict(saturation or {})
+        self._client: Any = None
+        self._runs: dict[str, str] = {}  # tune trial id -> run id
+        self._steps: dict[str, set[int]] = {}  # run id -> logged epochs
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_client": None, "_runs": {}, "_steps": {}}
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    # ---- experiment and parent -----------------------------------------------------------
+    def experiment_id(self) -> str:
+        exp = self.client.get_experiment_by_name(self.experiment)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                self.client.restore_experiment(exp.experiment_id)
+            return str(exp.experiment_id)
+        return str(self.client.create_experiment(self.experiment,
+                                                 artifact_location=self.artifact_location))
+
+    def _search(self, extra: str) -> list[Any]:
+        flt = f"tags.`{TAG}.study_id` = '{self.study_id}' and {extra}"
+        return list(self.client.search_runs([self.experiment_id()], filter_string=flt,
+                                            max_results=10_000))
+
+    def parent_run(self, spec_raw: Mapping[str, Any] | None = None) -> str:
+        found = self._search(f"tags.`{TAG}.role` = 'parent'")
+        if found:
+            return str(found[0].info.run_id)
+        run = self.client.create_run(self.experiment_id(), run_name=f"study {self.experiment}",
+                                     tags={f"{TAG}.study_id": self.study_id,
+                                           f"{TAG}.role": "parent"})
+        run_id = str(run.info.run_id)
+        if spec_raw:
+            self._log_params(run_id, spec_raw)
+            self._log_text(run_id, yaml.safe_dump(dict(spec_raw), sort_keys=False), "spec.yaml")
+        return run_id
+
+    def finish_parent(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.parent_run(), status=status)
+
+    # ---- trial runs ----------------------------------------------------------------------
+    def trial_runs(self) -> dict[str, str]:
+        """Tune trial id -> run id for every child run of this study (deleted ones excluded)."""
+        runs = self._search(f"tags.`{TAG}.role` = 'trial'")
+        return {r.data.tags[f"{TAG}.trial_id"]: str(r.info.run_id) for r in runs}
+
+    def ensure_trial_run(self, trial_id: str, config: Mapping[str, Any],
+                         tags: Mapping[str, str] | None = None) -> str:
+        if trial_id in self._runs:
+            return self._runs[trial_id]
+        found = self._search(f"tags.`{TAG}.trial_id` = '{trial_id}'")
+        if found:
+            run_id = str(found[0].info.run_id)
+        else:
+            run_id = self._create_trial_run(trial_id, config, tags or {})
+        self._runs[trial_id] = run_id
+        return run_id
+
+    def _create_trial_run(self, trial_id: str, config: Mapping[str, Any],
+                          tags: Mapping[str, str]) -> str:
+        tr = config.get("transition", {})
+        baseline = bool(config.get("mistudy_baseline", False))
+        name = f"{'baseline' if baseline else tr.get('family', '?')}-{trial_id}"
+        all_tags = {
+            "mlflow.parentRunId": self.parent_run(), f"{TAG}.study_id": self.study_id,
+            f"{TAG}.role": "trial", f"{TAG}.trial_id": trial_id,
+            f"{TAG}.family": str(tr.get("family", "")), f"{TAG}.baseline": str(baseline).lower(),
+            f"{TAG}.dataset": str(config.get("dataset", "")),
+            f"{TAG}.model": str(config.get("model", "")),
+            f"{TAG}.seed": str(config.get("seed", "")),
+            f"{TAG}.batch_size": str(config.get("batch_size", "")),
+            **({f"{TAG}.optuna_trial": str(config["optuna_trial"])}
+               if "optuna_trial" in config else {}),
+            **dict(tags),
+        }
+        run = self.client.create_run(self.experiment_id(), run_name=name, tags=all_tags)
+        run_id = str(run.info.run_id)
+        self._log_params(run_id, resolved_config(config))
+        return run_id
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(run_id, k, v)
+
+    def logged_steps(self, run_id: str) -> set[int]:
+        if run_id not in self._steps:
+            hist = self.client.get_metric_history(run_id, "epoch")
+            self._steps[run_id] = {int(m.step) for m in hist}
+        return self._steps[run_id]
+
+    def log_records(self, run_id: str, records: Iterable[Mapping[str, Any]]) -> int:
+        """Log every record whose epoch the run lacks; one ``log_batch`` per epoch (atomic in
+        the SQL store, so an epoch is either wholly there or not). Returns epochs logged."""
+        from mlflow.entities import Metric
+
+        done = self.logged_steps(run_id)
+        n = 0
+        for r in records:
+            epoch = int(r["epoch"])
+            if epoch in done:
+                continue
+            ts = int(1000 * float(r.get("timestamp", 0))) or 0
+            metrics = [Metric(k, float(r[k]), ts, epoch) for k in RECORD_KEYS
+                       if math.isfinite(float(r[k]))]
+            self.client.log_batch(run_id, metrics=metrics)
+            done.add(epoch)
+            n += 1
+        return n
+
+    def finish_trial(self, run_id: str, records: list[dict[str, Any]], config: Mapping[str, Any],
+                     status: str, error: str | None = None) -> None:
+        """Artifacts (resolved config, metrics CSV, trajectory PNG), saturation, status."""
+        self.log_records(run_id, records)
+        cfg = resolved_config(config)
+        if records and records[-1].get("data_source"):
+            cfg["data_source"] = records[-1]["data_source"]
+        self._log_text(run_id, yaml.safe_dump(cfg, sort_keys=False), "config.yaml")
+        if records:
+            self._log_artifacts(run_id, records, cfg)
+            sat = saturation_epoch([r["mi_y_yhat"] for r in records],
+                                   [r["mi_grad_norm"] for r in records], **self._sat_kwargs())
+            self.client.set_tag(run_id, f"{TAG}.saturation_epoch",
+                                "none" if sat is None else str(sat))
+            self.client.set_tag(run_id, f"{TAG}.epochs_done", str(len(records)))
+        if error:
+            self.client.set_tag(run_id, f"{TAG}.error", error[:4000])
+        self.client.set_terminated(run_id, status=status)
+
+    def _sat_kwargs(self) -> dict[str, Any]:
+        return {k: self.saturation[k] for k in ("window", "rel_tol", "grad_tol")
+                if k in self.saturation}
+
+    def _log_artifacts(self, run_id: str, records: list[dict[str, Any]],
+                       cfg: Mapping[str, Any]) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "metrics.csv"
+            with open(path, "w", newline="", encoding="utf-8") as fh:
+                w = csv.DictWriter(fh, fieldnames=list(RECORD_KEYS), extrasaction="ignore")
+                w.writeheader()
+                w.writerows(records)
+            tr = cfg.get("transition", {})
+            title = ", ".join(f"{k}={v}" for k, v in tr.items()) + \
+                f", α={cfg.get('alpha')}, batch={cfg.get('batch_size')}, seed={cfg.get('seed')}"
+            plot_trial(records, Path(d) / "trajectories.png", title)
+            self.client.log_artifacts(run_id, d)
+
+    def _log_params(self, run_id: str, d: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in _safe_params(d).items()]
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(run_id, params=items[i:i + 100])
+
+    def _log_text(self, run_id: str, text: str, name: str) -> None:
+        self.client.log_text(run_id, text, name)

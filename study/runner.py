@@ -1,0 +1,287 @@
+"""Run, resume and sync a study: Ray Tune + the study searcher + MLflow in one folder.
+
+Study folder (``--out DIR``)::
+
+    DIR/study.json     study id, name, tracking URI, experiment
+    DIR/spec.yaml      the spec as run (``--resume`` reads it)
+    DIR/mlflow.db      default tracking store (SQLite); artifacts in DIR/mlartifacts
+    DIR/optuna.db      the sampler's history
+    DIR/ray/<name>/    Tune's experiment: per-trial results, checkpoints, searcher state
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .spec import StudySpec, parse_spec
+
+__all__ = ["StudyPaths", "run_study", "sync_study", "StudyError", "open_study", "best_trials"]
+
+
+class StudyError(RuntimeError):
+    """A study-level problem for the user (exit code 2)."""
+
+
+@dataclass(frozen=True)
+class StudyPaths:
+    root: Path
+
+    @property
+    def meta(self) -> Path:
+        return self.root / "study.json"
+
+    @property
+    def spec(self) -> Path:
+        return self.root / "spec.yaml"
+
+    @property
+    def ray(self) -> Path:
+        return self.root / "ray"
+
+    @property
+    def optuna(self) -> str:
+        return f"sqlite:///{(self.root / 'optuna.db').resolve()}"
+
+    def default_tracking_uri(self) -> str:
+        return f"sqlite:///{(self.root / 'mlflow.db').resolve()}"
+
+    def artifacts(self) -> str:
+        return (self.root / "mlartifacts").resolve().as_uri()
+
+
+def _redact(uri: str) -> str:
+    """``http://user:secret@host`` -> ``http://***@host``: never print credentials."""
+    if "@" in uri and "://" in uri:
+        scheme, rest = uri.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return uri
+
+
+def open_study(out: Path) -> tuple[dict[str, Any], StudySpec]:
+    paths = StudyPaths(out)
+    if not paths.meta.exists():
+        raise StudyError(f"{out} is not a study folder (no study.json); run one with "
+                         f"mistudy run SPEC --out {out}")
+    meta = json.loads(paths.meta.read_text())
+    spec = parse_spec(yaml.safe_load(paths.spec.read_text(encoding="utf-8")))
+    return meta, spec
+
+
+def _check_tracking(uri: str) -> None:
+    """Fail fast (exit 2, nothing started) when the tracking server cannot be reached."""
+    if uri.startswith(("http://", "https://")):
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).read()
+        except Exception as exc:
+            raise StudyError(f"tracking URI {_redact(uri)} is unreachable "
+                             f"({type(exc).__name__}); start the server or fix --tracking-uri"
+                             ) from None
+
+
+def _ray_environment(address: str | None) -> None:
+    """Set before ray is first imported (Ray reads these at import time)."""
+    if address is None:
+        # A local Ray binds to loopback only (Ray resolves 127.0.0.1 to a routable address
+        # unless its multi-node support is off, which a single local node does not need).
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # JSON logger only
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+def _init_ray(address: str | None, num_cpus: int | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False,
+                              "include_dashboard": False}
+    if address is None:
+        ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
+    else:
+        kwargs.pop("include_dashboard")
+        ray.init(address=address, **kwargs)
+
+
+def _trial_dirname(trial: Any) -> str:
+    return str(trial.trial_id)
+
+
+def _build_tuner(spec: StudySpec, paths: StudyPaths, meta: dict[str, Any],
+                 cpus: float, gpus: float) -> Any:
+    from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
+
+    from trainables.ray_trainable import train_tune
+
+    from ._callbacks import BaselineSafeASHA, MlflowCallback, ProgressCallback, SaturationStopper
+    from ._searcher import StudySearcher
+    from ._tracking import Tracker
+
+    obj = spec.objectives[0]
+    tracker = Tracker(meta["tracking_uri"], meta["experiment"], meta["study_id"],
+                      meta.get("artifact_location"), spec.stopper)
+    searcher = StudySearcher(spec, paths.optuna, meta["study_id"])
+    scheduler = None
+    if spec.scheduler == "asha":
+        scheduler = BaselineSafeASHA(metric=obj.metric, mode=obj.mode, max_t=spec.fixed.get(
+            "epochs", 10), **spec.asha)
+    stop = None
+    if spec.stopper:
+        stop = SaturationStopper(**spec.stopper)
+    trainable = tune.with_resources(train_tune, {"cpu": cpus, "gpu": gpus})
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, scheduler=scheduler, num_samples=spec.num_trials,
+            max_concurrent_trials=spec.max_concurrent, trial_dirname_creator=_trial_dirname,
+            trial_name_creator=_trial_dirname,
+            metric=obj.metric if scheduler is None else None,
+            mode=obj.mode if scheduler is None else None),
+        run_config=tune.RunConfig(
+            name=spec.name, storage_path=str(paths.ray.resolve()), verbose=0, stop=stop,
+            callbacks=[JsonLoggerCallback(), MlflowCallback(tracker),
+                       ProgressCallback(obj.metric)],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures)),
+    ), tracker
+
+
+def _new_meta(spec: StudySpec, paths: StudyPaths, tracking_uri: str | None) -> dict[str, Any]:
+    return {
+        "study_id": uuid.uuid4().hex[:12], "name": spec.name,
+        "experiment": spec.name if tracking_uri is None else f"{spec.name}",
+        "tracking_uri": tracking_uri or paths.default_tracking_uri(),
+        "artifact_location": None if tracking_uri else paths.artifacts(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def run_study(spec: StudySpec | None, out: Path, *, resume: bool = False,
+              address: str | None = None, tracking_uri: str | None = None,
+              cpus_per_trial: float | None = None, gpus_per_trial: float | None = None,
+              num_cpus: int | None = None) -> Any:
+    """Run (or resume) a study; returns Tune's ResultGrid. Validation happens before Ray."""
+    paths = StudyPaths(out)
+    if resume:
+        meta, spec = open_study(out)
+        if tracking_uri and tracking_uri != meta["tracking_uri"]:
+            raise StudyError("--tracking-uri differs from the study's; a resumed study keeps "
+                             "logging where it started (see study.json)")
+    else:
+        assert spec is not None
+        if paths.meta.exists():
+            raise StudyError(f"{out} already holds a study; continue it with --resume, or "
+                             f"choose a new --out")
+        meta = _new_meta(spec, paths, tracking_uri)
+    _check_tracking(meta["tracking_uri"])
+    _ray_environment(address)
+    cpus = cpus_per_trial if cpus_per_trial is not None else spec.cpus_per_trial
+    gpus = gpus_per_trial if gpus_per_trial is not None else spec.gpus_per_trial
+    if not resume:
+        out.mkdir(parents=True, exist_ok=True)
+        paths.spec.write_text(yaml.safe_dump(spec.raw, sort_keys=False), encoding="utf-8")
+        paths.meta.write_text(json.dumps(meta, indent=2))
+    from ray import tune
+
+    from trainables.ray_trainable import train_tune
+
+    _init_ray(address, num_cpus)
+    tuner, tracker = _build_tuner(spec, paths, meta, cpus, gpus)
+    tracker.parent_run(spec.raw)
+    exp_dir = paths.ray / spec.name
+    if resume and tune.Tuner.can_restore(str(exp_dir.resolve())):
+        trainable = tune.with_resources(train_tune, {"cpu": cpus, "gpu": gpus})
+        tuner = tune.Tuner.restore(str(exp_dir.resolve()), trainable, resume_unfinished=True,
+                                   resume_errored=True)
+    grid = tuner.fit()
+    sync_study(out, grid=grid)
+    tracker.finish_parent()
+    return grid
+
+
+def _trial_table(grid: Any) -> list[dict[str, Any]]:
+    rows = []
+    for r in grid:
+        if r.path is None:
+            continue
+        rows.append({"trial_id": Path(r.path).name, "config": r.config or {},
+                     "path": Path(r.path), "error": r.error})
+    return rows
+
+
+def sync_study(out: Path, grid: Any = None) -> dict[str, int]:
+    """Make the MLflow store match Tune's results exactly: one run per trial, every epoch
+    once, artifacts and status; stray runs of trials Tune does not know are deleted."""
+    from ray import tune
+
+    from ._callbacks import trial_error_text
+    from ._tracking import Tracker, read_trial_results
+
+    meta, spec = open_study(out)
+    _check_tracking(meta["tracking_uri"])
+    exp_dir = (StudyPaths(out).ray / spec.name).resolve()
+    if grid is None:
+        if not tune.Tuner.can_restore(str(exp_dir)):
+            raise StudyError(f"no Tune experiment in {exp_dir}")
+        grid = tune.ExperimentAnalysis(str(exp_dir))
+        trials = [{"trial_id": t.trial_id, "config": t.config, "path": Path(t.path),
+                   "error": t.status == "ERROR", "trial": t} for t in grid.trials]
+    else:
+        trials = _trial_table(grid)
+    tracker = Tracker(meta["tracking_uri"], meta["experiment"], meta["study_id"],
+                      meta.get("artifact_location"), spec.stopper)
+    tracker.parent_run(spec.raw)
+    known = {t["trial_id"] for t in trials}
+    stray = {tid: rid for tid, rid in tracker.trial_runs().items() if tid not in known}
+    for run_id in stray.values():
+        tracker.client.delete_run(run_id)
+    logged = 0
+    for t in trials:
+        records = read_trial_results(t["path"])
+        if not records and not t["error"]:
+            continue
+        run_id = tracker.ensure_trial_run(t["trial_id"], t["config"])
+        new = tracker.log_records(run_id, records)
+        logged += new
+        error = None
+        if t["error"]:
+            error = trial_error_text(t["trial"]) if "trial" in t else str(t["error"])[-4000:]
+        status = "FAILED" if t["error"] else "FINISHED"
+        run = tracker.client.get_run(run_id)
+        if run.info.status != status or new:
+            tracker.finish_trial(run_id, records, t["config"], status, error)
+    return {"trials": len(trials), "epochs_logged": logged, "stray_runs_deleted": len(stray)}
+
+
+def best_trials(grid: Any, spec: StudySpec, k: int = 5) -> list[dict[str, Any]]:
+    """Top searched trials by the first objective (mean of its last ``last_k`` epochs)."""
+    from ._searcher import objective_value
+    from ._tracking import read_trial_results
+
+    obj = spec.objectives[0]
+    rows = []
+    for t in _trial_table(grid):
+        records = read_trial_results(t["path"])
+        if not records or t["config"].get("mistudy_baseline"):
+            continue
+        rows.append({"trial_id": t["trial_id"], "config": t["config"],
+                     "value": objective_value(records, obj.metric, spec.last_k),
+                     "last": records[-1]})
+    rows.sort(key=lambda r: r["value"], reverse=obj.mode == "max")
+    return rows[:k]
+
+
+def _print(msg: str) -> None:
+    print(msg, file=sys.stdout, flush=True)

@@ -1,0 +1,320 @@
+"""Study specs: fixed settings, the search space, objective, scheduler, resources, seeds.
+
+A spec is YAML; it is validated completely before Ray starts, and every problem is reported
+as one line ``path: bad value -- what is allowed``. Example (the ``quick`` preset)::
+
+    name: quick
+    fixed: {dataset: fashion_mnist, model: shallow, epochs: 6, lr: 0.001}
+    search:
+      families: {power: {exponent: [0.1, 1.5]}, exponential: {}, cosine: {}}
+      alpha: [1.0, 2.0]        # a range, or one number to fix it
+      batch_size: [128, 256]   # choices
+    trials: 4                  # configurations sampled by Optuna
+    seeds: [0]                 # every configuration runs with each seed
+    objective: {metric: val_ce, mode: min, last_k: 2}
+
+Families listed with ``{}`` search their declared ranges (``trainables.schedules``); a
+parameter given a ``[low, high]`` pair searches that sub-range; a single number fixes it.
+Matched cross-entropy baselines (``constant``, ``c = 1``) run for every batch size × seed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trainables.config import ConfigError, TrainConfig
+from trainables.schedules import FAMILIES
+
+__all__ = ["StudySpec", "SpecError", "load_spec", "parse_spec", "PRESETS", "OBJECTIVE_METRICS"]
+
+PRESETS = ("quick", "paper-mnist", "paper-fashion")
+# Validation metrics only: the test split never steers the search.
+OBJECTIVE_METRICS = {"val_ce": "min", "val_acc": "max", "val_gap": "min"}
+SEARCHED_KEYS = ("transition", "alpha", "batch_size", "seed")
+
+
+class SpecError(ValueError):
+    """One or more problems in a study spec; ``problems`` holds one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str
+    mode: str  # min | max
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    name: str
+    fixed: dict[str, Any]  # TrainConfig keys shared by all trials
+    families: dict[str, dict[str, Any]]  # family -> param -> (low, high) tuple or fixed value
+    alpha: tuple[float, float]  # low == high fixes it
+    batch_sizes: tuple[int, ...]
+    trials: int
+    seeds: tuple[int, ...]
+    objectives: tuple[Objective, ...]
+    last_k: int = 1  # objective = mean of the last k epochs
+    scheduler: str = "none"  # none | asha
+    asha: dict[str, Any] = field(default_factory=dict)
+    stopper: dict[str, Any] = field(default_factory=dict)  # saturation stopper; empty = off
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int | None = None
+    max_failures: int = 1
+    sampler_seed: int = 0
+    raw: dict[str, Any] = field(default_factory=dict)  # the spec as written
+
+    @property
+    def num_baselines(self) -> int:
+        return len(self.batch_sizes) * len(self.seeds)
+
+    @property
+    def num_trials(self) -> int:
+        """Searched trials (configs × seeds) plus baselines."""
+        return self.trials * len(self.seeds) + self.num_baselines
+
+    def base_config(self) -> dict[str, Any]:
+        return dict(self.fixed)
+
+
+_TOP_KEYS = {"name", "fixed", "search", "trials", "seeds", "objective", "scheduler", "asha",
+             "stopper", "resources", "max_failures", "sampler_seed"}
+_SEARCH_KEYS = {"families", "alpha", "batch_size"}
+_RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial", "max_concurrent"}
+_STOPPER_KEYS = {"window", "rel_tol", "grad_tol", "min_epochs"}
+_ASHA_KEYS = {"grace_period", "reduction_factor"}
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+class _Checker:
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def bad(self, path: str, value: Any, allowed: str) -> None:
+        self.problems.append(f"{path}: {value!r:.80} -- {allowed}")
+
+    def keys(self, path: str, data: Any, known: set[str]) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            self.bad(path or "spec", data, f"must be a mapping with keys {sorted(known)}")
+            return {}
+        for k in data:
+            if k not in known:
+                self.bad(f"{path}.{k}" if path else str(k), data[k],
+                         f"unknown key; known: {sorted(known)}")
+        return data
+
+
+def _family_ranges(c: _Checker, fams: Any) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    if not isinstance(fams, dict) or not fams:
+        c.bad("search.families", fams, f"a non-empty mapping of families: {sorted(FAMILIES)}")
+        return out
+    for name, params in fams.items():
+        path = f"search.families.{name}"
+        if name not in FAMILIES:
+            c.bad(path, name, f"unknown family; allowed: {sorted(FAMILIES)}")
+            continue
+        declared = {p.name: p for p in FAMILIES[name].params}
+        params = c.keys(path, params if params is not None else {}, set(declared))
+        ranges: dict[str, Any] = {}
+        for pname, p in declared.items():
+            v = params.get(pname, [p.low, p.high])
+            lo, hi = (v, v) if _num(v) else (tuple(v) if isinstance(v, list) and len(v) == 2
+                                              else (None, None))
+            if not (_num(lo) and _num(hi) and p.low <= lo <= hi <= p.high):
+                c.bad(f"{path}.{pname}", v,
+                      f"a number or [low, high] inside the declared [{p.low:g}, {p.high:g}]")
+                continue
+            if p.integer and not (float(lo).is_integer() and float(hi).is_integer()):
+                c.bad(f"{path}.{pname}", v, "integers (this parameter counts epochs)")
+                continue
+            ranges[pname] = (lo, hi)
+        out[name] = ranges
+    return out
+
+
+def _objectives(c: _Checker, raw: Any) -> tuple[tuple[Objective, ...], int]:
+    items = raw if isinstance(raw, list) else [raw if raw is not None else {}]
+    if not 1 <= len(items) <= 2:
+        c.bad("objective", raw, "one objective, or a list of two (multi-objective)")
+        return (), 1
+    objs, last_k = [], 1
+    for i, item in enumerate(items):
+        path = "objective" if len(items) == 1 else f"objective[{i}]"
+        item = c.keys(path, item, {"metric", "mode", "last_k"})
+        metric = item.get("metric", "val_ce")
+        if metric not in OBJECTIVE_METRICS:
+            c.bad(f"{path}.metric", metric,
+                  f"validation metrics only (the test split never steers): "
+                  f"{sorted(OBJECTIVE_METRICS)}")
+            continue
+        mode = item.get("mode", OBJECTIVE_METRICS[metric])
+        if mode not in ("min", "max"):
+            c.bad(f"{path}.mode", mode, "'min' or 'max'")
+            continue
+        last_k = item.get("last_k", last_k)
+        if not (_int(last_k) and last_k >= 1):
+            c.bad(f"{path}.last_k", last_k, "an integer >= 1")
+            last_k = 1
+        objs.append(Objective(metric, mode))
+    return tuple(objs), last_k
+
+
+def _search(c: _Checker, raw: dict[str, Any]) -> tuple[Any, tuple[float, float], tuple[int, ...]]:
+    search = c.keys("search", raw.get("search"), _SEARCH_KEYS)
+    families = _family_ranges(c, search.get("families"))
+    a = search.get("alpha", 1.01)
+    alpha = (a, a) if _num(a) else (tuple(a) if isinstance(a, list) and len(a) == 2 else None)
+    if not (alpha and all(_num(v) for v in alpha) and 0 < alpha[0] <= alpha[1] <= 10):
+        c.bad("search.alpha", a, "a number or [low, high] with 0 < low <= high <= 10 "
+                                 "(1 is the Shannon limit; the paper uses 1.01)")
+        alpha = (1.01, 1.01)
+    bs = search.get("batch_size", [256])
+    bs = [bs] if _int(bs) else bs
+    if not (isinstance(bs, list) and bs and all(_int(b) and b >= 10 for b in bs)):
+        c.bad("search.batch_size", bs, "a list of integers >= 10 (the class count)")
+        bs = [256]
+    return families, (float(alpha[0]), float(alpha[1])), tuple(bs)
+
+
+def _resources(c: _Checker, raw: dict[str, Any]) -> tuple[float, float, int | None]:
+    res = c.keys("resources", raw.get("resources") or {}, _RESOURCE_KEYS)
+    cpus, gpus = res.get("cpus_per_trial", 1), res.get("gpus_per_trial", 0)
+    mc = res.get("max_concurrent")
+    if not (_num(cpus) and cpus > 0):
+        c.bad("resources.cpus_per_trial", cpus, "a number > 0")
+        cpus = 1
+    if not (_num(gpus) and gpus >= 0):
+        c.bad("resources.gpus_per_trial", gpus, "a number >= 0 (fractions share a GPU)")
+        gpus = 0
+    if mc is not None and not (_int(mc) and mc >= 1):
+        c.bad("resources.max_concurrent", mc, "null or an integer >= 1")
+        mc = None
+    return float(cpus), float(gpus), mc
+
+
+def _check_fixed(c: _Checker, fixed: dict[str, Any], batch_sizes: tuple[int, ...]) -> None:
+    for k in SEARCHED_KEYS:
+        if k in fixed:
+            c.bad(f"fixed.{k}", fixed[k], "searched or set per trial; set it under search/seeds")
+    probe = {k: v for k, v in fixed.items() if k not in SEARCHED_KEYS}
+    try:
+        cfg = TrainConfig.from_dict({**probe, "batch_size": min(batch_sizes)})
+        TrainConfig.from_dict({**probe, "batch_size": max(batch_sizes)})
+    except ConfigError as exc:
+        c.problems.append(f"fixed: {exc}")
+        return
+    if cfg.device.startswith("cuda"):
+        c.bad("fixed.device", cfg.device, "use auto in studies: trials without a GPU use the CPU")
+
+
+def _check_misc(c: _Checker, raw: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, default, ok, allowed in (
+        ("trials", 4, lambda v: _int(v) and v >= 1, "an integer >= 1"),
+        ("max_failures", 1, lambda v: _int(v) and v >= 0, "an integer >= 0"),
+        ("sampler_seed", 0, lambda v: _int(v) and v >= 0, "an integer >= 0"),
+        ("scheduler", "none", lambda v: v in ("none", "asha"), "'none' or 'asha'"),
+        ("name", "study", lambda v: isinstance(v, str) and v.strip() != "", "a non-empty name"),
+    ):
+        v = raw.get(key, default)
+        if not ok(v):
+            c.bad(key, v, allowed)
+            v = default
+        out[key] = v
+    seeds = raw.get("seeds", [0])
+    seeds = [seeds] if _int(seeds) else seeds
+    if not (isinstance(seeds, list) and seeds and all(_int(s) and s >= 0 for s in seeds)
+            and len(set(seeds)) == len(seeds)):
+        c.bad("seeds", seeds, "a list of distinct integers >= 0")
+        seeds = [0]
+    out["seeds"] = tuple(seeds)
+    return out
+
+
+def _check_stopper_asha(c: _Checker, raw: dict[str, Any]) -> tuple[dict, dict]:
+    stop = c.keys("stopper", raw.get("stopper") or {}, _STOPPER_KEYS | {"enabled"})
+    if stop and stop.pop("enabled", True):
+        for k, ok in (("window", lambda v: _int(v) and v >= 1),
+                      ("rel_tol", lambda v: _num(v) and v > 0),
+                      ("min_epochs", lambda v: _int(v) and v >= 1),
+                      ("grad_tol", lambda v: v is None or (_num(v) and v > 0))):
+            if k in stop and not ok(stop[k]):
+                c.bad(f"stopper.{k}", stop[k], "a positive number (window/min_epochs: integer)")
+    else:
+        stop = {}
+    asha = c.keys("asha", raw.get("asha") or {}, _ASHA_KEYS)
+    for k, v in asha.items():
+        if not (_int(v) and v >= (2 if k == "reduction_factor" else 1)):
+            c.bad(f"asha.{k}", v, "an integer >= 1 (reduction_factor >= 2)")
+    return stop, asha
+
+
+def parse_spec(raw: Any) -> StudySpec:
+    """Validate a spec mapping completely; raise :class:`SpecError` listing every problem."""
+    c = _Checker()
+    raw = c.keys("", raw, _TOP_KEYS)
+    if not isinstance(raw, dict) or not raw:
+        raise SpecError(c.problems or ["spec: empty -- a mapping with 'search' at least"])
+    fixed = raw.get("fixed") or {}
+    if not isinstance(fixed, dict):
+        c.bad("fixed", fixed, "a mapping of training config keys")
+        fixed = {}
+    families, alpha, batch_sizes = _search(c, raw)
+    objectives, last_k = _objectives(c, raw.get("objective"))
+    cpus, gpus, max_conc = _resources(c, raw)
+    misc = _check_misc(c, raw)
+    stopper, asha = _check_stopper_asha(c, raw)
+    _check_fixed(c, fixed, batch_sizes)
+    if c.problems:
+        raise SpecError(c.problems)
+    return StudySpec(
+        name=misc["name"], fixed=fixed, families=families, alpha=alpha,
+        batch_sizes=batch_sizes, trials=misc["trials"], seeds=misc["seeds"],
+        objectives=objectives, last_k=last_k, scheduler=misc["scheduler"], asha=asha,
+        stopper=stopper, cpus_per_trial=cpus, gpus_per_trial=gpus, max_concurrent=max_conc,
+        max_failures=misc["max_failures"], sampler_seed=misc["sampler_seed"], raw=raw,
+    )
+
+
+def load_spec(path: str | None = None, preset: str | None = None) -> StudySpec:
+    """Read a spec file (``safe_load``) or a shipped preset."""
+    if preset is not None:
+        if preset not in PRESETS:
+            raise SpecError([f"--preset: {preset!r} -- allowed: {list(PRESETS)}"])
+        text = resources.files("study").joinpath(f"presets/{preset}.yaml").read_text("utf-8")
+        where = f"preset {preset}"
+    else:
+        assert path is not None
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise SpecError([f"spec: {path!r} -- no such file"]) from None
+        except UnicodeDecodeError:
+            raise SpecError([f"spec: {path!r} -- not UTF-8 text"]) from None
+        except OSError as exc:
+            raise SpecError([f"spec: {path!r} -- cannot be read ({exc.strerror})"]) from None
+        where = path
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
+        raise SpecError([f"spec: {where} -- not valid safe YAML ({first})"]) from None
+    return parse_spec(raw)

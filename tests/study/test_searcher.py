@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from study._searcher import StudySearcher, baseline_configs, objective_value, sample_config
+from study.spec import parse_spec
+from trainables import TrainConfig
+from trainables.ray_trainable import train_config_of
+from trainables.schedules import FAMILIES
+
+SPEC = parse_spec({"name": "s", "fixed": {"epochs": 2},
+                   "search": {"families": {"power": {}, "cosine": {"floor": 0.1}, "step": {}},
+                              "alpha": [1.0, 2.0], "batch_size": [64, 128]},
+                   "trials": 3, "seeds": [0, 1], "objective": {"last_k": 2}})
+
+
+def test_define_by_run_space_carries_only_the_trials_family() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(40):
+        trial = study.ask()
+        cfg = sample_config(trial, SPEC)
+        fam = cfg["transition"]["family"]
+        seen.add(fam)
+        assert set(cfg["transition"]) == {"family"} | {p.name for p in FAMILIES[fam].params}
+        assert all(k in ("family", "alpha", "batch_size") or k.startswith(f"{fam}.")
+                   for k in trial.params)
+        if fam == "cosine":
+            assert cfg["transition"]["floor"] == 0.1 and "cosine.floor" not in trial.params
+        TrainConfig.from_dict(cfg)  # every sample is a valid training config
+        study.tell(trial, 0.0)
+    assert seen == {"power", "cosine", "step"}
+
+
+def test_baselines_cover_every_batch_size_and_seed() -> None:
+    pairs = {(b["batch_size"], b["seed"]) for b in baseline_configs(SPEC)}
+    assert pairs == {(64, 0), (64, 1), (128, 0), (128, 1)}
+    assert all(b["transition"] == {"family": "constant", "c": 1.0} for b in baseline_configs(SPEC))
+
+
+def test_objective_is_the_mean_of_the_last_k_epochs() -> None:
+    hist = [{"val_ce": v} for v in (3.0, 2.0, 1.0)]
+    assert objective_value(hist, "val_ce", 2) == pytest.approx(1.5)
+
+
+def test_searcher_emits_baselines_then_each_config_per_seed_and_tells_the_mean(tmp_path) -> None:
+    s = StudySearcher(SPEC, f"sqlite:///{tmp_path / 'o.db'}", "sid")
+    out = [s.suggest(f"t{i}") for i in range(SPEC.num_trials + 1)]
+    assert out[-1] == "FINISHED"
+    base, searched = out[:4], out[4:-1]
+    assert all(c["mistudy_baseline"] for c in base)
+    assert all(c["epochs"] == 2 for c in base + searched)  # fixed settings merged in
+    assert [c["seed"] for c in searched] == [0, 1, 0, 1, 0, 1]
+    assert searched[0]["transition"] == searched[1]["transition"]
+    TrainConfig.from_dict(train_config_of(searched[0]))
+    # Seeds 0 and 1 of the first config report; Optuna hears the mean once both are done.
+    for tid, vals in (("t4", (4.0, 3.0)), ("t5", (2.0, 1.0))):
+        for v in vals:
+            s.on_trial_result(tid, {"val_ce": v})
+        s.on_trial_complete(tid, {})
+        if tid == "t4":
+            assert s.study.trials[0].state == optuna.trial.TrialState.RUNNING
+    assert s.study.trials[0].value == pytest.approx((3.5 + 1.5) / 2)

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from study.spec import PRESETS, SpecError, load_spec, parse_spec
+
+GOOD = {"name": "t", "fixed": {"dataset": "fashion_mnist", "epochs": 2},
+        "search": {"families": {"power": {"exponent": [0.2, 1.0]}, "step": {}},
+                   "alpha": [1.0, 2.0], "batch_size": [64, 128]},
+        "trials": 3, "seeds": [0, 1]}
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_presets_parse(preset: str) -> None:
+    spec = load_spec(preset=preset)
+    assert spec.name == preset and spec.trials >= 1
+    if preset.startswith("paper"):
+        lo, hi = spec.families["power"]["exponent"]
+        assert lo <= 0.5 <= hi and spec.alpha == (1.01, 1.01)
+        assert spec.fixed["epochs"] == 50 and spec.fixed["model"] == "shallow"
+
+
+def test_good_spec_fills_declared_ranges_and_counts_trials() -> None:
+    spec = parse_spec(GOOD)
+    assert spec.families["step"] == {"step_epoch": (1, 500), "value": (0.0, 1.0)}
+    assert spec.families["power"] == {"exponent": (0.2, 1.0)}
+    assert spec.num_baselines == 4 and spec.num_trials == 3 * 2 + 4
+    assert spec.objectives[0].metric == "val_ce" and spec.objectives[0].mode == "min"
+
+
+def test_every_problem_is_reported_with_its_path() -> None:
+    bad = {**GOOD, "trials": 0, "seeds": [1, 1],
+           "search": {"families": {"power": {"exponent": [-1, 9]}, "wavy": {}},
+                      "alpha": [0, 2], "batch_size": [1]},
+           "objective": {"metric": "test_ce"}, "bogus": 3,
+           "fixed": {"alpha": 1.5, "dataset": "mnist"}}
+    with pytest.raises(SpecError) as info:
+        parse_spec(bad)
+    text = "\n".join(info.value.problems)
+    for fragment in ("trials: 0", "seeds: [1, 1]", "search.families.power.exponent: [-1, 9]",
+                     "search.families.wavy", "search.alpha: [0, 2]", "search.batch_size: [1]",
+                     "objective.metric: 'test_ce' -- validation metrics only", "bogus: 3",
+                     "fixed.alpha: 1.5"):
+        assert fragment in text, fragment
+    assert all("\n" not in p for p in info.value.problems)
+
+
+def test_fixed_settings_are_checked_like_a_train_config() -> None:
+    with pytest.raises(SpecError, match="fixed: model='vgg'"):
+        parse_spec({**GOOD, "fixed": {"model": "vgg"}})
+
+
+def test_multi_objective_pair() -> None:
+    spec = parse_spec({**GOOD, "objective": [{"metric": "val_gap"}, {"metric": "val_acc"}]})
+    assert [(o.metric, o.mode) for o in spec.objectives] == [("val_gap", "min"),
+                                                              ("val_acc", "max")]
+
+
+def test_bad_spec_on_the_command_line_exits_2_before_ray(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({**GOOD, "trials": -1, "search": {"families": {"x": {}}}}))
+    exe = Path(sys.executable).with_name("mistudy")
+    out = tmp_path / "study"
+    res = subprocess.run([str(exe), "run", str(path), "--out", str(out)], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 2 and all(ln.startswith("error: ") for ln in lines)
+    assert not out.exists()
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("name: !!python/object/apply:os.system ['true']\n")
+    res = subprocess.run([str(exe), "run", str(evil)], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 2 and "not valid safe YAML" in res.stderr

@@ -1,0 +1,67 @@
+"""The Ray Tune trainable: :class:`trainables.Trainer` behind Tune's function API.
+
+Imports ray only when called, so ``trainables`` stays importable on a torch-only box. Every
+epoch reports the record with a checkpoint (model, optimizer, RNG, epoch, kernel widths); a
+restarted trial continues from its last checkpoint, bit for bit on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import TrainConfig
+from .loop import Trainer
+
+__all__ = ["train_tune", "TRIAL_ONLY_KEYS", "train_config_of"]
+
+# Keys the study adds to a trial's config that are not training settings.
+TRIAL_ONLY_KEYS = ("mistudy_baseline", "optuna_trial")
+STATE_FILE = "state.pt"
+
+
+class TrialDiverged(FloatingPointError):
+    """A non-finite loss or metric: the trial ends as failed, with the reason."""
+
+
+def train_config_of(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in TRIAL_ONLY_KEYS}
+
+
+def _check_finite(record: dict[str, Any]) -> None:
+    bad = [k for k in ("train_loss", "train_ce", "val_ce", "mi_y_yhat")
+           if not math.isfinite(float(record[k]))]
+    if bad:
+        values = ", ".join(f"{k}={record[k]}" for k in bad)
+        raise TrialDiverged(f"trial diverged at epoch {record['epoch']}: {values}")
+
+
+def train_tune(config: dict[str, Any]) -> None:
+    """Tune function trainable. ``config`` is a full training config plus study keys."""
+    from ray import tune
+
+    cfg = TrainConfig.from_dict(train_config_of(config))
+    cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
+    torch.set_num_threads(max(1, int(cpus)))  # one trial, its own CPUs: no oversubscription
+    trainer = Trainer(cfg)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            trainer.load_state_dict(torch.load(Path(d) / STATE_FILE, weights_only=True))
+    extras = {
+        "mistudy_baseline": int(bool(config.get("mistudy_baseline", False))),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+        "device": str(trainer.device),
+        "data_source": trainer.data.source,
+    }
+    while trainer.epoch < cfg.epochs:
+        record = trainer.step()
+        _check_finite(record)
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(trainer.state_dict(), Path(d) / STATE_FILE)
+            tune.report({**record, **extras}, checkpoint=tune.Checkpoint.from_directory(d))
