@@ -108,7 +108,8 @@ def _init_ray(address: str | None, num_cpus: int | None) -> None:
     kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False,
                               "include_dashboard": False}
     if address is None:
-        ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
+        # "local": always a new local instance, never a cluster that `ray start` left running.
+        ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
     else:
         kwargs.pop("include_dashboard")
         ray.init(address=address, **kwargs)

@@ -1,0 +1,156 @@
+"""Real components for the study tests: MLflow servers and Ray clusters on 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+BIN = Path(sys.executable).parent
+
+
+def tiny_spec(path: Path, **over: Any) -> Path:
+    """A real study small enough for tests: real Fashion-MNIST files, shallow CNN."""
+    spec = {
+        "name": "tiny",
+        "fixed": {"dataset": "fashion_mnist", "model": "shallow", "epochs": 2,
+                  "train_size": 500, "val_size": 100, "test_size": 100,
+                  "kernel": {"calibration_batches": 2, "horizon": 2}, "mi_grad_batches": 1},
+        "search": {"families": {"power": {}, "exponential": {}, "cosine": {}},
+                   "alpha": [1.01, 2.0], "batch_size": [50]},
+        "trials": 4, "seeds": [0],
+    }
+    for k, v in over.items():
+        if k == "fixed":
+            spec["fixed"].update(v)
+        else:
+            spec[k] = v
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def loopback_only() -> bool:
+    return [name for _, name in socket.if_nameindex()] == ["lo"]
+
+
+def require_loopback() -> None:
+    if not loopback_only():
+        pytest.fail("this test starts Ray nodes, which bind to every routable address unless "
+                    "the network namespace holds only loopback: run it through `make test` "
+                    "(tests/netns.sh), e.g. tests/netns.sh .venv/bin/pytest tests/study")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 90) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            return
+        except Exception:
+            time.sleep(0.5)
+    raise TimeoutError(url)
+
+
+class MlflowServer:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port),
+             "--backend-store-uri", f"sqlite:///{self.root / 'server.db'}",
+             "--artifacts-destination", str(self.root / "artifacts"), "--workers", "1"],
+            stdout=open(self.root / "server.log", "ab"), stderr=subprocess.STDOUT,
+            start_new_session=True)
+        wait_http(self.uri + "/health")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            os.killpg(self.proc.pid, 9)
+            self.proc.wait()
+            self.proc = None
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
+    server.start()
+    yield server
+    server.stop()
+
+
+class RayCluster:
+    """`ray start --head` + a second `ray start` node, one CPU and two (simulated) GPUs each,
+    both on 127.0.0.1, with Ray's token authentication on."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token",
+                    "RAY_AUTH_TOKEN": secrets.token_hex(16), "RAY_USAGE_STATS_ENABLED": "0"}
+
+    def ray(self, *args: str) -> None:
+        subprocess.run([str(BIN / "ray"), *args], env=self.env, check=True,
+                       capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        common = ["--num-cpus", "1", "--num-gpus", "2", "--disable-usage-stats"]
+        self.ray("start", "--head", "--node-ip-address=127.0.0.1", f"--port={self.port}",
+                 "--include-dashboard=false", *common)
+        self.ray("start", f"--address={self.address}", "--node-ip-address=127.0.0.1", *common)
+
+    def stop(self) -> None:
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=self.env,
+                       capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[RayCluster]:
+    require_loopback()
+    cluster = RayCluster()
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+def mistudy(*args: str, env: dict | None = None, timeout: float = 600
+            ) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "mistudy"), *args], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def study_runs(tracking_uri: str, experiment: str) -> tuple[list, list]:
+    """(parent runs, child runs) of a study's experiment."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=10_000)
+    parents = [r for r in runs if r.data.tags.get("mistudy.role") == "parent"]
+    children = [r for r in runs if r.data.tags.get("mistudy.role") == "trial"]
+    return parents, children
+
+
+def tune_trial_ids(study_dir: Path, name: str = "tiny") -> set[str]:
+    exp = study_dir / "ray" / name
+    return {p.name for p in exp.iterdir() if p.is_dir() and (p / "result.json").exists()}

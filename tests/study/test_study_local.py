@@ -1,0 +1,80 @@
+"""A real study with a local Ray: every trial lands as one nested MLflow run with full
+per-epoch histories, artifacts and tags."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from tests.study.conftest import mistudy, study_runs, tiny_spec, tune_trial_ids
+from trainables import RECORD_KEYS, TrainConfig
+
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+
+
+def check_study_store(uri: str, study_dir: Path, epochs: int) -> list:
+    parents, children = study_runs(uri, "tiny")
+    assert len(parents) == 1
+    trial_ids = tune_trial_ids(study_dir)
+    assert sorted(c.data.tags["mistudy.trial_id"] for c in children) == sorted(trial_ids)
+    client = MlflowClient(uri)
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert child.info.status == "FINISHED"
+        assert set(child.data.metrics) == set(RECORD_KEYS)  # no Ray bookkeeping noise
+        for key in RECORD_KEYS:
+            steps = [m.step for m in client.get_metric_history(child.info.run_id, key)]
+            assert sorted(steps) == list(range(epochs)), (key, steps)
+        arts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"config.yaml", "metrics.csv", "trajectories.png"} <= arts
+    return children
+
+
+def test_local_study_records_every_trial(tmp_path: Path) -> None:
+    spec = tiny_spec(tmp_path / "spec.yaml")
+    out = tmp_path / "study"
+    res = mistudy("run", str(spec), "--out", str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "best trials by val_ce" in res.stdout and "mistudy ui --out" in res.stdout
+    meta = json.loads((out / "study.json").read_text())
+    assert meta["tracking_uri"] == f"sqlite:///{(out / 'mlflow.db').resolve()}"
+    children = check_study_store(meta["tracking_uri"], out, epochs=2)
+    assert len(children) == 4 + 1  # four searched trials and the matched CE baseline
+    base = [c for c in children if c.data.tags["mistudy.baseline"] == "true"]
+    assert len(base) == 1 and base[0].data.params["transition.family"] == "constant"
+    for c in children:
+        tags = c.data.tags
+        assert tags["mistudy.node"] == "127.0.0.1" and tags["mistudy.device"] == "cpu"
+        assert tags["mistudy.dataset"] == "fashion_mnist" and tags["mistudy.family"]
+        assert c.data.params["epochs"] == "2" and "kernel.horizon" in c.data.params
+    # The logged config is a complete training config that `mistudy train` takes as it is.
+    client = MlflowClient(meta["tracking_uri"])
+    path = client.download_artifacts(children[0].info.run_id, "config.yaml", str(tmp_path))
+    TrainConfig.from_dict(yaml.safe_load(Path(path).read_text()))
+    # A second run into the same folder is refused: nothing is duplicated.
+    again = mistudy("run", str(spec), "--out", str(out))
+    assert again.returncode == 2 and "--resume" in again.stderr
+
+
+def test_study_against_a_real_mlflow_server(tmp_path: Path, mlflow_server) -> None:
+    spec = tiny_spec(tmp_path / "spec.yaml")
+    out = tmp_path / "study"
+    res = mistudy("run", str(spec), "--out", str(out), "--tracking-uri", mlflow_server.uri)
+    assert res.returncode == 0, res.stderr[-3000:]
+    children = check_study_store(mlflow_server.uri, out, epochs=2)
+    assert len(children) == 5
+    assert not (out / "mlflow.db").exists()
+
+
+def test_unreachable_tracking_server_exits_2_before_anything(tmp_path: Path) -> None:
+    from tests.study.conftest import free_port
+
+    spec = tiny_spec(tmp_path / "spec.yaml")
+    res = mistudy("run", str(spec), "--out", str(tmp_path / "s"),
+                  "--tracking-uri", f"http://127.0.0.1:{free_port()}", timeout=120)
+    assert res.returncode == 2 and "unreachable" in res.stderr
+    assert not (tmp_path / "s").exists()
