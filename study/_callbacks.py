@@ -45,6 +45,7 @@ class MlflowCallback(Callback):
     def _tags(self, result: dict[str, Any]) -> dict[str, str]:
         return {f"{TAG}.node": str(result.get("node_ip", "")),
                 f"{TAG}.hostname": str(result.get("hostname", "")),
+                f"{TAG}.node_id": str(result.get("node_id", "")),
                 f"{TAG}.cuda_visible_devices": str(result.get("cuda_visible_devices", "")),
                 f"{TAG}.device": str(result.get("device", ""))}
 

@@ -115,6 +115,19 @@ def _init_ray(address: str | None, num_cpus: int | None) -> None:
         ray.init(address=address, **kwargs)
 
 
+def _allow_pending_trials(cpus: float, gpus: float) -> None:
+    """Tune starts one trial at a time when a searcher is used (one pending placement group);
+    a trial's actor takes seconds to start, so slots sat idle. Allow one pending trial per
+    slot the cluster has."""
+    import ray
+
+    res = ray.cluster_resources()
+    slots = res.get("CPU", 1) / cpus
+    if gpus > 0:
+        slots = min(slots, res.get("GPU", 0) / gpus)
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, int(slots))))
+
+
 def _trial_dirname(trial: Any) -> str:
     return str(trial.trial_id)
 
@@ -199,6 +212,7 @@ def run_study(spec: StudySpec | None, out: Path, *, resume: bool = False,
     from trainables.ray_trainable import train_tune
 
     _init_ray(address, num_cpus)
+    _allow_pending_trials(cpus, gpus)
     tuner, tracker = _build_tuner(spec, paths, meta, cpus, gpus)
     tracker.parent_run(spec.raw)
     exp_dir = paths.ray / spec.name

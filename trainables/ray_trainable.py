@@ -43,6 +43,7 @@ def _check_finite(record: dict[str, Any]) -> None:
 
 def train_tune(config: dict[str, Any]) -> None:
     """Tune function trainable. ``config`` is a full training config plus study keys."""
+    import ray
     from ray import tune
 
     cfg = TrainConfig.from_dict(train_config_of(config))
@@ -57,6 +58,7 @@ def train_tune(config: dict[str, Any]) -> None:
         "mistudy_baseline": int(bool(config.get("mistudy_baseline", False))),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
         "device": str(trainer.device),
+        "node_id": ray.get_runtime_context().get_node_id(),
         "data_source": trainer.data.source,
     }
     while trainer.epoch < cfg.epochs:

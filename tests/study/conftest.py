@@ -139,13 +139,19 @@ def mistudy(*args: str, env: dict | None = None, timeout: float = 600
                           env=env, timeout=timeout)
 
 
-def study_runs(tracking_uri: str, experiment: str) -> tuple[list, list]:
-    """(parent runs, child runs) of a study's experiment."""
+def study_runs(tracking_uri: str, experiment: str, study_dir: Path | None = None
+               ) -> tuple[list, list]:
+    """(parent runs, child runs) of a study's experiment; of one study when ``study_dir``."""
+    import json
+
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id], max_results=10_000)
+    if study_dir is not None:
+        sid = json.loads((study_dir / "study.json").read_text())["study_id"]
+        runs = [r for r in runs if r.data.tags.get("mistudy.study_id") == sid]
     parents = [r for r in runs if r.data.tags.get("mistudy.role") == "parent"]
     children = [r for r in runs if r.data.tags.get("mistudy.role") == "trial"]
     return parents, children

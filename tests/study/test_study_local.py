@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 
 def check_study_store(uri: str, study_dir: Path, epochs: int) -> list:
-    parents, children = study_runs(uri, "tiny")
+    parents, children = study_runs(uri, "tiny", study_dir)
     assert len(parents) == 1
     trial_ids = tune_trial_ids(study_dir)
     assert sorted(c.data.tags["mistudy.trial_id"] for c in children) == sorted(trial_ids)
