@@ -216,8 +216,9 @@ class Tracker:
         """Artifacts (resolved config, metrics CSV, trajectory PNG), saturation, status."""
         self.log_records(run_id, records)
         cfg = resolved_config(config)
-        if records and records[-1].get("data_source"):
-            cfg["data_source"] = records[-1]["data_source"]
+        for key in ("data_source", "threads"):  # decided inside the trial
+            if records and records[-1].get(key) is not None:
+                cfg[key] = records[-1][key]
         self._log_text(run_id, yaml.safe_dump(cfg, sort_keys=False), "config.yaml")
         if records:
             self._log_artifacts(run_id, records, cfg)

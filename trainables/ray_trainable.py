@@ -47,8 +47,11 @@ def train_tune(config: dict[str, Any]) -> None:
     from ray import tune
 
     cfg = TrainConfig.from_dict(train_config_of(config))
-    cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
-    torch.set_num_threads(max(1, int(cpus)))  # one trial, its own CPUs: no oversubscription
+    if cfg.threads is None:
+        # One trial, its own CPUs: no oversubscription. Recorded, so a rerun with
+        # `mistudy train --config` uses the same thread count and gets the same numbers.
+        cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
+        cfg = cfg.with_updates(threads=max(1, int(cpus)))
     trainer = Trainer(cfg)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -60,6 +63,7 @@ def train_tune(config: dict[str, Any]) -> None:
         "device": str(trainer.device),
         "node_id": ray.get_runtime_context().get_node_id(),
         "data_source": trainer.data.source,
+        "threads": cfg.threads,
     }
     while trainer.epoch < cfg.epochs:
         record = trainer.step()

@@ -78,3 +78,37 @@ def test_unreachable_tracking_server_exits_2_before_anything(tmp_path: Path) -> 
                   "--tracking-uri", f"http://127.0.0.1:{free_port()}", timeout=120)
     assert res.returncode == 2 and "unreachable" in res.stderr
     assert not (tmp_path / "s").exists()
+
+
+def test_ui_serves_the_study_store_on_loopback(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.study.conftest import BIN, free_port, wait_http
+
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / "spec.yaml").write_text(tiny_spec(tmp_path / "spec.yaml").read_text())
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+    (out / "study.json").write_text(json.dumps({"study_id": "x", "name": "tiny",
+                                                "experiment": "tiny", "tracking_uri": uri}))
+    MlflowClient(uri).create_experiment("tiny")
+    port = free_port()
+    proc = subprocess.Popen([str(BIN / "mistudy"), "ui", "--out", str(out), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", timeout=120)
+        t0 = time.time()
+        import urllib.request
+
+        body = urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name"
+            f"?experiment_name=tiny", timeout=10).read()
+        assert b'"name": "tiny"' in body or b'"name":"tiny"' in body
+        assert time.time() - t0 < 10
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
