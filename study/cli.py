@@ -36,6 +36,27 @@ def _add_ui_sync(sub: Any) -> None:
     s.add_argument("--out", required=True, help="study folder")
 
 
+def _add_analysis(sub: Any) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("study", help="MLflow experiment name or id, or a study folder")
+    common.add_argument("--tracking-uri", help="MLflow tracking URI (a study folder knows it)")
+    common.add_argument("--last-k", type=int, default=3,
+                        help="epochs averaged for a trial's gap (default 3)")
+    common.add_argument("--acc-tolerance", type=float, default=0.02,
+                        help="flag schedules losing more test accuracy than this (default 0.02)")
+    r = sub.add_parser("rank", parents=[common], help="rank schedules by gap closure")
+    r.add_argument("--format", choices=("table", "csv", "markdown", "json"), default="table")
+    e = sub.add_parser("export", parents=[common], help="write the best configs as YAML")
+    e.add_argument("--top", type=int, default=3)
+    e.add_argument("--out", required=True)
+    e.add_argument("--include-flagged", action="store_true",
+                   help="also export schedules flagged for an accuracy drop")
+    e.add_argument("--seeds", type=int, default=5, help="seeds in the exported rerun specs")
+    p = sub.add_parser("report", parents=[common], help="figures and an HTML report")
+    p.add_argument("--out", required=True)
+    p.add_argument("--top", type=int, default=3, help="schedules drawn against the baseline")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mistudy",
@@ -46,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_arguments(sub.add_parser("train", help="train one config, show MI per epoch"))
     _add_run(sub)
     _add_ui_sync(sub)
+    _add_analysis(sub)
     return p
 
 
@@ -133,10 +155,43 @@ def sync_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def analysis_command(args: argparse.Namespace) -> int:
+    from analysis import (
+        AnalysisError,
+        analyze,
+        export_configs,
+        format_ranking,
+        log_ranking,
+        write_report,
+    )
+
+    if args.last_k < 1:
+        return _err(f"--last-k={args.last_k} -- allowed: an integer >= 1")
+    if getattr(args, "top", 1) < 1:
+        return _err(f"--top={args.top} -- allowed: an integer >= 1")
+    try:
+        a = analyze(args.study, args.tracking_uri, args.last_k, args.acc_tolerance)
+    except AnalysisError as exc:
+        return _err(str(exc))
+    for note in a.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.command == "rank":
+        print(format_ranking(a.ranking, args.format))
+        log_ranking(a)
+    elif args.command == "export":
+        for path in export_configs(a, Path(args.out), args.top, args.include_flagged,
+                                   args.seeds):
+            print(f"wrote {path}")
+    else:
+        print(f"wrote {write_report(a, Path(args.out), args.top)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {"train": train_command, "run": run_command, "ui": ui_command,
-                "sync": sync_command}
+                "sync": sync_command, "rank": analysis_command, "export": analysis_command,
+                "report": analysis_command}
     return commands[args.command](args)
 
 

@@ -1,0 +1,184 @@
+"""``mistudy rank | export | report``: load, compute, then render."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pandas as pd
+import yaml
+
+from trainables.config import TrainConfig
+
+from . import _figures as fig
+from ._load import AnalysisError, StudyData, load_study
+from ._rank import match_baselines, rank_schedules, trial_table
+
+__all__ = ["Analysis", "analyze", "format_ranking", "export_configs", "write_report",
+           "log_ranking"]
+
+COLUMNS = ("schedule", "closure", "ci_low", "ci_high", "n_seeds", "delta_test_acc", "acc_drop",
+           "pareto", "gap", "gap_baseline", "test_acc", "dpi_violation_rate",
+           "saturation_epoch", "final_mi", "n_unmatched")
+
+
+class Analysis(NamedTuple):
+    data: StudyData
+    trials: pd.DataFrame  # one row per usable trial (baselines included)
+    matched: pd.DataFrame  # searched trials with their baselines
+    ranking: pd.DataFrame  # one row per schedule
+    notes: list[str]
+
+
+def analyze(study: str, tracking_uri: str | None = None, last_k: int = 3,
+            acc_tolerance: float = 0.02) -> Analysis:
+    data = load_study(study, tracking_uri)
+    if data.runs.empty:
+        raise AnalysisError(f"study {study!r} has no trial runs in {data.tracking_uri}")
+    trials, notes = trial_table(data.runs, data.history, last_k)
+    if trials.empty:
+        raise AnalysisError(f"study {study!r} has no finished trials with metrics "
+                            f"({len(notes)} left out: {notes[:2]})")
+    if not trials.baseline.any():
+        notes.append("no cross-entropy baseline in this study: closure is undefined; "
+                     "run baselines (constant, c = 1) with the same batch sizes and seeds")
+    matched = match_baselines(trials, data.history)
+    for row in matched[~matched.matched].to_dict("records"):
+        notes.append(f"trial {row['trial_id']}: no matched baseline "
+                     f"(batch {row['p.batch_size']}, seed {row['p.seed']})")
+    if matched.empty:
+        raise AnalysisError(f"study {study!r} has only baselines: nothing to rank")
+    return Analysis(data, trials, matched, rank_schedules(matched, acc_tolerance), notes)
+
+
+def format_ranking(ranking: pd.DataFrame, fmt: str = "table") -> str:
+    df = ranking[list(COLUMNS)].copy()
+    if fmt == "json":
+        return json.dumps(json.loads(df.to_json(orient="records")), indent=2)
+    if fmt == "csv":
+        return str(df.to_csv(index=False))
+    df.insert(0, "rank", range(1, len(df) + 1))
+    if fmt == "markdown":
+        return _markdown(df)
+    with pd.option_context("display.width", 200, "display.max_colwidth", 60,
+                           "display.float_format", "{:.4f}".format):
+        return str(df.to_string(index=False))
+
+
+def _markdown(df: pd.DataFrame) -> str:
+    cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row]
+             for row in df.itertuples(index=False)]
+    head = "| " + " | ".join(df.columns) + " |"
+    sep = "|" + "---|" * len(df.columns)
+    return "\n".join([head, sep] + ["| " + " | ".join(c) + " |" for c in cells])
+
+
+def log_ranking(a: Analysis) -> bool:
+    """The ranking as artifacts of the study's parent run; False when there is none."""
+    if a.data.parent_run_id is None:
+        return False
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(a.data.tracking_uri)
+    client.log_text(a.data.parent_run_id, format_ranking(a.ranking, "csv"), "ranking.csv")
+    client.log_text(a.data.parent_run_id, format_ranking(a.ranking, "markdown"), "ranking.md")
+    return True
+
+
+def _trial_config(a: Analysis, run_id: str) -> dict[str, Any]:
+    import os
+
+    from mlflow.tracking import MlflowClient
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    client = MlflowClient(a.data.tracking_uri)
+    with tempfile.TemporaryDirectory() as d:
+        path = client.download_artifacts(run_id, "config.yaml", d)
+        cfg = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    return TrainConfig.from_dict(cfg).to_dict()
+
+
+def _rerun_spec(cfg: dict[str, Any], name: str, seeds: int) -> dict[str, Any]:
+    """A study spec that reruns one schedule with ``seeds`` seeds (its baselines included)."""
+    searched = ("transition", "alpha", "batch_size", "seed", "data_source", "threads")
+    tr = cfg["transition"]
+    return {"name": name, "fixed": {k: v for k, v in cfg.items() if k not in searched},
+            "search": {"families": {tr["family"]: {k: v for k, v in tr.items()
+                                                   if k != "family"}},
+                       "alpha": cfg["alpha"], "batch_size": [cfg["batch_size"]]},
+            "trials": 1, "seeds": list(range(seeds))}
+
+
+def export_configs(a: Analysis, out: Path, top: int = 3, include_flagged: bool = False,
+                   seeds: int = 5) -> list[Path]:
+    """The best schedules' configs (``mistudy train --config``) and rerun specs
+    (``mistudy run``), ranked by closure; flagged schedules only when asked."""
+    rows = a.ranking if include_flagged else a.ranking[~a.ranking.acc_drop]
+    rows = rows[rows.closure.notna()].head(top)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i, row in enumerate(rows.to_dict("records"), 1):
+        cfg = _trial_config(a, row["run_ids"][0])
+        stem = f"{i:02d}-{cfg['transition']['family']}"
+        path = out / f"{stem}.yaml"
+        head = (f"# rank {i}: {row['schedule']}\n# gap closure {row['closure']:.4f} "
+                f"(95% CI {row['ci_low']:.4f}..{row['ci_high']:.4f}, n={row['n_seeds']}), "
+                f"Δ test acc {row['delta_test_acc']:+.4f}\n")
+        path.write_text(head + yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+        spec = out / f"{stem}.study.yaml"
+        spec.write_text(head + yaml.safe_dump(_rerun_spec(cfg, f"rerun-{stem}", seeds),
+                                              sort_keys=False), encoding="utf-8")
+        written += [path, spec]
+    (out / "ranking.csv").write_text(format_ranking(a.ranking, "csv"), encoding="utf-8")
+    return written
+
+
+def _figures(a: Analysis, out: Path, top: int) -> dict[str, Path]:
+    traj = fig.get_trajectory_info(a.ranking, a.trials, a.data.history, top)
+    return {
+        "trajectories": fig.plot_trajectories(traj, out / "trajectories.png"),
+        "grad_norm": fig.plot_grad_norm(traj, out / "grad_norm.png"),
+        "transitions": fig.plot_transitions(
+            fig.get_transition_info(a.ranking, a.trials, top=max(top, 5)),
+            out / "transitions.png"),
+        "pareto": fig.plot_pareto(fig.get_pareto_info(a.ranking), out / "pareto.png"),
+    }
+
+
+def write_report(a: Analysis, out: Path, top: int = 3) -> Path:
+    """PNG figures and one self-contained HTML page (figures embedded)."""
+    out.mkdir(parents=True, exist_ok=True)
+    figures = _figures(a, out, top)
+    imgs = "\n".join(
+        f'<figure><img alt="{k}" src="data:image/png;base64,'
+        f'{base64.b64encode(p.read_bytes()).decode()}"><figcaption>{k}</figcaption></figure>'
+        for k, p in figures.items())
+    table = a.ranking[list(COLUMNS)].to_html(index=False, float_format="{:.4f}".format,
+                                             classes="ranking", border=0)
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in a.notes) or "<li>none</li>"
+    page = _HTML.format(title=html.escape(a.data.experiment), n=len(a.trials),
+                        table=table, imgs=imgs, notes=notes)
+    path = out / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+_HTML = """<!doctype html><html><head><meta charset="utf-8"><title>mistudy: {title}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1400px}}
+table.ranking{{border-collapse:collapse;font-size:12px}}
+table.ranking td,table.ranking th{{padding:3px 8px;border-bottom:1px solid #ddd}}
+figure{{display:inline-block;margin:0.5em}} img{{max-width:100%}}</style></head><body>
+<h1>mistudy report: {title}</h1>
+<p>{n} trials. Schedules ranked by train–test gap closure against matched cross-entropy
+baselines: closure = (gap<sub>baseline</sub> − gap) / gap<sub>baseline</sub>, gap = test CE −
+train CE over the last epochs; 95% bootstrap interval over seeds; Δ test accuracy guards
+against closing the gap by not learning.</p>
+<h2>Ranking</h2>{table}
+<h2>Figures</h2>{imgs}
+<h2>Notes</h2><ul>{notes}</ul>
+</body></html>
+"""

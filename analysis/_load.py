@@ -1,0 +1,140 @@
+"""Load a study's runs and per-epoch metric histories from MLflow into pandas.
+
+Fast paths: for an SQLite store one SQL query reads every history of the experiment; for a
+tracking server the histories are fetched in parallel threads.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pandas as pd
+
+from trainables.loop import RECORD_KEYS
+
+__all__ = ["StudyData", "AnalysisError", "load_study", "resolve_study"]
+
+TAG = "mistudy"
+
+
+class AnalysisError(RuntimeError):
+    """A problem for the user (exit code 2)."""
+
+
+class StudyData(NamedTuple):
+    experiment_id: str
+    experiment: str
+    tracking_uri: str
+    runs: pd.DataFrame  # one row per trial run: run_id, trial_id, baseline, config columns...
+    history: pd.DataFrame  # run_id, epoch, one column per record key
+    parent_run_id: str | None
+
+
+def resolve_study(study: str, tracking_uri: str | None) -> tuple[str, str, str | None]:
+    """``STUDY`` is an MLflow experiment name or id, or a study folder (its study.json says
+    where it logs). Returns (tracking uri, experiment name or id, study id filter)."""
+    meta_path = Path(study) / "study.json"
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        return tracking_uri or meta["tracking_uri"], meta["experiment"], meta["study_id"]
+    import os
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    return uri, study, None
+
+
+def _experiment(client: Any, study: str) -> Any:
+    exp = client.get_experiment_by_name(study)
+    if exp is None and study.isdigit():
+        try:
+            exp = client.get_experiment(study)
+        except Exception:
+            exp = None
+    if exp is None:
+        names = [e.name for e in client.search_experiments()]
+        raise AnalysisError(f"unknown study {study!r}: no MLflow experiment with that name or "
+                            f"id; known: {names}")
+    return exp
+
+
+def _runs_frame(runs: list[Any]) -> pd.DataFrame:
+    rows = []
+    for r in runs:
+        tags, params = r.data.tags, r.data.params
+        row: dict[str, Any] = {
+            "run_id": r.info.run_id, "status": r.info.status,
+            "study_id": tags.get(f"{TAG}.study_id"), "trial_id": tags.get(f"{TAG}.trial_id"),
+            "baseline": tags.get(f"{TAG}.baseline") == "true",
+            "start_time": r.info.start_time,
+        }
+        row.update({f"p.{k}": v for k, v in params.items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _history_sql(uri: str, run_ids: list[str]) -> pd.DataFrame:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(uri)
+    keys = ", ".join(f"'{k}'" for k in RECORD_KEYS)
+    with engine.connect() as conn:
+        df = pd.read_sql(sqlalchemy.text(
+            f"SELECT run_uuid AS run_id, key, step, value FROM metrics WHERE key IN ({keys})"),
+            conn)
+    engine.dispose()
+    return df[df.run_id.isin(set(run_ids))]
+
+
+def _history_rest(client: Any, run_ids: list[str]) -> pd.DataFrame:
+    def one(args: tuple[str, str]) -> list[tuple[str, str, int, float]]:
+        rid, key = args
+        return [(rid, key, m.step, m.value) for m in client.get_metric_history(rid, key)]
+
+    jobs = [(rid, key) for rid in run_ids for key in RECORD_KEYS]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        rows = [row for part in pool.map(one, jobs) for row in part]
+    return pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])
+
+
+def _wide(long: pd.DataFrame) -> pd.DataFrame:
+    """(run_id, key, step, value) -> one row per (run_id, epoch); a step logged twice (it
+    should never be) keeps its last value."""
+    if long.empty:
+        return pd.DataFrame(columns=["run_id", "epoch", *RECORD_KEYS[1:]])
+    wide = long.pivot_table(index=["run_id", "step"], columns="key", values="value",
+                            aggfunc="last").reset_index()
+    wide = wide.rename(columns={"step": "epoch_step"})
+    wide["epoch"] = wide["epoch_step"].astype(int)
+    return wide.drop(columns=["epoch_step"]).sort_values(["run_id", "epoch"])
+
+
+def load_study(study: str, tracking_uri: str | None = None) -> StudyData:
+    from mlflow.tracking import MlflowClient
+
+    uri, name, study_id = resolve_study(study, tracking_uri)
+    client = MlflowClient(uri)
+    try:
+        exp = _experiment(client, name)
+    except AnalysisError:
+        raise
+    except Exception as exc:
+        raise AnalysisError(f"cannot reach the tracking store {uri}: "
+                            f"{type(exc).__name__}") from None
+    flt = f"tags.`{TAG}.role` = 'trial'"
+    if study_id:
+        flt += f" and tags.`{TAG}.study_id` = '{study_id}'"
+    runs = client.search_runs([exp.experiment_id], filter_string=flt, max_results=50_000)
+    parents = client.search_runs([exp.experiment_id],
+                                 filter_string=f"tags.`{TAG}.role` = 'parent'"
+                                 + (f" and tags.`{TAG}.study_id` = '{study_id}'"
+                                    if study_id else ""),
+                                 order_by=["attributes.start_time DESC"], max_results=1)
+    frame = _runs_frame(runs)
+    ids = list(frame.run_id) if not frame.empty else []
+    long = (_history_sql(uri, ids) if uri.startswith("sqlite:") else
+            _history_rest(client, ids))
+    return StudyData(str(exp.experiment_id), exp.name, uri, frame, _wide(long),
+                     parents[0].info.run_id if parents else None)

@@ -1,0 +1,95 @@
+"""On a tiny real study: rank -> export -> `mistudy train --config` reproduces the exported
+trial's numbers; the HTML report renders in a real headless Chromium."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from analysis import analyze
+from tests.study.conftest import mistudy, tiny_spec
+from trainables.loop import RECORD_KEYS
+
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("e2e")
+    spec = tiny_spec(root / "spec.yaml", trials=2, seeds=[0, 1],
+                     fixed={"epochs": 3, "mi_grad_batches": 1})
+    out = root / "study"
+    res = mistudy("run", str(spec), "--out", str(out), "--num-cpus", "2")
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out
+
+
+def test_rank_export_and_rerun_reproduces_the_trial(finished_study: Path, tmp_path: Path
+                                                    ) -> None:
+    res = mistudy("rank", str(finished_study), "--last-k", "2", "--format", "markdown")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("| rank | schedule | closure")
+    a = analyze(str(finished_study), last_k=2)
+    assert len(a.ranking) == 2 and (a.ranking.n_seeds == 2).all()
+    # The ranking is logged to the parent run.
+    client = MlflowClient(a.data.tracking_uri)
+    assert {"ranking.csv", "ranking.md"} <= {x.path for x in
+                                             client.list_artifacts(a.data.parent_run_id)}
+    out = tmp_path / "best"
+    res = mistudy("export", str(finished_study), "--top", "1", "--out", str(out),
+                  "--last-k", "2", "--include-flagged")
+    assert res.returncode == 0, res.stderr
+    exported = sorted(out.glob("01-*.yaml"))
+    cfg_path = next(p for p in exported if not p.name.endswith(".study.yaml"))
+    spec_path = next(p for p in exported if p.name.endswith(".study.yaml"))
+    from study.spec import load_spec
+
+    assert load_spec(str(spec_path)).trials == 1  # a new study takes it as it is
+    cfg = yaml.safe_load(cfg_path.read_text())
+    rerun = tmp_path / "rerun"
+    res = mistudy("train", "--config", str(cfg_path), "--out", str(rerun), "--quiet")
+    assert res.returncode == 0, res.stderr
+    with open(rerun / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    run_id = a.ranking.run_ids.iloc[0][0]
+    assert client.get_run(run_id).data.params["seed"] == str(cfg["seed"])
+    for key in RECORD_KEYS:
+        if key == "epoch_seconds":
+            continue
+        logged = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+        assert [float(r[key]) for r in rows] == pytest.approx([m.value for m in logged],
+                                                              rel=1e-9, abs=1e-12), key
+
+
+def test_report_renders_in_headless_chromium(finished_study: Path, tmp_path: Path) -> None:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "make setup installs Debian's chromium for this test"
+    out = tmp_path / "report"
+    res = mistudy("report", str(finished_study), "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    page = out / "report.html"
+    for png in ("trajectories.png", "transitions.png", "grad_norm.png", "pareto.png"):
+        assert (out / png).stat().st_size > 5000
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True,
+                         text=True, timeout=120).stdout
+    assert 'class="dataframe ranking"' in dom and dom.count("<img") == 4
+    assert dom.count("<tr") >= 3  # header + two schedules
+    shot = tmp_path / "shot.png"
+    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1400,2400", page.as_uri()],
+                   capture_output=True, timeout=120)
+    import matplotlib.image
+
+    img = matplotlib.image.imread(str(shot))[..., :3]  # (H, W, 3) in [0, 1]
+    colored = (img.max(axis=2) - img.min(axis=2)) > 0.25  # plot lines, not text or white
+    assert colored.mean() > 0.002, "the figures did not render"
+    assert np.any(img < 0.2)  # text

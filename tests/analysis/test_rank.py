@@ -1,0 +1,119 @@
+"""Ranking math on hand-built runs with known answers, logged to a real MLflow store."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+from analysis import analyze, bootstrap_ci, pareto_front
+from trainables.loop import RECORD_KEYS
+
+EPOCHS = 4
+
+
+def log_trial(client: MlflowClient, exp: str, tid: str, *, family: str, seed: int, batch: int,
+              gap: float, acc: float, baseline: bool = False, dpi_neg: int = 0,
+              params: dict | None = None, drop: tuple[str, ...] = ()) -> str:
+    run = client.create_run(exp, tags={"mistudy.role": "trial", "mistudy.trial_id": tid,
+                                       "mistudy.study_id": "s1",
+                                       "mistudy.baseline": str(baseline).lower()})
+    rid = run.info.run_id
+    p = {"dataset": "mnist", "model": "shallow", "batch_size": batch, "epochs": EPOCHS,
+         "seed": seed, "alpha": 1.01, "transition.family": family, **(params or {})}
+    client.log_batch(rid, params=[Param(k, str(v)) for k, v in p.items()])
+    for e in range(EPOCHS):
+        rec = {k: 0.5 for k in RECORD_KEYS}
+        rec.update(epoch=e, train_ce=1.0, test_ce=1.0 + gap, gap=gap, test_acc=acc,
+                   mi_y_yhat=1.0 + 0.1 * e, mi_y_x=3.0, mi_grad_norm=0.1,
+                   dpi_margin=-1.0 if e < dpi_neg else 1.0)
+        client.log_batch(rid, metrics=[Metric(k, float(v), 0, e) for k, v in rec.items()
+                                       if k not in drop])
+    client.set_terminated(rid)
+    return rid
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> tuple[str, MlflowClient]:
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("hand", artifact_location=(tmp_path / "a").as_uri())
+    common = {"params": {"transition.c": 1.0}}
+    log_trial(client, exp, "b0", family="constant", seed=0, batch=64, gap=0.2, acc=0.9,
+              baseline=True, **common)
+    log_trial(client, exp, "b1", family="constant", seed=1, batch=64, gap=0.2, acc=0.9,
+              baseline=True, **common)
+    log_trial(client, exp, "b1dup", family="constant", seed=1, batch=64, gap=0.4, acc=0.9,
+              baseline=True, **common)  # two baselines for one key: their mean (0.3) counts
+    pw = {"params": {"transition.exponent": 0.5}}
+    log_trial(client, exp, "p0", family="power", seed=0, batch=64, gap=0.1, acc=0.9,
+              dpi_neg=1, **pw)
+    log_trial(client, exp, "p1", family="power", seed=1, batch=64, gap=0.075, acc=0.88, **pw)
+    ex = {"params": {"transition.rate": 0.3}}
+    log_trial(client, exp, "e0", family="exponential", seed=0, batch=64, gap=0.02, acc=0.8,
+              **ex)
+    log_trial(client, exp, "u0", family="power", seed=0, batch=128, gap=0.1, acc=0.9,
+              params={"transition.exponent": 2.0})  # no baseline at batch 128
+    log_trial(client, exp, "m0", family="power", seed=0, batch=64, gap=0.1, acc=0.9,
+              params={"transition.exponent": 1.0}, drop=("mi_y_x",))  # missing a metric
+    return uri, client
+
+
+def test_closure_matching_guards_and_notes(store) -> None:
+    uri, _ = store
+    a = analyze("hand", uri, last_k=2, acc_tolerance=0.05)
+    r = a.ranking.set_index("schedule")
+    power = r.loc["power(exponent=0.5) α=1.01 batch=64"]
+    # seed 0: (0.2 - 0.1) / 0.2 = 0.5; seed 1: baselines 0.2 and 0.4 -> 0.3: (0.3 - 0.075)/0.3
+    assert power.closure == pytest.approx((0.5 + 0.75) / 2)
+    assert power.n_seeds == 2
+    assert power.delta_test_acc == pytest.approx(-0.01)
+    assert not power.acc_drop
+    assert power.dpi_violation_rate == pytest.approx(0.125)  # 1 of 4 epochs, 1 of 2 seeds
+    expo = r.loc["exponential(rate=0.3) α=1.01 batch=64"]
+    assert expo.closure == pytest.approx(0.9) and expo.acc_drop  # closes by not learning
+    assert np.isnan(expo.ci_low)  # one seed: no interval
+    lone = r.loc["power(exponent=2) α=1.01 batch=128"]
+    assert np.isnan(lone.closure) and lone.n_unmatched == 1
+    assert list(a.ranking.schedule)[-1] == lone.name  # unmatched schedules rank last
+    assert any("m0" in n and "missing metrics" in n for n in a.notes)
+    assert any("u0" in n and "no matched baseline" in n for n in a.notes)
+    # Pareto over (closure, Δacc): power (0.625, -0.01) and exponential (0.9, -0.1) both stay.
+    assert set(a.ranking[a.ranking.pareto].schedule) == {power.name, expo.name}
+
+
+def test_bootstrap_interval_covers_the_mean_about_95_percent() -> None:
+    rng = np.random.default_rng(7)
+    hits = 0
+    reps = 300
+    for i in range(reps):
+        lo, hi = bootstrap_ci(rng.normal(1.0, 0.5, size=25), n_boot=2000, seed=i)
+        hits += lo <= 1.0 <= hi
+    assert 0.88 <= hits / reps <= 0.99
+
+
+def test_pareto_front_known_set() -> None:
+    x = [0.1, 0.5, 0.4, 0.9, 0.5, float("nan")]
+    y = [0.0, 0.2, 0.1, -0.3, 0.2, 1.0]
+    assert pareto_front(x, y).tolist() == [False, True, False, True, True, False]
+
+
+def test_bad_studies_exit_2_with_a_message(store, tmp_path: Path) -> None:
+    uri, client = store
+    exe = str(Path(sys.executable).with_name("mistudy"))
+    res = subprocess.run([exe, "rank", "nope", "--tracking-uri", uri], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 2 and "unknown study 'nope'" in res.stderr and "hand" in res.stderr
+    client.create_experiment("empty")
+    res = subprocess.run([exe, "rank", "empty", "--tracking-uri", uri], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 2 and "no trial runs" in res.stderr
+    res = subprocess.run([exe, "rank", "hand", "--tracking-uri", uri, "--format", "json"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and '"closure"' in res.stdout
+    assert "no matched baseline" in res.stderr  # partial results, said so
