@@ -35,12 +35,14 @@ class MlflowCallback(Callback):
 
     def __init__(self, tracker: Tracker) -> None:
         self.tracker = tracker
+        self.seconds = 0.0  # time spent logging (the study's MLflow overhead)
         self.pending: dict[str, dict[int, dict[str, Any]]] = {}  # trial id -> epoch -> record
         self.finished: dict[str, tuple[Any, str]] = {}  # trial id -> (trial, status) to finish
         self.failures = 0
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"tracker": self.tracker, "pending": {}, "finished": {}, "failures": 0}
+        return {"tracker": self.tracker, "pending": {}, "finished": {}, "failures": 0,
+                "seconds": 0.0}
 
     def _tags(self, result: dict[str, Any]) -> dict[str, str]:
         return {f"{TAG}.node": str(result.get("node_ip", "")),
@@ -71,8 +73,12 @@ class MlflowCallback(Callback):
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.flush(trials)
+        if self.tracker.timings_path:
+            _merge_json(self.tracker.timings_path, {"mlflow_callback_seconds": self.seconds})
+
 
     def _try(self, fn: Any) -> bool:
+        t0 = time.perf_counter()
         try:
             fn()
             return True
@@ -82,6 +88,8 @@ class MlflowCallback(Callback):
                 print(f"mistudy: MLflow unavailable ({type(exc).__name__}); records are kept "
                       f"and flushed when it is back", file=sys.stderr)
             return False
+        finally:
+            self.seconds += time.perf_counter() - t0
 
     def flush(self, trials: list | None = None) -> None:
         for trial_id in list(self.pending):
@@ -164,3 +172,12 @@ class BaselineSafeASHA(AsyncHyperBandScheduler):
         if trial.config.get("mistudy_baseline"):
             return TrialScheduler.CONTINUE
         return str(super().on_trial_result(tune_controller, trial, result))
+
+
+def _merge_json(path: str, values: dict[str, Any]) -> None:
+    import json
+
+    p = Path(path)
+    data = json.loads(p.read_text()) if p.exists() else {}
+    data.update(values)
+    p.write_text(json.dumps(data, indent=2))

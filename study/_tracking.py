@@ -89,13 +89,14 @@ class Tracker:
     """Idempotent MLflow logging for one study. Picklable (the client is made lazily)."""
 
     def __init__(self, tracking_uri: str, experiment: str, study_id: str,
-                 artifact_location: str | None = None, saturation: Mapping[str, Any] | None = None
-                 ) -> None:
+                 artifact_location: str | None = None, saturation: Mapping[str, Any] | None = None,
+                 timings_path: str | None = None) -> None:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.study_id = study_id
         self.artifact_location = artifact_location
         self.saturation = dict(saturation or {})
+        self.timings_path = timings_path  # where the driver's overhead figures go
         self._client: Any = None
         self._runs: dict[str, str] = {}  # tune trial id -> run id
         self._steps: dict[str, set[int]] = {}  # run id -> logged epochs

@@ -44,6 +44,10 @@ class StudyPaths:
         return self.root / "spec.yaml"
 
     @property
+    def timings(self) -> Path:
+        return self.root / "timings.json"
+
+    @property
     def ray(self) -> Path:
         return self.root / "ray"
 
@@ -119,13 +123,18 @@ def _allow_pending_trials(cpus: float, gpus: float) -> None:
     """Tune starts one trial at a time when a searcher is used (one pending placement group);
     a trial's actor takes seconds to start, so slots sat idle. Allow one pending trial per
     slot the cluster has."""
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(_slots(cpus, gpus)))
+
+
+def _slots(cpus: float, gpus: float) -> int:
+    """Trials the cluster can run at once with these per-trial resources."""
     import ray
 
     res = ray.cluster_resources()
     slots = res.get("CPU", 1) / cpus
     if gpus > 0:
         slots = min(slots, res.get("GPU", 0) / gpus)
-    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, int(slots))))
+    return max(1, int(slots))
 
 
 def _trial_dirname(trial: Any) -> str:
@@ -145,7 +154,7 @@ def _build_tuner(spec: StudySpec, paths: StudyPaths, meta: dict[str, Any],
 
     obj = spec.objectives[0]
     tracker = Tracker(meta["tracking_uri"], meta["experiment"], meta["study_id"],
-                      meta.get("artifact_location"), spec.stopper)
+                      meta.get("artifact_location"), spec.stopper, str(paths.timings))
     searcher = StudySearcher(spec, paths.optuna, meta["study_id"])
     scheduler = None
     if spec.scheduler == "asha":
@@ -211,7 +220,9 @@ def run_study(spec: StudySpec | None, out: Path, *, resume: bool = False,
 
     from trainables.ray_trainable import train_tune
 
+    t0 = time.time()
     _init_ray(address, num_cpus)
+    t_ray = time.time()
     _allow_pending_trials(cpus, gpus)
     tuner, tracker = _build_tuner(spec, paths, meta, cpus, gpus)
     tracker.parent_run(spec.raw)
@@ -220,10 +231,21 @@ def run_study(spec: StudySpec | None, out: Path, *, resume: bool = False,
         trainable = tune.with_resources(train_tune, {"cpu": cpus, "gpu": gpus})
         tuner = tune.Tuner.restore(str(exp_dir.resolve()), trainable, resume_unfinished=True,
                                    resume_errored=True)
+    t_fit = time.time()
     grid = tuner.fit()
+    t_sync = time.time()
     sync_study(out, grid=grid)
     tracker.finish_parent()
+    _record_timings(paths, {"ray_start_seconds": t_ray - t0, "fit_seconds": t_sync - t_fit,
+                            "sync_seconds": time.time() - t_sync,
+                            "run_seconds": time.time() - t0, "slots": _slots(cpus, gpus)})
     return grid
+
+
+def _record_timings(paths: StudyPaths, values: dict[str, Any]) -> None:
+    data = json.loads(paths.timings.read_text()) if paths.timings.exists() else {}
+    data.update(values)
+    paths.timings.write_text(json.dumps(data, indent=2))
 
 
 def _trial_table(grid: Any) -> list[dict[str, Any]]:

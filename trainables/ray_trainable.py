@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ def train_tune(config: dict[str, Any]) -> None:
     import ray
     from ray import tune
 
+    t_enter = time.perf_counter()
     cfg = TrainConfig.from_dict(train_config_of(config))
     if cfg.threads is None:
         # One trial, its own CPUs: no oversubscription. Recorded, so a rerun with
@@ -64,10 +66,13 @@ def train_tune(config: dict[str, Any]) -> None:
         "node_id": ray.get_runtime_context().get_node_id(),
         "data_source": trainer.data.source,
         "threads": cfg.threads,
+        "setup_seconds": time.perf_counter() - t_enter,  # data, model, calibration, restore
     }
     while trainer.epoch < cfg.epochs:
         record = trainer.step()
         _check_finite(record)
         with tempfile.TemporaryDirectory() as d:
+            t0 = time.perf_counter()
             torch.save(trainer.state_dict(), Path(d) / STATE_FILE)
+            extras["checkpoint_seconds"] = time.perf_counter() - t0
             tune.report({**record, **extras}, checkpoint=tune.Checkpoint.from_directory(d))
