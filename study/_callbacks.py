@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import queue
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,52 +32,107 @@ def trial_error_text(trial: Any) -> str:
 
 
 class MlflowCallback(Callback):
-    """Logs every epoch of every trial to its one MLflow run. When MLflow is unreachable the
-    records stay here and are flushed on the next event; nothing is dropped."""
+    """Logs every epoch of every trial to its one MLflow run, from a background thread, so
+    Tune's event loop never waits on the tracking store. When MLflow is unreachable the
+    records stay queued and are retried; nothing is dropped (and ``sync_study`` reconciles
+    with Tune's own results at the end)."""
 
-    def __init__(self, tracker: Tracker) -> None:
+    def __init__(self, tracker: Tracker, retry_seconds: float = 2.0,
+                 drain_timeout: float = 120.0) -> None:
         self.tracker = tracker
-        self.seconds = 0.0  # time spent logging (the study's MLflow overhead)
-        self.pending: dict[str, dict[int, dict[str, Any]]] = {}  # trial id -> epoch -> record
-        self.finished: dict[str, tuple[Any, str]] = {}  # trial id -> (trial, status) to finish
+        self.retry_seconds = retry_seconds
+        self.drain_timeout = drain_timeout
+        self._init_state()
+
+    def _init_state(self) -> None:
+        self.seconds = 0.0  # time spent logging (the study's MLflow overhead, off the loop)
         self.failures = 0
+        self.pending: dict[str, dict[int, dict[str, Any]]] = {}  # trial -> epoch -> record
+        self.configs: dict[str, dict[str, Any]] = {}
+        self.tags: dict[str, dict[str, str]] = {}  # trial -> tags still to set
+        self.finished: dict[str, tuple[str, str, str | None]] = {}  # trial -> path, status, err
+        self._queue: queue.Queue | None = None
+        self._thread: threading.Thread | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"tracker": self.tracker, "pending": {}, "finished": {}, "failures": 0,
-                "seconds": 0.0}
+        return {"tracker": self.tracker, "retry_seconds": self.retry_seconds,
+                "drain_timeout": self.drain_timeout}
 
-    def _tags(self, result: dict[str, Any]) -> dict[str, str]:
-        return {f"{TAG}.node": str(result.get("node_ip", "")),
-                f"{TAG}.hostname": str(result.get("hostname", "")),
-                f"{TAG}.node_id": str(result.get("node_id", "")),
-                f"{TAG}.cuda_visible_devices": str(result.get("cuda_visible_devices", "")),
-                f"{TAG}.device": str(result.get("device", ""))}
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_state()
+
+    # ---- Tune's thread: enqueue only ------------------------------------------------------
+    def _put(self, event: tuple) -> None:
+        if self._thread is None:
+            self._queue = queue.Queue()
+            self._thread = threading.Thread(target=self._work, name="mistudy-mlflow",
+                                            daemon=True)
+            self._thread.start()
+        assert self._queue is not None
+        self._queue.put(event)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
-        if not all(k in result for k in RECORD_KEYS):
-            return
-        self.pending.setdefault(trial.trial_id, {})[int(result["epoch"])] = {
-            **record_of(result), "timestamp": result.get("timestamp", time.time())}
-        if int(result["epoch"]) == 0 or trial.trial_id not in self.tracker._runs:
-            self._try(lambda: self.tracker.set_tags(
-                self.tracker.ensure_trial_run(trial.trial_id, trial.config),
-                self._tags(result)))
-        self.flush(trials)
+        if all(k in result for k in RECORD_KEYS):
+            record = {**record_of(result), "timestamp": result.get("timestamp", time.time())}
+            self._put(("result", trial.trial_id, dict(trial.config), record, _tags(result)))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.finished[trial.trial_id] = (trial, "FINISHED")
-        self.flush(trials)
+        self._put(("finish", trial.trial_id, dict(trial.config),
+                   str(trial.local_path or trial.path), "FINISHED", None))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.finished[trial.trial_id] = (trial, "FAILED")
-        self.flush(trials)
+        self._put(("finish", trial.trial_id, dict(trial.config),
+                   str(trial.local_path or trial.path), "FAILED", trial_error_text(trial)))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        self.flush(trials)
+        if self._thread is not None and self._queue is not None:
+            self._queue.put(("stop",))
+            self._thread.join(self.drain_timeout)
+            if self.pending or self.finished:
+                print("mistudy: MLflow still unreachable; the study's results are safe in "
+                      "Tune's folder: run `mistudy sync --out DIR` when it is back",
+                      file=sys.stderr)
         if self.tracker.timings_path:
             _merge_json(self.tracker.timings_path, {"mlflow_callback_seconds": self.seconds})
 
+    # ---- the logging thread ---------------------------------------------------------------
+    def _work(self) -> None:
+        assert self._queue is not None
+        stopping = False
+        while True:
+            try:
+                event = self._queue.get(timeout=self.retry_seconds)
+                self._absorb(event)
+                stopping = stopping or event[0] == "stop"
+                while not self._queue.empty():  # batch whatever else has arrived
+                    event = self._queue.get_nowait()
+                    self._absorb(event)
+                    stopping = stopping or event[0] == "stop"
+            except queue.Empty:
+                pass
+            ok = self.flush()
+            if stopping and (ok or self._gave_up()):
+                return
+            if not ok:
+                time.sleep(self.retry_seconds)
+
+    def _gave_up(self) -> bool:
+        self._stop_deadline = getattr(self, "_stop_deadline", time.time() + self.drain_timeout)
+        return time.time() > self._stop_deadline
+
+    def _absorb(self, event: tuple) -> None:
+        if event[0] == "result":
+            _, tid, config, record, tags = event
+            self.configs[tid] = config
+            self.pending.setdefault(tid, {})[int(record["epoch"])] = record
+            if int(record["epoch"]) == 0 or tid not in self.tracker._runs:
+                self.tags[tid] = tags
+        elif event[0] == "finish":
+            _, tid, config, path, status, error = event
+            self.configs[tid] = config
+            self.finished[tid] = (path, status, error)
 
     def _try(self, fn: Any) -> bool:
         t0 = time.perf_counter()
@@ -91,30 +148,37 @@ class MlflowCallback(Callback):
         finally:
             self.seconds += time.perf_counter() - t0
 
-    def flush(self, trials: list | None = None) -> None:
-        for trial_id in list(self.pending):
-            records = [self.pending[trial_id][e] for e in sorted(self.pending[trial_id])]
-            trial = next((t for t in trials or [] if t.trial_id == trial_id), None)
-            config = trial.config if trial is not None else {}
-
-            def log(trial_id: str = trial_id, records: list = records, config: Any = config
-                    ) -> None:
-                run = self.tracker.ensure_trial_run(trial_id, config)
-                self.tracker.log_records(run, records)
-
-            if self._try(log):
-                del self.pending[trial_id]
-        for trial_id, (trial, status) in list(self.finished.items()):
-            if trial_id in self.pending:
+    def flush(self) -> bool:
+        """Log what is pending; True when nothing is left."""
+        for tid in list(self.tags):
+            if self._try(lambda tid=tid: self.tracker.set_tags(
+                    self.tracker.ensure_trial_run(tid, self.configs[tid]), self.tags[tid])):
+                del self.tags[tid]
+        for tid in list(self.pending):
+            records = [self.pending[tid][e] for e in sorted(self.pending[tid])]
+            if self._try(lambda tid=tid, records=records: self.tracker.log_records(
+                    self.tracker.ensure_trial_run(tid, self.configs[tid]), records)):
+                del self.pending[tid]
+        for tid, (path, status, error) in list(self.finished.items()):
+            if tid in self.pending:
                 continue
-            if self._try(lambda trial=trial, status=status: self._finish(trial, status)):
-                del self.finished[trial_id]
+            if self._try(lambda tid=tid, path=path, status=status, error=error:
+                         self._finish(tid, path, status, error)):
+                del self.finished[tid]
+        return not (self.pending or self.finished or self.tags)
 
-    def _finish(self, trial: Any, status: str) -> None:
-        records = read_trial_results(Path(trial.local_path or trial.path))
-        run = self.tracker.ensure_trial_run(trial.trial_id, trial.config)
-        error = trial_error_text(trial) if status == "FAILED" else None
-        self.tracker.finish_trial(run, records, trial.config, status, error)
+    def _finish(self, tid: str, path: str, status: str, error: str | None) -> None:
+        records = read_trial_results(Path(path))
+        run = self.tracker.ensure_trial_run(tid, self.configs[tid])
+        self.tracker.finish_trial(run, records, self.configs[tid], status, error)
+
+
+def _tags(result: dict[str, Any]) -> dict[str, str]:
+    return {f"{TAG}.node": str(result.get("node_ip", "")),
+            f"{TAG}.hostname": str(result.get("hostname", "")),
+            f"{TAG}.node_id": str(result.get("node_id", "")),
+            f"{TAG}.cuda_visible_devices": str(result.get("cuda_visible_devices", "")),
+            f"{TAG}.device": str(result.get("device", ""))}
 
 
 class ProgressCallback(Callback):

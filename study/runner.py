@@ -170,13 +170,14 @@ def _build_tuner(spec: StudySpec, paths: StudyPaths, meta: dict[str, Any],
             search_alg=searcher, scheduler=scheduler, num_samples=spec.num_trials,
             max_concurrent_trials=spec.max_concurrent, trial_dirname_creator=_trial_dirname,
             trial_name_creator=_trial_dirname,
+            reuse_actors=True,  # no new process (torch import, data load) per trial
             metric=obj.metric if scheduler is None else None,
             mode=obj.mode if scheduler is None else None),
         run_config=tune.RunConfig(
             name=spec.name, storage_path=str(paths.ray.resolve()), verbose=0, stop=stop,
             callbacks=[JsonLoggerCallback(), MlflowCallback(tracker),
                        ProgressCallback(obj.metric)],
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures)),
     ), tracker
 

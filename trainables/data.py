@@ -15,6 +15,7 @@ from the official test file. Sources, in order:
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 import warnings
@@ -193,9 +194,18 @@ def _how_to_get(name: str) -> str:
 
 def load_splits(name: str, data_dir: str | None = None, seed: int = 0,
                 sizes: tuple[int, int, int] = (5000, 1000, 1000)) -> Splits:
-    """Balanced, seeded, disjoint train / validation / test splits of ``name``."""
+    """Balanced, seeded, disjoint train / validation / test splits of ``name``.
+
+    Cached per process: a Ray actor reused for the next trial does not read the files again
+    (the tensors are never modified in place)."""
     if name not in DATASETS:
         raise ValueError(f"dataset={name!r} is unknown; allowed: {sorted(DATASETS)}")
+    return _load_cached(name, data_dir, seed, tuple(sizes))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(name: str, data_dir: str | None, seed: int,
+                 sizes: tuple[int, int, int]) -> Splits:
     files, where = _locate(name, data_dir)
     if files is None:
         files, where = _download(name)

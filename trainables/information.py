@@ -147,25 +147,72 @@ def label_entropy(y: Tensor, alpha: float) -> Tensor:
     return entropy_from_eigenvalues(counts / counts.sum(), alpha)
 
 
-def _class_blocks(b: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """Stack the diagonal blocks ``B[y==c][:, y==c]`` into ``(C, m, m)``, padded to the largest
-    class ``m`` with ``-1`` on the padded diagonal; returns the blocks and the padding mask."""
+def _entropy_and_slope(lam: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
+    """Rényi entropy (bits) of a unit-trace spectrum and its derivative per eigenvalue,
+    ``dH/dlambda_i`` (0 for eigenvalues below the numerical-rank threshold)."""
+    lam = lam.clamp_min(0.0)
+    tol = lam.numel() * torch.finfo(lam.dtype).eps * lam.max()
+    live = lam > tol
+    safe = torch.where(live, lam, torch.ones_like(lam))
+    zero = torch.zeros_like(lam)
+    if alpha == 1.0:
+        h = -torch.where(live, safe * torch.log2(safe), zero).sum()
+        return h, torch.where(live, -(torch.log2(safe) + 1.0 / math.log(2.0)), zero)
+    power = torch.where(live, safe**alpha, zero)
+    total = power.sum()
+    h = torch.log2(total) / (1.0 - alpha)
+    slope = alpha * torch.where(live, safe ** (alpha - 1.0), zero)
+    return h, slope / ((1.0 - alpha) * total * math.log(2.0))
+
+
+def _class_index(y: Tensor) -> list[Tensor]:
     y = y.reshape(-1)
-    classes, counts = torch.unique(y, return_counts=True)
-    m = int(counts.max())
-    order = torch.argsort(y, stable=True)
-    # Position of each sorted sample inside its class block.
-    starts = torch.cumsum(counts, 0) - counts
-    cls_idx = torch.repeat_interleave(torch.arange(len(classes), device=y.device), counts)
-    pos = torch.arange(y.numel(), device=y.device) - starts[cls_idx]
-    blocks = b.new_zeros(len(classes), m, m)
-    bs = b[order][:, order]
-    same = cls_idx[:, None] == cls_idx[None, :]
-    ii, jj = torch.nonzero(same, as_tuple=True)
-    blocks = blocks.index_put((cls_idx[ii], pos[ii], pos[jj]), bs[ii, jj])
-    pad = torch.arange(m, device=y.device)[None, :] >= counts[:, None]  # (C, m)
-    eye = torch.diag_embed(pad.to(b.dtype))
-    return blocks - eye, pad
+    return [torch.nonzero(y == c).reshape(-1) for c in torch.unique(y)]
+
+
+def _label_mi_parts(y: Tensor, b: Tensor, alpha: float, vectors: bool) -> tuple[Tensor, ...]:
+    """Value of ``I(Y;B)`` and, with ``vectors``, its gradient with respect to ``B``."""
+    idx = _class_index(y)
+    t = torch.trace(b)
+    if vectors:
+        lam, v = torch.linalg.eigh(b)  # one N x N eigensolve serves value and gradient
+        blocks = [torch.linalg.eigh(b[i][:, i]) for i in idx]
+    else:
+        lam, v = torch.linalg.eigvalsh(b), None
+        blocks = [(torch.linalg.eigvalsh(b[i][:, i]), None) for i in idx]
+    h_b, w_b = _entropy_and_slope(lam, alpha)
+    mu = torch.cat([m for m, _ in blocks])  # joint spectrum, before division by tr(B)
+    h_j, w_nu = _entropy_and_slope(mu / t, alpha)
+    counts = torch.tensor([len(i) for i in idx], dtype=torch.float64, device=b.device)
+    h_y, _ = _entropy_and_slope(counts / counts.sum(), alpha)
+    value = h_y + h_b - h_j
+    if not vectors:
+        return (value,)
+    assert v is not None
+    grad = (v * w_b) @ v.T  # d H(B) / dB
+    # d H(J) / dB: the blocks through mu = eig(B_cc), and every diagonal entry through tr(B).
+    grad.diagonal().add_((w_nu * mu).sum() / (t * t))
+    offset = 0
+    for i, (m, u) in zip(idx, blocks):
+        w = w_nu[offset:offset + len(m)] / t
+        grad[i[:, None], i[None, :]] -= (u * w) @ u.T
+        offset += len(m)
+    return value, grad
+
+
+class _LabelMI(torch.autograd.Function):
+    """``I(Y;B)`` with the gradient from the forward's own eigenvectors (no second solve)."""
+
+    @staticmethod
+    def forward(ctx: object, y: Tensor, b: Tensor, alpha: float) -> Tensor:  # type: ignore
+        value, grad = _label_mi_parts(y, b, alpha, vectors=True)
+        ctx.save_for_backward(grad)  # type: ignore[attr-defined]
+        return value
+
+    @staticmethod
+    def backward(ctx: object, g: Tensor) -> tuple[None, Tensor, None]:  # type: ignore
+        (grad,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        return None, g * grad, None
 
 
 def label_mutual_information(
@@ -175,20 +222,18 @@ def label_mutual_information(
 
     ``H(Y)`` comes from the class counts; ``Y o B`` is block-diagonal by class with trace
     ``tr(B) / N``, so the joint spectrum is the union of the class blocks' spectra divided by
-    ``tr(B)``. One ``N x N`` eigensolve (for ``H(B)``) plus ``C`` of size ``n_c``.
+    ``tr(B)``. One ``N x N`` eigensolve (for ``H(B)``) plus ``C`` of size ``n_c``; with
+    gradients, the same eigenvectors give ``dI/dB`` analytically:
+    ``dH/dB = V diag(dH/dlambda) V^T``, the joint's per block plus its ``tr(B)`` term.
     """
     _check_alpha(alpha)
     b64 = b.to(dtype)
-    h_b = entropy_from_eigenvalues(torch.linalg.eigvalsh(b64), alpha)
-    blocks, pad = _class_blocks(b64, y)
-    lam = torch.linalg.eigvalsh(blocks)  # (C, m) ascending; padding gives the lowest values
-    # The -1 padding eigenvalues sort first in each block: mask exactly that many.
-    n_pad = pad.sum(dim=1, keepdim=True)
-    is_pad = torch.arange(lam.shape[1], device=lam.device)[None, :] < n_pad
-    lam = torch.where(is_pad, torch.zeros_like(lam), lam).reshape(-1) / torch.trace(b64)
-    h_joint = entropy_from_eigenvalues(lam, alpha)
-    h_y = label_entropy(y, alpha).to(lam.device)
-    return (h_y + h_b - h_joint).to(b.dtype)
+    y = y.to(b.device)
+    if torch.is_grad_enabled() and b64.requires_grad:
+        out = _LabelMI.apply(y, b64, alpha)
+    else:
+        (out,) = _label_mi_parts(y, b64.detach(), alpha, vectors=False)
+    return out.to(b.dtype)
 
 
 def kernel_alignment(k: Tensor, l: Tensor) -> Tensor:  # noqa: E741 - Cristianini's notation

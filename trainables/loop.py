@@ -44,6 +44,9 @@ RECORD_KEYS = (
 )
 
 
+_SIGMA_X_CACHE: dict[tuple, float] = {}
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` takes CUDA when present; an explicit ``cuda`` without CUDA is an error."""
     if name == "auto":
@@ -94,6 +97,16 @@ class Trainer:
         return logits.softmax(dim=1) if self.cfg.yhat == "softmax" else logits
 
     def _initial_sigma_x(self) -> float:
+        """The inputs never change, so a process computes each σ_X once (a reused Ray actor
+        skips the calibration for the next trial on the same data)."""
+        c, k = self.cfg, self.cfg.kernel
+        key = (c.dataset, c.data_dir, c.data_seed, c.train_size, c.batch_size, k.x, k.sigma_x,
+               k.gamma, k.calibration_batches, len(self.data.train_y))
+        if key not in _SIGMA_X_CACHE:
+            _SIGMA_X_CACHE[key] = self._calibrate_sigma_x()
+        return _SIGMA_X_CACHE[key]
+
+    def _calibrate_sigma_x(self) -> float:
         k = self.cfg.kernel
         xs = [(self.data.train_x[s], self.data.train_y[s])
               for s in self._fixed_batches(k.calibration_batches)]
