@@ -57,6 +57,40 @@ def _add_analysis(sub: Any) -> None:
     p.add_argument("--top", type=int, default=3, help="schedules drawn against the baseline")
 
 
+def _add_reproduce(sub: Any) -> None:
+    p = sub.add_parser("reproduce", help="the paper's figures with our numbers, over seeds")
+    p.add_argument("--figure", type=int, choices=(1, 3, 4, 5, 6), required=True)
+    p.add_argument("--dataset", choices=("mnist", "fashion_mnist"), default="mnist")
+    p.add_argument("--model", choices=("shallow", "resnet18"), default="shallow")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--epochs", type=int, help="default: the paper's (50 shallow, 100 ResNet18)")
+    p.add_argument("--input-size", type=int,
+                   help="ResNet18 input side (paper: 224); smaller is a labelled reduced variant")
+    p.add_argument("--out", default="reproduction")
+
+
+def reproduce_command(args: argparse.Namespace) -> int:
+    import torch
+
+    from analysis._reproduce import PAPER_EPOCHS, cpu_estimate_seconds, reproduce
+
+    if args.seeds < 1 or (args.epochs is not None and args.epochs < 1):
+        return _err(f"--seeds={args.seeds} --epochs={args.epochs} -- allowed: integers >= 1")
+    if args.input_size is not None and not 32 <= args.input_size <= 512:
+        return _err(f"--input-size={args.input_size} -- allowed: 32..512")
+    if args.model == "resnet18" and not torch.cuda.is_available():
+        size = args.input_size or 224
+        conds = 2 if args.figure == 5 else 1
+        est = cpu_estimate_seconds("resnet18", size, args.epochs or PAPER_EPOCHS["resnet18"],
+                                   args.seeds, conds)
+        print(f"warning: ResNet18 at {size}px on the CPU: about {est / 3600:.1f} hours; "
+              f"--input-size 64 runs a reduced variant (labelled as such)", file=sys.stderr)
+    res = reproduce(args.figure, args.dataset, args.model, args.seeds, args.epochs,
+                    Path(args.out), args.input_size)
+    print(f"{res.png}\n{res.verdict}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mistudy",
@@ -68,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_ui_sync(sub)
     _add_analysis(sub)
+    _add_reproduce(sub)
     return p
 
 
@@ -191,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {"train": train_command, "run": run_command, "ui": ui_command,
                 "sync": sync_command, "rank": analysis_command, "export": analysis_command,
-                "report": analysis_command}
+                "report": analysis_command, "reproduce": reproduce_command}
     return commands[args.command](args)
 
 

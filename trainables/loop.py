@@ -76,7 +76,9 @@ class Trainer:
         self.epoch = 0  # next epoch to train
         self.yhat_maxima: list[float] = []  # per-epoch alignment argmaxes for Ŷ
         self.sigma_x = self._initial_sigma_x()
-        self.sigma_yhat = self._initial_sigma_yhat()
+        # Ŷ's width is first needed when I(Y;Ŷ) enters the loss (never at epoch 0 for the
+        # families with f(0) = 1) or after the first epoch: computed then, not here.
+        self._sigma_yhat: float | None = None
         self._mi_y_x: float | None = None  # I(Y;X) is network-independent: computed once
 
     # ---- setup -------------------------------------------------------------------------
@@ -135,6 +137,16 @@ class Trainer:
         if k.yhat == "silverman":
             return kw.silverman_width(self._yhat_batches()[0][0], k.gamma)
         return self._yhat_curve().best  # the untrained network's maximizer, for epoch 0 only
+
+    @property
+    def sigma_yhat(self) -> float:
+        if self._sigma_yhat is None:
+            self._sigma_yhat = self._initial_sigma_yhat()
+        return self._sigma_yhat
+
+    @sigma_yhat.setter
+    def sigma_yhat(self, value: float) -> None:
+        self._sigma_yhat = value
 
     def _update_sigma_yhat(self) -> None:
         """Online ``s*``: mean of the per-epoch alignment maxima during the horizon."""

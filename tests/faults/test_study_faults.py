@@ -1,0 +1,147 @@
+"""Promises 2, 3, 5, 6 with real processes: a diverging trial, the driver SIGKILLed at five
+points and resumed each time, the MLflow server stopped and restarted mid-study, and no
+secret in any output or param."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.study.conftest import (
+    BIN,
+    MlflowServer,
+    mistudy,
+    require_loopback,
+    study_runs,
+    tiny_spec,
+    tune_trial_ids,
+)
+from tests.study.test_resume import epochs_reported
+
+pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.cluster]
+
+
+def _check_one_run_per_trial(out: Path, epochs: int, expect_failed: int = 0) -> list:
+    uri = json.loads((out / "study.json").read_text())["tracking_uri"]
+    parents, children = study_runs(uri, "tiny", out)
+    assert len(parents) == 1
+    assert sorted(c.data.tags["mistudy.trial_id"] for c in children) == sorted(
+        tune_trial_ids(out))
+    client = MlflowClient(uri)
+    for c in children:
+        if c.info.status == "FAILED":
+            continue
+        assert c.info.status == "FINISHED"
+        steps = [m.step for m in client.get_metric_history(c.info.run_id, "epoch")]
+        assert sorted(steps) == list(range(epochs)), (c.info.run_name, steps)
+    assert sum(c.info.status == "FAILED" for c in children) == expect_failed
+    return children
+
+
+def test_diverging_trial_fails_with_its_reason_and_the_study_goes_on(tmp_path: Path) -> None:
+    # The power family at a huge SGD step: the loss overflows within the first epochs.
+    spec = tiny_spec(tmp_path / "spec.yaml", trials=2,
+                     search={"families": {"power": {}}, "alpha": 1.01, "batch_size": [50]},
+                     fixed={"optimizer": "sgd", "lr": 1.0e12}, max_failures=0)
+    out = tmp_path / "study"
+    res = mistudy("run", str(spec), "--out", str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    children = _check_one_run_per_trial(out, 2, expect_failed=3)
+    for c in children:
+        assert "trial diverged at epoch" in c.data.tags["mistudy.error"]
+
+
+def test_driver_sigkilled_at_five_points_then_resumed(tmp_path: Path) -> None:
+    epochs, trials = 4, 3
+    spec = tiny_spec(tmp_path / "spec.yaml", fixed={"epochs": epochs}, trials=trials)
+    out = tmp_path / "study"
+    total = (trials + 1) * epochs
+    cmd = [str(BIN / "mistudy"), "run", str(spec), "--out", str(out)]
+    kills = 0
+    for target in (0, 2, 5, 8, 11):  # before any result (trial start), then ever later
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        start = epochs_reported(out)
+        deadline = time.time() + 240
+        while epochs_reported(out) < max(target, start + (0 if target == 0 else 1)):
+            if proc.poll() is not None or time.time() > deadline:
+                break
+            time.sleep(0.05 if target == 0 else 0.2)
+        if target == 0:
+            time.sleep(6)  # Ray is up, trials are starting
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        cmd = [str(BIN / "mistudy"), "run", "--resume", "--out", str(out)]
+        assert epochs_reported(out) < total or kills >= 3
+    assert kills >= 5
+    res = mistudy("run", "--resume", "--out", str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    children = _check_one_run_per_trial(out, epochs)
+    assert len(children) == trials + 1
+
+
+def test_mlflow_server_stopped_and_restarted_mid_study(tmp_path: Path) -> None:
+    require_loopback()
+    server = MlflowServer(tmp_path / "server")
+    server.start()
+    epochs = 5
+    spec = tiny_spec(tmp_path / "spec.yaml", fixed={"epochs": epochs}, trials=3)
+    out = tmp_path / "study"
+    proc = subprocess.Popen([str(BIN / "mistudy"), "run", str(spec), "--out", str(out),
+                             "--tracking-uri", server.uri], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        while epochs_reported(out) < 2:
+            assert proc.poll() is None
+            time.sleep(0.2)
+        server.stop()
+        down_at = epochs_reported(out)
+        while epochs_reported(out) < down_at + 4 and proc.poll() is None:
+            time.sleep(0.2)
+        assert epochs_reported(out) > down_at  # the study kept running without MLflow
+        server.start()  # same port, same store
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+        assert "MLflow unavailable" in err
+        uri = server.uri
+        parents, children = study_runs(uri, "tiny", out)
+        assert len(children) == 4
+        client = MlflowClient(uri)
+        for c in children:
+            for key in ("epoch", "mi_y_yhat", "gap"):
+                steps = [m.step for m in client.get_metric_history(c.info.run_id, key)]
+                assert sorted(steps) == list(range(epochs)), (key, steps)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        server.stop()
+
+
+def test_no_secret_is_printed_or_logged(tmp_path: Path, ray_cluster, mlflow_server) -> None:
+    secret = "hunter2-s3cr3t"
+    uri = mlflow_server.uri.replace("http://", f"http://alice:{secret}@")
+    spec = tiny_spec(tmp_path / "spec.yaml", trials=1, fixed={"epochs": 1})
+    out = tmp_path / "study"
+    res = mistudy("run", str(spec), "--out", str(out), "--address", ray_cluster.address,
+                  "--tracking-uri", uri, env=ray_cluster.env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    token = ray_cluster.env["RAY_AUTH_TOKEN"]
+    for text in (res.stdout, res.stderr):
+        assert secret not in text and token not in text
+    _, children = study_runs(mlflow_server.uri, "tiny", out)
+    for c in children:
+        blob = json.dumps({**c.data.params, **c.data.tags})
+        assert secret not in blob and token not in blob
