@@ -60,6 +60,22 @@ def _safe_params(d: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+def _credentials_to_env(uri: str) -> str:
+    """``http://user:pw@host`` -> ``http://host`` with the credentials in MLflow's own
+    environment variables, so no URL MLflow prints or logs can carry them."""
+    import os
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https") or parts.username is None:
+        return uri
+    os.environ.setdefault("MLFLOW_TRACKING_USERNAME", urllib.parse.unquote(parts.username))
+    os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", urllib.parse.unquote(parts.password or ""))
+    netloc = parts.hostname or ""
+    netloc += f":{parts.port}" if parts.port else ""
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+
+
 def read_trial_results(trial_dir: Path) -> list[dict[str, Any]]:
     """A trial's epoch records from Tune's ``result.json``; an epoch re-reported after a resume
     appears once (the last report wins -- on the CPU it is identical)."""
@@ -107,9 +123,12 @@ class Tracker:
     @property
     def client(self) -> Any:
         if self._client is None:
+            import os
+
             from mlflow.tracking import MlflowClient
 
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+            os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+            self._client = MlflowClient(tracking_uri=_credentials_to_env(self.tracking_uri))
         return self._client
 
     # ---- experiment and parent -----------------------------------------------------------

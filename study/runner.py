@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 import uuid
@@ -83,10 +84,22 @@ def open_study(out: Path) -> tuple[dict[str, Any], StudySpec]:
 def _check_tracking(uri: str) -> None:
     """Fail fast (exit 2, nothing started) when the tracking server cannot be reached."""
     if uri.startswith(("http://", "https://")):
+        import base64
+        import urllib.parse
         import urllib.request
 
+        parts = urllib.parse.urlsplit(uri)
+        host = parts.hostname or ""
+        netloc = f"[{host}]" if ":" in host else host
+        netloc += f":{parts.port}" if parts.port else ""
+        url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health",
+                                       "", ""))
+        request = urllib.request.Request(url)
+        if parts.username is not None:  # credentials in the URI go in a header, never printed
+            cred = f"{parts.username}:{parts.password or ''}".encode()
+            request.add_header("Authorization", "Basic " + base64.b64encode(cred).decode())
         try:
-            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).read()
+            urllib.request.urlopen(request, timeout=5).read()
         except Exception as exc:
             raise StudyError(f"tracking URI {_redact(uri)} is unreachable "
                              f"({type(exc).__name__}); start the server or fix --tracking-uri"
@@ -228,7 +241,13 @@ def run_study(spec: StudySpec | None, out: Path, *, resume: bool = False,
     tuner, tracker = _build_tuner(spec, paths, meta, cpus, gpus)
     tracker.parent_run(spec.raw)
     exp_dir = paths.ray / spec.name
-    if resume and tune.Tuner.can_restore(str(exp_dir.resolve())):
+    saved = any(exp_dir.glob("experiment_state-*.json"))
+    if resume and not saved and exp_dir.exists():
+        # Killed before Tune saved any state: nothing there can be resumed. Start the
+        # experiment afresh; runs the killed attempt created are removed by the final sync.
+        shutil.rmtree(exp_dir)
+        tuner, tracker = _build_tuner(spec, paths, meta, cpus, gpus)
+    if resume and saved and tune.Tuner.can_restore(str(exp_dir.resolve())):
         trainable = tune.with_resources(train_tune, {"cpu": cpus, "gpu": gpus})
         tuner = tune.Tuner.restore(str(exp_dir.resolve()), trainable, resume_unfinished=True,
                                    resume_errored=True)

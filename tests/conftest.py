@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import gzip
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.study.conftest import MlflowServer, RayCluster, require_loopback
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -34,3 +37,24 @@ def synthetic_idx(tmp_path: Path) -> Path:
         write_idx(folder / f"{prefix}-images-idx3-ubyte{ext}", images)
         write_idx(folder / f"{prefix}-labels-idx1-ubyte{ext}", labels)
     return folder
+
+
+# Shared by tests/study and tests/faults: one MLflow server and one Ray cluster per session.
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
+    server.start()
+    yield server
+    server.stop()
+
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[RayCluster]:
+    require_loopback()
+    cluster = RayCluster()
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+

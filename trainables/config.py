@@ -140,12 +140,16 @@ def _is_num(v: Any) -> bool:
             and math.isfinite(float(v)))
 
 
+def _in(value: Any, options: Any) -> bool:
+    return isinstance(value, str) and value in options
+
+
 def _check_choices(c: TrainConfig) -> None:
-    _need(c.dataset in DATASETS, "dataset", c.dataset, str(list(DATASETS)))
-    _need(c.model in MODELS, "model", c.model, str(sorted(MODELS)))
-    _need(c.optimizer in ("adam", "sgd"), "optimizer", c.optimizer, "'adam' or 'sgd'")
-    _need(c.yhat in ("softmax", "logits"), "yhat", c.yhat, "'softmax' or 'logits'")
-    _need(c.estimator in ("fast", "dense"), "estimator", c.estimator, "'fast' or 'dense'")
+    _need(_in(c.dataset, DATASETS), "dataset", c.dataset, str(list(DATASETS)))
+    _need(_in(c.model, MODELS), "model", c.model, str(sorted(MODELS)))
+    _need(_in(c.optimizer, ("adam", "sgd")), "optimizer", c.optimizer, "'adam' or 'sgd'")
+    _need(_in(c.yhat, ("softmax", "logits")), "yhat", c.yhat, "'softmax' or 'logits'")
+    _need(_in(c.estimator, ("fast", "dense")), "estimator", c.estimator, "'fast' or 'dense'")
     _need(isinstance(c.device, str) and bool(re.fullmatch(r"auto|cpu|cuda(:\d+)?", c.device)),
           "device", c.device, "auto, cpu, cuda or cuda:N")
     _need(c.data_dir is None or isinstance(c.data_dir, str), "data_dir", c.data_dir,
@@ -182,12 +186,12 @@ def _check_kernel(c: TrainConfig) -> None:
     k = c.kernel
     for layer in ("yhat", "x"):
         strat = getattr(k, layer)
-        _need(strat in STRATEGIES, f"kernel.{layer}", strat, str(list(STRATEGIES)))
+        _need(_in(strat, STRATEGIES), f"kernel.{layer}", strat, str(list(STRATEGIES)))
         sigma = getattr(k, f"sigma_{layer}")
         if strat == "fixed":
             _need(_is_num(sigma) and sigma > 0, f"kernel.sigma_{layer}", sigma,
                   f"a number > 0 when kernel.{layer} is 'fixed'")
-    _need(k.y in ("label", "gaussian"), "kernel.y", k.y, "'label' or 'gaussian'")
+    _need(_in(k.y, ("label", "gaussian")), "kernel.y", k.y, "'label' or 'gaussian'")
     _need(_is_num(k.sigma_y) and k.sigma_y > 0, "kernel.sigma_y", k.sigma_y, "a number > 0")
     _need(k.gamma is None or (_is_num(k.gamma) and k.gamma > 0), "kernel.gamma", k.gamma,
           "null or a number > 0")

@@ -35,7 +35,7 @@ from .information import (
 from .models import build_model
 from .schedules import transition
 
-__all__ = ["Trainer", "run_trial", "RECORD_KEYS", "resolve_device"]
+__all__ = ["Trainer", "run_trial", "RECORD_KEYS", "resolve_device", "TrialDiverged"]
 
 RECORD_KEYS = (
     "epoch", "transition", "train_loss", "train_ce", "train_acc", "val_ce", "val_acc",
@@ -45,6 +45,10 @@ RECORD_KEYS = (
 
 
 _SIGMA_X_CACHE: dict[tuple, float] = {}
+
+
+class TrialDiverged(FloatingPointError):
+    """A non-finite loss or metric, or a failed eigensolve: the trial ends as failed."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -243,8 +247,13 @@ class Trainer:
     def step(self) -> dict[str, Any]:
         """Train one epoch and return its record."""
         t0 = time.perf_counter()
-        train_loss = self.train_epoch()
-        record = self.evaluate(train_loss)
+        try:
+            train_loss = self.train_epoch()
+            record = self.evaluate(train_loss)
+        except torch.linalg.LinAlgError as exc:  # non-finite network outputs reach the kernel
+            first = str(exc).splitlines()[0]
+            raise TrialDiverged(f"trial diverged at epoch {self.epoch}: the eigensolver "
+                                f"failed ({first})") from exc
         record["epoch_seconds"] = time.perf_counter() - t0
         self.epoch += 1
         return record

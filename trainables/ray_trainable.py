@@ -17,17 +17,13 @@ from typing import Any
 import torch
 
 from .config import TrainConfig
-from .loop import Trainer
+from .loop import Trainer, TrialDiverged
 
 __all__ = ["train_tune", "TRIAL_ONLY_KEYS", "train_config_of"]
 
 # Keys the study adds to a trial's config that are not training settings.
 TRIAL_ONLY_KEYS = ("mistudy_baseline", "optuna_trial")
 STATE_FILE = "state.pt"
-
-
-class TrialDiverged(FloatingPointError):
-    """A non-finite loss or metric: the trial ends as failed, with the reason."""
 
 
 def train_config_of(config: dict[str, Any]) -> dict[str, Any]:

