@@ -47,7 +47,8 @@ def _config(dataset: str, model: str, condition: str, seed: int, epochs: int,
             input_size: int) -> TrainConfig:
     return TrainConfig.from_dict({
         "dataset": dataset, "model": model, "epochs": epochs, "seed": seed, "alpha": 1.01,
-        "transition": CONDITIONS[condition], "input_size": input_size,
+        "transition": CONDITIONS[condition],
+        "input_size": input_size if model == "resnet18" else 224,  # shallow ignores it
         "batch_size": 256 if model == "shallow" else 64})
 
 

@@ -85,8 +85,13 @@ def reproduce_command(args: argparse.Namespace) -> int:
                                    args.seeds, conds)
         print(f"warning: ResNet18 at {size}px on the CPU: about {est / 3600:.1f} hours; "
               f"--input-size 64 runs a reduced variant (labelled as such)", file=sys.stderr)
-    res = reproduce(args.figure, args.dataset, args.model, args.seeds, args.epochs,
-                    Path(args.out), args.input_size)
+    from trainables import ConfigError, DataError
+
+    try:
+        res = reproduce(args.figure, args.dataset, args.model, args.seeds, args.epochs,
+                        Path(args.out), args.input_size)
+    except (ConfigError, DataError) as exc:
+        return _err(str(exc))
     print(f"{res.png}\n{res.verdict}")
     return 0
 
