@@ -114,6 +114,13 @@ def _plt() -> Any:
     return plt
 
 
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def _band(ax: Any, c: CurveSet, key: str, color: Any, style: str = "-",
           label: str | None = None) -> None:
     ax.plot(c.epochs, c.mean[key], style, color=color, label=label)
@@ -139,10 +146,7 @@ def plot_trajectories(info: TrajectoryInfo, path: Path) -> Path:
     for a in axes:
         a.set_xlabel("epoch")
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_grad_norm(info: TrajectoryInfo, path: Path) -> Path:
@@ -154,10 +158,7 @@ def plot_grad_norm(info: TrajectoryInfo, path: Path) -> Path:
     ax.set_title("‖∇θ I(Y;Ŷ)‖₂ per epoch (paper's Fig. 6)")
     ax.set_xlabel("epoch")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_transitions(info: TransitionInfo, path: Path) -> Path:
@@ -169,10 +170,7 @@ def plot_transitions(info: TransitionInfo, path: Path) -> Path:
     ax.set_xlabel("epoch")
     ax.set_title("transition f(epoch): CE weight")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_pareto(info: ParetoInfo, path: Path) -> Path:
@@ -190,7 +188,4 @@ def plot_pareto(info: ParetoInfo, path: Path) -> Path:
     ax.set_xlabel("gap closure vs matched CE baseline")
     ax.set_ylabel("Δ test accuracy vs baseline")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
