@@ -52,7 +52,16 @@ def _study(full: bool) -> dict[str, Any]:
     return res
 
 
-BENCHES = {"estimator": _estimator, "epoch": _epoch, "data": _data, "study": _study}
+def _load(full: bool) -> dict[str, Any]:
+    from . import bench_load
+
+    res = bench_load.run(200 if full else 50, 100)
+    print(_common.table([res], list(res)))
+    return res
+
+
+BENCHES = {"estimator": _estimator, "epoch": _epoch, "data": _data, "study": _study,
+           "load": _load}
 
 
 def main(argv: list[str] | None = None) -> int:
