@@ -154,8 +154,15 @@ def _trial_dirname(trial: Any) -> str:
     return str(trial.trial_id)
 
 
-def _build_tuner(spec: StudySpec, paths: StudyPaths, meta: dict[str, Any],
-                 cpus: float, gpus: float) -> Any:
+def _tracker(spec: StudySpec, paths: StudyPaths, meta: dict[str, Any]) -> Any:
+    from ._tracking import Tracker
+
+    return Tracker(meta["tracking_uri"], meta["experiment"], meta["study_id"],
+                   meta.get("artifact_location"), spec.stopper, str(paths.timings))
+
+
+def _build_tuner(spec: StudySpec, paths: StudyPaths, tracker: Any, cpus: float,
+                 gpus: float) -> Any:
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 
@@ -163,12 +170,9 @@ def _build_tuner(spec: StudySpec, paths: StudyPaths, meta: dict[str, Any],
 
     from ._callbacks import BaselineSafeASHA, MlflowCallback, ProgressCallback, SaturationStopper
     from ._searcher import StudySearcher
-    from ._tracking import Tracker
 
     obj = spec.objectives[0]
-    tracker = Tracker(meta["tracking_uri"], meta["experiment"], meta["study_id"],
-                      meta.get("artifact_location"), spec.stopper, str(paths.timings))
-    searcher = StudySearcher(spec, paths.optuna, meta["study_id"])
+    searcher = StudySearcher(spec, paths.optuna, tracker.study_id)
     scheduler = None
     if spec.scheduler == "asha":
         scheduler = BaselineSafeASHA(metric=obj.metric, mode=obj.mode, max_t=spec.fixed.get(
@@ -192,13 +196,13 @@ def _build_tuner(spec: StudySpec, paths: StudyPaths, meta: dict[str, Any],
                        ProgressCallback(obj.metric)],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures)),
-    ), tracker
+    )
 
 
 def _new_meta(spec: StudySpec, paths: StudyPaths, tracking_uri: str | None) -> dict[str, Any]:
     return {
         "study_id": uuid.uuid4().hex[:12], "name": spec.name,
-        "experiment": spec.name if tracking_uri is None else f"{spec.name}",
+        "experiment": spec.name,
         "tracking_uri": tracking_uri or paths.default_tracking_uri(),
         "artifact_location": None if tracking_uri else paths.artifacts(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -238,19 +242,20 @@ def run_study(spec: StudySpec | None, out: Path, *, resume: bool = False,
     _init_ray(address, num_cpus)
     t_ray = time.time()
     _allow_pending_trials(cpus, gpus)
-    tuner, tracker = _build_tuner(spec, paths, meta, cpus, gpus)
+    tracker = _tracker(spec, paths, meta)
     tracker.parent_run(spec.raw)
-    exp_dir = paths.ray / spec.name
-    saved = any(exp_dir.glob("experiment_state-*.json"))
+    exp_dir = (paths.ray / spec.name).resolve()
+    saved = resume and any(exp_dir.glob("experiment_state-*.json"))
     if resume and not saved and exp_dir.exists():
         # Killed before Tune saved any state: nothing there can be resumed. Start the
         # experiment afresh; runs the killed attempt created are removed by the final sync.
         shutil.rmtree(exp_dir)
-        tuner, tracker = _build_tuner(spec, paths, meta, cpus, gpus)
-    if resume and saved and tune.Tuner.can_restore(str(exp_dir.resolve())):
+    if saved:
         trainable = tune.with_resources(train_tune, {"cpu": cpus, "gpu": gpus})
-        tuner = tune.Tuner.restore(str(exp_dir.resolve()), trainable, resume_unfinished=True,
+        tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_unfinished=True,
                                    resume_errored=True)
+    else:
+        tuner = _build_tuner(spec, paths, tracker, cpus, gpus)
     t_fit = time.time()
     grid = tuner.fit()
     t_sync = time.time()
@@ -284,7 +289,7 @@ def sync_study(out: Path, grid: Any = None) -> dict[str, int]:
     from ray import tune
 
     from ._callbacks import trial_error_text
-    from ._tracking import Tracker, read_trial_results
+    from ._tracking import read_trial_results
 
     meta, spec = open_study(out)
     _check_tracking(meta["tracking_uri"])
@@ -297,8 +302,7 @@ def sync_study(out: Path, grid: Any = None) -> dict[str, int]:
                    "error": t.status == "ERROR", "trial": t} for t in grid.trials]
     else:
         trials = _trial_table(grid)
-    tracker = Tracker(meta["tracking_uri"], meta["experiment"], meta["study_id"],
-                      meta.get("artifact_location"), spec.stopper)
+    tracker = _tracker(spec, StudyPaths(out), meta)
     tracker.parent_run(spec.raw)
     known = {t["trial_id"] for t in trials}
     stray = {tid: rid for tid, rid in tracker.trial_runs().items() if tid not in known}
