@@ -163,7 +163,8 @@ def _from_idx(files: dict[str, Path], sizes: tuple[int, int, int], seed: int,
     i_tr = balanced_indices(tr_y, n_tr, rng)
     i_va = balanced_indices(tr_y, n_va, rng, exclude=i_tr)
     i_te = balanced_indices(te_y, n_te, rng)
-    i_tr, i_va, i_te = (rng.permutation(i) for i in (i_tr, i_va, i_te))  # random order: fixed batches mix classes
+    # Random order, so fixed-order batches (MI probes, calibration) mix the classes.
+    i_tr, i_va, i_te = (rng.permutation(i) for i in (i_tr, i_va, i_te))
     return Splits(*_tensors(tr_x[i_tr], tr_y[i_tr]), *_tensors(tr_x[i_va], tr_y[i_va]),
                   *_tensors(te_x[i_te], te_y[i_te]), source=source)
 
