@@ -75,15 +75,19 @@ def _runs_frame(runs: list[Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _history_sql(uri: str, run_ids: list[str]) -> pd.DataFrame:
+def _history_sql(uri: str, experiment_id: str, run_ids: list[str]) -> pd.DataFrame:
+    """Every record key's history of the experiment's runs in one query (MLflow's SQL schema:
+    ``metrics(run_uuid, key, value, step, ...)``, ``runs(run_uuid, experiment_id, ...)``)."""
     import sqlalchemy
 
     engine = sqlalchemy.create_engine(uri)
     keys = ", ".join(f"'{k}'" for k in RECORD_KEYS)
+    query = sqlalchemy.text(
+        "SELECT m.run_uuid AS run_id, m.key, m.step, m.value FROM metrics m "
+        "JOIN runs r ON m.run_uuid = r.run_uuid "
+        f"WHERE r.experiment_id = :exp AND m.key IN ({keys})")
     with engine.connect() as conn:
-        df = pd.read_sql(sqlalchemy.text(
-            f"SELECT run_uuid AS run_id, key, step, value FROM metrics WHERE key IN ({keys})"),
-            conn)
+        df = pd.read_sql(query, conn, params={"exp": int(experiment_id)})
     engine.dispose()
     return df[df.run_id.isin(set(run_ids))]
 
@@ -134,7 +138,7 @@ def load_study(study: str, tracking_uri: str | None = None) -> StudyData:
                                  order_by=["attributes.start_time DESC"], max_results=1)
     frame = _runs_frame(runs)
     ids = list(frame.run_id) if not frame.empty else []
-    long = (_history_sql(uri, ids) if uri.startswith("sqlite:") else
+    long = (_history_sql(uri, str(exp.experiment_id), ids) if uri.startswith("sqlite:") else
             _history_rest(client, ids))
     return StudyData(str(exp.experiment_id), exp.name, uri, frame, _wide(long),
                      parents[0].info.run_id if parents else None)
