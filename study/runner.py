@@ -85,18 +85,14 @@ def _check_tracking(uri: str) -> None:
     """Fail fast (exit 2, nothing started) when the tracking server cannot be reached."""
     if uri.startswith(("http://", "https://")):
         import base64
-        import urllib.parse
         import urllib.request
 
-        parts = urllib.parse.urlsplit(uri)
-        host = parts.hostname or ""
-        netloc = f"[{host}]" if ":" in host else host
-        netloc += f":{parts.port}" if parts.port else ""
-        url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health",
-                                       "", ""))
-        request = urllib.request.Request(url)
-        if parts.username is not None:  # credentials in the URI go in a header, never printed
-            cred = f"{parts.username}:{parts.password or ''}".encode()
+        from ._tracking import split_credentials
+
+        bare, user, password = split_credentials(uri)
+        request = urllib.request.Request(bare.rstrip("/") + "/health")
+        if user is not None:  # credentials in the URI go in a header, never printed
+            cred = f"{user}:{password}".encode()
             request.add_header("Authorization", "Basic " + base64.b64encode(cred).decode())
         try:
             urllib.request.urlopen(request, timeout=5).read()

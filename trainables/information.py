@@ -102,16 +102,7 @@ def entropy_from_eigenvalues(lam: Tensor, alpha: float) -> Tensor:
     Eigenvalues below ``n * eps * max(lam)`` are treated as exact zeros (value and gradient).
     """
     _check_alpha(alpha)
-    lam = lam.clamp_min(0.0)
-    n = lam.shape[-1]
-    tol = n * torch.finfo(lam.dtype).eps * lam.detach().amax(dim=-1, keepdim=True)
-    live = lam > tol
-    safe = torch.where(live, lam, torch.ones_like(lam))
-    if alpha == 1.0:
-        terms = torch.where(live, safe * torch.log2(safe), torch.zeros_like(lam))
-        return -terms.sum(dim=-1)
-    power = torch.where(live, safe**alpha, torch.zeros_like(lam))
-    return torch.log2(power.sum(dim=-1)) / (1.0 - alpha)
+    return _entropy_and_slope(lam, alpha)[0]
 
 
 def renyi_entropy(a: Tensor, alpha: float, *, dtype: torch.dtype = torch.float64) -> Tensor:
@@ -148,19 +139,18 @@ def label_entropy(y: Tensor, alpha: float) -> Tensor:
 
 
 def _entropy_and_slope(lam: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
-    """Rényi entropy (bits) of a unit-trace spectrum and its derivative per eigenvalue,
-    ``dH/dlambda_i`` (0 for eigenvalues below the numerical-rank threshold)."""
+    """Rényi entropy (bits) of unit-trace spectra (last dim) and its derivative per
+    eigenvalue, ``dH/dlambda_i`` (0 for eigenvalues below the numerical-rank threshold)."""
     lam = lam.clamp_min(0.0)
-    tol = lam.numel() * torch.finfo(lam.dtype).eps * lam.max()
+    tol = lam.shape[-1] * torch.finfo(lam.dtype).eps * lam.detach().amax(dim=-1, keepdim=True)
     live = lam > tol
     safe = torch.where(live, lam, torch.ones_like(lam))
     zero = torch.zeros_like(lam)
     if alpha == 1.0:
-        h = -torch.where(live, safe * torch.log2(safe), zero).sum()
+        h = -torch.where(live, safe * torch.log2(safe), zero).sum(dim=-1)
         return h, torch.where(live, -(torch.log2(safe) + 1.0 / math.log(2.0)), zero)
-    power = torch.where(live, safe**alpha, zero)
-    total = power.sum()
-    h = torch.log2(total) / (1.0 - alpha)
+    total = torch.where(live, safe**alpha, zero).sum(dim=-1, keepdim=True)
+    h = torch.log2(total.squeeze(-1)) / (1.0 - alpha)
     slope = alpha * torch.where(live, safe ** (alpha - 1.0), zero)
     return h, slope / ((1.0 - alpha) * total * math.log(2.0))
 
