@@ -19,6 +19,7 @@ from ray.tune.search import Searcher
 
 from trainables.schedules import FAMILIES
 
+from ._sqlite import ensure_optuna_store
 from .spec import StudySpec
 
 __all__ = ["StudySearcher", "sample_config", "baseline_configs", "objective_value"]
@@ -83,6 +84,7 @@ class StudySearcher(Searcher):
                 seed=self.spec.sampler_seed, n_startup_trials=min(10, self.spec.trials))
             if len(self.spec.objectives) > 1:
                 sampler = optuna.samplers.NSGAIISampler(seed=self.spec.sampler_seed)
+            ensure_optuna_store(self.storage_url)
             self._study = optuna.create_study(
                 storage=self.storage_url, study_name=self.study_name, load_if_exists=True,
                 directions=["minimize" if o.mode == "min" else "maximize"

@@ -31,6 +31,7 @@ from trainables.ray_trainable import train_config_of
 from trainables.saturation import saturation_epoch
 
 from ._plots import plot_trial
+from ._sqlite import ensure_mlflow_store
 
 __all__ = ["Tracker", "read_trial_results", "flatten", "TAG"]
 
@@ -138,6 +139,7 @@ class Tracker:
             from mlflow.tracking import MlflowClient
 
             os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+            ensure_mlflow_store(self.tracking_uri)  # a kill mid-migration leaves no half store
             self._client = MlflowClient(tracking_uri=_credentials_to_env(self.tracking_uri))
         return self._client
 

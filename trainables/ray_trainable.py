@@ -71,4 +71,7 @@ def train_tune(config: dict[str, Any]) -> None:
             t0 = time.perf_counter()
             torch.save(trainer.state_dict(), Path(d) / STATE_FILE)
             extras["checkpoint_seconds"] = time.perf_counter() - t0
-            tune.report({**record, **extras}, checkpoint=tune.Checkpoint.from_directory(d))
+            # epochs_done is ASHA's clock: Tune's own iteration count restarts from what its
+            # saved state knew, which can trail the checkpoint a resumed trial restarts from.
+            tune.report({**record, **extras, "epochs_done": trainer.epoch},
+                        checkpoint=tune.Checkpoint.from_directory(d))

@@ -23,7 +23,7 @@ from tests.study.conftest import (
     tiny_spec,
     tune_trial_ids,
 )
-from tests.study.test_resume import epochs_reported
+from tests.study.test_resume import epochs_reported, kill_driver_when
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.cluster]
 
@@ -41,7 +41,9 @@ def _check_one_run_per_trial(out: Path, epochs: int, expect_failed: int = 0) -> 
         assert c.info.status == "FINISHED"
         steps = [m.step for m in client.get_metric_history(c.info.run_id, "epoch")]
         assert sorted(steps) == list(range(epochs)), (c.info.run_name, steps)
-    assert sum(c.info.status == "FAILED" for c in children) == expect_failed
+    failed = {c.info.run_name: c.data.tags.get("mistudy.error", "")[-1500:]
+              for c in children if c.info.status == "FAILED"}
+    assert len(failed) == expect_failed, failed
     return children
 
 
@@ -93,6 +95,35 @@ def test_driver_sigkilled_at_five_points_then_resumed(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr[-3000:]
     children = _check_one_run_per_trial(out, epochs)
     assert len(children) == trials + 1
+
+
+def _states(out: Path) -> set[Path]:
+    exp = out / "ray" / "tiny"
+    return set(exp.glob("experiment_state-*.json")) | set(exp.glob("search_gen_state-*.json"))
+
+
+def test_resume_from_a_stale_state_whose_checkpoints_tune_deleted(tmp_path: Path) -> None:
+    # Tune deletes a trial's oldest checkpoint (num_to_keep=2) before its next state snapshot
+    # names the newer one; a driver killed in between resumes from a state naming a deleted
+    # folder. Made certain here: session 1 is killed early, session 2 runs each trial on by
+    # several epochs (Tune deletes what session 1's state named) and is killed, and session
+    # 2's state files are removed, so session 3 resumes from session 1's stale state.
+    epochs = 30
+    spec = tiny_spec(tmp_path / "spec.yaml", fixed={"epochs": epochs}, trials=1)
+    out = tmp_path / "study"
+    kill_driver_when(out, spec, min_epochs=4)
+    first = _states(out)
+    at = epochs_reported(out)
+    assert at < 2 * epochs
+    kill_driver_when(out, None, min_epochs=at + 12)
+    assert epochs_reported(out) < 2 * epochs, "session 2 finished the study before the kill"
+    for stale in _states(out) - first:
+        stale.unlink()
+    res = mistudy("run", "--resume", "--out", str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "which Tune had deleted; restarting it from checkpoint_" in res.stdout, res.stdout
+    children = _check_one_run_per_trial(out, epochs)
+    assert len(children) == 2
 
 
 def test_mlflow_server_stopped_and_restarted_mid_study(tmp_path: Path) -> None:

@@ -26,8 +26,11 @@ def epochs_reported(study_dir: Path) -> int:
                for t in exp.iterdir() if (t / "result.json").exists())
 
 
-def kill_driver_when(study_dir: Path, spec: Path, min_epochs: int) -> None:
-    proc = subprocess.Popen([str(BIN / "mistudy"), "run", str(spec), "--out", str(study_dir)],
+def kill_driver_when(study_dir: Path, spec: Path | None, min_epochs: int) -> None:
+    """Start ``mistudy run SPEC`` (``--resume`` when ``spec`` is None) and SIGKILL the driver,
+    then its process group, once ``min_epochs`` results are on disk."""
+    args = [str(spec)] if spec is not None else ["--resume"]
+    proc = subprocess.Popen([str(BIN / "mistudy"), "run", *args, "--out", str(study_dir)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 300

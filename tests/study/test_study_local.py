@@ -112,3 +112,26 @@ def test_ui_serves_the_study_store_on_loopback(tmp_path: Path) -> None:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_asha_study_stops_searched_trials_on_the_epoch_clock_and_spares_baselines(
+        tmp_path: Path) -> None:
+    # ASHA (grace 1 epoch, factor 2) halves the searched trials at each rung by val_ce;
+    # the matched baselines always run every epoch (gap closure needs them whole).
+    epochs = 4
+    spec = tiny_spec(tmp_path / "spec.yaml", fixed={"epochs": epochs}, trials=6,
+                     scheduler="asha", asha={"grace_period": 1, "reduction_factor": 2})
+    out = tmp_path / "study"
+    res = mistudy("run", str(spec), "--out", str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    lengths = {}
+    for trial in (out / "ray" / "tiny").iterdir():
+        if (trial / "result.json").exists():
+            rows = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
+            assert [r["epochs_done"] for r in rows] == [r["epoch"] + 1 for r in rows]
+            lengths[trial.name] = (rows[0]["mistudy_baseline"], len(rows))
+    assert len(lengths) == 7
+    assert all(n == epochs for base, n in lengths.values() if base)
+    searched = sorted(n for base, n in lengths.values() if not base)
+    assert searched[0] < epochs, searched  # at least one stopped at a rung
+    assert searched[-1] == epochs  # the best went the distance

@@ -1,0 +1,65 @@
+"""Create a study's SQLite stores (MLflow's and Optuna's) atomically.
+
+Both libraries build their schema in many steps (MLflow runs dozens of Alembic migrations,
+seconds on a busy machine). A study killed in the middle used to leave a half-migrated file
+that every later ``--resume`` tripped over (``duplicate column name: step``). The schema is
+now built in a hidden file beside the target and renamed into place, so the store either
+does not exist yet or is complete.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+PREFIX = "sqlite:///"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` URI (None for other stores)."""
+    if not uri.startswith(PREFIX):
+        return None
+    rest = uri[len(PREFIX):].split("?", 1)[0]
+    return None if rest in ("", ":memory:") else Path(rest)
+
+
+def create_atomically(uri: str, build: Callable[[str], None]) -> bool:
+    """When ``uri`` names a SQLite file that does not exist, run ``build`` on a temporary
+    file's URI and rename the finished file into place. Returns True if it created one."""
+    path = sqlite_path(uri)
+    if path is None or path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.creating-*"):  # left by a killed attempt
+        stale.unlink(missing_ok=True)
+    tmp = path.with_name(f".{path.name}.creating-{os.getpid()}")
+    build(f"{PREFIX}{tmp}")
+    for suffix in ("-journal", "-wal", "-shm"):  # none left once the engine is disposed
+        Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+    os.replace(tmp, path)
+    return True
+
+
+def build_mlflow_store(uri: str) -> None:
+    """MLflow's full schema (every migration) in ``uri``; the engine is closed after."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    store = SqlAlchemyStore(uri, str(Path(uri[len(PREFIX):]).parent / "mlartifacts"))
+    store.engine.dispose()
+    SqlAlchemyStore._engine_map.pop(uri, None)
+
+
+def build_optuna_store(uri: str) -> None:
+    import optuna
+
+    storage = optuna.storages.RDBStorage(uri)
+    storage.engine.dispose()
+
+
+def ensure_mlflow_store(uri: str) -> None:
+    create_atomically(uri, build_mlflow_store)
+
+
+def ensure_optuna_store(uri: str) -> None:
+    create_atomically(uri, build_optuna_store)
