@@ -26,10 +26,10 @@ from . import kernel_width as kw
 from .config import ConfigError, TrainConfig
 from .data import Splits, load_splits
 from .information import (
+    gaussian_label_mutual_information,
     gram_matrix,
     label_gram_matrix,
     label_matrix,
-    label_mutual_information,
     mutual_information,
 )
 from .models import build_model
@@ -164,13 +164,13 @@ class Trainer:
     # ---- the estimator on one batch ----------------------------------------------------
     def mi(self, y: Tensor, feats: Tensor, sigma: float) -> Tensor:
         """``I(Y; feats)`` in bits on one batch, differentiable in ``feats``."""
-        b = gram_matrix(feats, sigma)
         k = self.cfg.kernel
         if k.y == "label" and self.cfg.estimator == "fast":
-            return label_mutual_information(y, b, self.cfg.alpha)
+            return gaussian_label_mutual_information(y, feats, sigma, self.cfg.alpha)
+        b = gram_matrix(feats.double(), sigma)  # float64 like the fast path: same numbers
         a = (label_matrix(y, self.num_classes) if k.y == "label"
              else label_gram_matrix(y, self.num_classes, k.sigma_y))
-        return mutual_information(a.to(b.dtype), b, self.cfg.alpha)
+        return mutual_information(a.to(b.dtype), b, self.cfg.alpha).to(feats.dtype)
 
     # ---- training ----------------------------------------------------------------------
     def train_epoch(self) -> float:

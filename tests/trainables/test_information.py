@@ -14,6 +14,7 @@ from trainables.information import (
     kernel_alignment,
     label_entropy,
     label_matrix,
+    gaussian_label_mutual_information,
     label_mutual_information,
     mutual_information,
     pairwise_sq_dists,
@@ -143,8 +144,12 @@ def test_gradcheck_float64(alpha: float) -> None:
     def fast(x: torch.Tensor) -> torch.Tensor:
         return label_mutual_information(y, gram_matrix(x, 1.3), alpha)
 
+    def fused(x: torch.Tensor) -> torch.Tensor:
+        return gaussian_label_mutual_information(y, x, 1.3, alpha)
+
     assert torch.autograd.gradcheck(dense, (x,), eps=1e-6, atol=1e-6)
     assert torch.autograd.gradcheck(fast, (x,), eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradcheck(fused, (x,), eps=1e-6, atol=1e-6)
 
 
 def _cases() -> list[tuple[str, torch.Tensor, torch.Tensor, float]]:
@@ -178,6 +183,15 @@ def test_fast_path_equals_dense_reference(case: tuple, alpha: float) -> None:
     (g2,) = torch.autograd.grad(fast, x2)
     assert torch.isfinite(g2).all()
     assert torch.allclose(g1, g2, atol=1e-7, rtol=1e-6)
+    # The fused path (Gram built inside, gradient pulled back to x without autograd).
+    x3 = p.clone().requires_grad_(True)
+    fused = gaussian_label_mutual_information(y, x3, sigma, alpha)
+    assert float(fused.detach()) == pytest.approx(float(dense.detach()), abs=1e-8)
+    (g3,) = torch.autograd.grad(fused, x3)
+    assert torch.allclose(g1, g3, atol=1e-7, rtol=1e-6)
+    with torch.no_grad():  # the evaluation path (eigenvalues only) gives the same value
+        assert float(gaussian_label_mutual_information(y, p, sigma, alpha)) == pytest.approx(
+            float(dense.detach()), abs=1e-8)
 
 
 def test_joint_entropy_of_independent_product_is_additive() -> None:
@@ -216,3 +230,17 @@ def test_bad_alpha_is_rejected(alpha: float) -> None:
 def test_round_off_negative_eigenvalues_are_clamped() -> None:
     lam = torch.tensor([-1e-17, 0.5, 0.5], dtype=torch.float64)
     assert float(entropy_from_eigenvalues(lam, 0.5)) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_fused_path_keeps_the_input_dtype_and_flattens_images() -> None:
+    g = torch.Generator().manual_seed(6)
+    y = torch.randint(0, 3, (20,), generator=g)
+    x = torch.rand(20, 1, 4, 4, generator=g, requires_grad=True)  # float32 images
+    mi = gaussian_label_mutual_information(y, x, 1.0, 1.01)
+    assert mi.dtype == torch.float32
+    (gx,) = torch.autograd.grad(mi, x)
+    assert gx.shape == x.shape and gx.dtype == torch.float32
+    ref = label_mutual_information(y, gram_matrix(x.detach().double(), 1.0), 1.01)
+    assert float(mi.detach()) == pytest.approx(float(ref), abs=1e-6)
+    with pytest.raises(ValueError, match="sigma=0.0"):
+        gaussian_label_mutual_information(y, x, 0.0, 1.01)
