@@ -31,7 +31,7 @@ def _estimator(full: bool) -> dict[str, Any]:
 def _epoch(full: bool) -> dict[str, Any]:
     from . import bench_epoch
 
-    rows = bench_epoch.run((64, 256, 512), epochs=5 if full else 2)
+    rows = bench_epoch.run((64, 256, 512), epochs=9 if full else 3)
     print(_common.table(rows, ["batch", "ce_train_s", "reg_train_s", "ratio_train",
                                "ce_epoch_s", "reg_epoch_s", "ratio_epoch"]))
     return {"rows": rows, "goal": "ratio <= 1.2 at batch 256, <= 1.4 at 512"}
