@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,7 @@ def _err(msg: str) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    t_main = time.time()
     from .runner import StudyError, run_study
     from .spec import SpecError, load_spec
 
@@ -139,10 +141,14 @@ def run_command(args: argparse.Namespace) -> int:
         return _err("\n".join(exc.problems))
     except StudyError as exc:
         return _err(str(exc))
-    from .runner import open_study
+    from .runner import StudyPaths, open_study, record_timings, shutdown_ray
 
     _, spec = open_study(out)
     _print_summary(grid, spec, out)
+    t_end = time.time()
+    shutdown_ray()
+    record_timings(StudyPaths(out), {"main_at": t_main, "main_end_at": t_end,
+                                     "ray_shutdown_seconds": time.time() - t_end})
     return 0
 
 

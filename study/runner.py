@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from ._sqlite import ensure_optuna_store
 from .spec import StudySpec, parse_spec
 
 __all__ = ["StudyPaths", "run_study", "sync_study", "StudyError", "open_study", "best_trials"]
@@ -120,12 +121,22 @@ def _init_ray(address: str | None, num_cpus: int | None) -> None:
         return
     kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False,
                               "include_dashboard": False}
+    if os.environ.get("MISTUDY_WARM_WORKERS", "1") == "1":
+        kwargs["runtime_env"] = {"worker_process_setup_hook": "trainables._warm.warm_imports"}
     if address is None:
         # "local": always a new local instance, never a cluster that `ray start` left running.
         ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
     else:
         kwargs.pop("include_dashboard")
         ray.init(address=address, **kwargs)
+
+
+def shutdown_ray() -> None:
+    """Stop the local Ray this process started (or leave a cluster it joined)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
 
 
 def _allow_pending_trials(cpus: float, gpus: float) -> None:
@@ -235,11 +246,18 @@ def run_study(spec: StudySpec | None, out: Path, *, resume: bool = False,
     from trainables.ray_trainable import train_tune
 
     t0 = time.time()
+    tracker = _tracker(spec, paths, meta)
+    # The stores (MLflow's schema and parent run, Optuna's schema: seconds, mostly imports
+    # and migrations) are prepared while Ray starts its processes.
+    def prepare_stores() -> None:
+        tracker.parent_run(spec.raw)
+        ensure_optuna_store(paths.optuna)
+
+    stores = _Background(prepare_stores)
     _init_ray(address, num_cpus)
     t_ray = time.time()
+    stores.join()
     _allow_pending_trials(cpus, gpus)
-    tracker = _tracker(spec, paths, meta)
-    tracker.parent_run(spec.raw)
     exp_dir = (paths.ray / spec.name).resolve()
     saved = resume and any(exp_dir.glob("experiment_state-*.json"))
     if resume and not saved and exp_dir.exists():
@@ -259,10 +277,33 @@ def run_study(spec: StudySpec | None, out: Path, *, resume: bool = False,
     t_sync = time.time()
     sync_study(out, grid=grid)
     tracker.finish_parent()
-    _record_timings(paths, {"ray_start_seconds": t_ray - t0, "fit_seconds": t_sync - t_fit,
+    record_timings(paths, {"ray_start_seconds": t_ray - t0, "fit_seconds": t_sync - t_fit,
                             "sync_seconds": time.time() - t_sync,
-                            "run_seconds": time.time() - t0, "slots": _slots(cpus, gpus)})
+                            "run_seconds": time.time() - t0, "slots": _slots(cpus, gpus),
+                            "ray_init_at": t0, "fit_at": t_fit, "run_end_at": time.time()})
     return grid
+
+
+class _Background:
+    """Run ``fn`` in a thread; ``join`` re-raises its exception in the caller."""
+
+    def __init__(self, fn: Any) -> None:
+        import threading
+
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self.thread.start()
+
+    def _run(self, fn: Any) -> None:
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            self.error = exc
+
+    def join(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 def _checkpoint_index(path: Path) -> int:
@@ -317,7 +358,7 @@ def restore_deleted_checkpoints(exp_dir: Path) -> list[str]:
     return notes
 
 
-def _record_timings(paths: StudyPaths, values: dict[str, Any]) -> None:
+def record_timings(paths: StudyPaths, values: dict[str, Any]) -> None:
     data = json.loads(paths.timings.read_text()) if paths.timings.exists() else {}
     data.update(values)
     paths.timings.write_text(json.dumps(data, indent=2))

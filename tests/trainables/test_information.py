@@ -9,12 +9,12 @@ import torch
 
 from trainables.information import (
     entropy_from_eigenvalues,
+    gaussian_label_mutual_information,
     gram_matrix,
     joint_entropy,
     kernel_alignment,
     label_entropy,
     label_matrix,
-    gaussian_label_mutual_information,
     label_mutual_information,
     mutual_information,
     pairwise_sq_dists,
@@ -244,3 +244,19 @@ def test_fused_path_keeps_the_input_dtype_and_flattens_images() -> None:
     assert float(mi.detach()) == pytest.approx(float(ref), abs=1e-6)
     with pytest.raises(ValueError, match="sigma=0.0"):
         gaussian_label_mutual_information(y, x, 0.0, 1.01)
+
+
+def test_alignment_curve_matches_full_kernel_alignment() -> None:
+    from trainables.kernel_width import alignment_curve, candidate_widths
+
+    g = torch.Generator().manual_seed(7)
+    batches = [(torch.randn(40, 5, generator=g), torch.randint(0, 4, (40,), generator=g))
+               for _ in range(3)]
+    batches.append((torch.randn(40, 5, generator=g), torch.zeros(40, dtype=torch.long)))
+    widths = candidate_widths(6.0, 25)
+    curve = alignment_curve(batches, widths)
+    for i, w in enumerate(widths):  # the definition, one full N x N kernel at a time
+        want = sum(float(kernel_alignment(
+            torch.exp(-torch.cdist(x.double(), x.double()) ** 2 / w**2),
+            (y[:, None] == y[None, :]).double())) for x, y in batches) / len(batches)
+        assert float(curve.alignment[i]) == pytest.approx(want, rel=1e-9)
