@@ -161,7 +161,12 @@ class Tracker:
     def parent_run(self, spec_raw: Mapping[str, Any] | None = None) -> str:
         found = self._search(f"tags.`{TAG}.role` = 'parent'")
         if found:
-            return str(found[0].info.run_id)
+            run_id = str(found[0].info.run_id)
+            if spec_raw and not found[0].data.params:  # a kill right after its creation
+                self._log_params(run_id, spec_raw)
+                self._log_text(run_id, yaml.safe_dump(dict(spec_raw), sort_keys=False),
+                               "spec.yaml")
+            return run_id
         run = self.client.create_run(self.experiment_id(), run_name=f"study {self.experiment}",
                                      tags={f"{TAG}.study_id": self.study_id,
                                            f"{TAG}.role": "parent"})
@@ -187,6 +192,8 @@ class Tracker:
         found = self._search(f"tags.`{TAG}.trial_id` = '{trial_id}'")
         if found:
             run_id = str(found[0].info.run_id)
+            if not found[0].data.params:  # a kill between the run's creation and its params
+                self._log_params(run_id, resolved_config(config))
         else:
             run_id = self._create_trial_run(trial_id, config, tags or {})
         self._runs[trial_id] = run_id
