@@ -156,47 +156,87 @@ def _entropy_and_slope(lam: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
     return h, slope / ((1.0 - alpha) * total * math.log(2.0))
 
 
-def _class_index(y: Tensor) -> list[Tensor]:
-    y = y.reshape(-1)
-    return [torch.nonzero(y == c).reshape(-1) for c in torch.unique(y)]
+class _ClassBlocks:
+    """A batch sorted by label: the permutation, and the class blocks as a zero-padded
+    ``(C, m, m)`` stack (``m`` the largest class) gathered in two indexing operations."""
+
+    def __init__(self, y: Tensor) -> None:
+        y = y.reshape(-1)
+        self.order = torch.argsort(y, stable=True)
+        counts = torch.bincount(y)
+        self.sizes = counts[counts > 0]  # (C,) classes present
+        starts = torch.cumsum(self.sizes, 0) - self.sizes
+        m = int(self.sizes.max())  # note: one host sync per batch (device -> host)
+        ar = torch.arange(m, device=y.device)
+        self.mask = ar[None, :] < self.sizes[:, None]  # (C, m) real rows
+        self.index = torch.minimum(starts[:, None] + ar[None, :], torch.tensor(len(y) - 1))
+
+    def square(self, k: Tensor) -> Tensor:
+        """``(C, m, m)``: the diagonal blocks of the sorted ``k``, zero outside each class."""
+        i = self.index
+        both = self.mask[:, :, None] & self.mask[:, None, :]
+        return k[i[:, :, None], i[:, None, :]] * both
+
+    def rows(self, x: Tensor) -> Tensor:
+        """``(C, m, d)``: the sorted rows of ``x`` per class, zero-padded."""
+        return x[self.index] * self.mask[:, :, None]
+
+    def subtract_blocks(self, g: Tensor, gb: Tensor) -> None:
+        """``g -= blockdiag(gb)`` in place, ``g`` sorted ``(N, N)``, ``gb`` from :meth:`square`."""
+        both = self.mask[:, :, None] & self.mask[:, None, :]
+        rows = self.index[:, :, None].expand_as(gb)[both]
+        cols = self.index[:, None, :].expand_as(gb)[both]
+        g.index_put_((rows, cols), -gb[both], accumulate=True)
 
 
-def _label_mi_parts(y: Tensor, b: Tensor, alpha: float, vectors: bool) -> tuple[Tensor, ...]:
-    """Value of ``I(Y;B)`` and, with ``vectors``, its gradient with respect to ``B``."""
-    idx = _class_index(y)
+def _label_spectra(blocks: _ClassBlocks, b: Tensor, alpha: float, vectors: bool
+                   ) -> tuple[Tensor, dict[str, Tensor]]:
+    """``I(Y; B)`` for ``b`` in the label-sorted order, and the spectra its gradient needs.
+
+    ``H(Y)`` from the class counts; ``Y o B`` is block-diagonal by class with trace
+    ``tr(B) / N``, so the joint spectrum is the union of the class blocks' spectra over
+    ``tr(B)``: one ``N x N`` eigensolve for ``H(B)`` and the ``C`` blocks as one batch (zero
+    padding adds exact zero eigenvalues)."""
     t = torch.trace(b)
+    bb = blocks.square(b)
     if vectors:
-        lam, v = torch.linalg.eigh(b)  # one N x N eigensolve serves value and gradient
-        blocks = [torch.linalg.eigh(b[i][:, i]) for i in idx]
+        lam, v = torch.linalg.eigh(b)  # the one N x N eigensolve serves value and gradient
+        mu, u = torch.linalg.eigh(bb)
     else:
-        lam, v = torch.linalg.eigvalsh(b), None
-        blocks = [(torch.linalg.eigvalsh(b[i][:, i]), None) for i in idx]
+        lam, mu = torch.linalg.eigvalsh(b), torch.linalg.eigvalsh(bb)
+        v = u = lam.new_empty(0)
     h_b, w_b = _entropy_and_slope(lam, alpha)
-    mu = torch.cat([m for m, _ in blocks])  # joint spectrum, before division by tr(B)
-    h_j, w_nu = _entropy_and_slope(mu / t, alpha)
-    counts = torch.tensor([len(i) for i in idx], dtype=torch.float64, device=b.device)
-    h_y, _ = _entropy_and_slope(counts / counts.sum(), alpha)
-    value = h_y + h_b - h_j
-    if not vectors:
-        return (value,)
-    assert v is not None
-    grad = (v * w_b) @ v.T  # d H(B) / dB
-    # d H(J) / dB: the blocks through mu = eig(B_cc), and every diagonal entry through tr(B).
-    grad.diagonal().add_((w_nu * mu).sum() / (t * t))
-    offset = 0
-    for i, (m, u) in zip(idx, blocks):
-        w = w_nu[offset:offset + len(m)] / t
-        grad[i[:, None], i[None, :]] -= (u * w) @ u.T
-        offset += len(m)
-    return value, grad
+    h_j, w_j = _entropy_and_slope(mu.reshape(-1) / t, alpha)
+    h_y, _ = _entropy_and_slope(blocks.sizes.to(b.dtype) / b.shape[0], alpha)
+    parts = {"b": b, "bb": bb, "t": t, "v": v, "w_b": w_b, "u": u, "mu": mu,
+             "w_j": w_j.reshape(mu.shape)}
+    return h_y + h_b - h_j, parts
+
+
+def _grad_b(p: dict[str, Tensor]) -> Tensor:
+    """``dH(B)/dB = V diag(dH/dlambda) V^T``: one ``N^3`` product."""
+    return (p["v"] * p["w_b"]) @ p["v"].T
+
+
+def _grad_joint_blocks(p: dict[str, Tensor]) -> Tensor:
+    """``(C, m, m)``: the joint's gradient through each block's spectrum, ``nu = mu / tr(B)``."""
+    return (p["u"] * (p["w_j"] / p["t"])[:, None, :]) @ p["u"].transpose(-1, -2)
 
 
 class _LabelMI(torch.autograd.Function):
-    """``I(Y;B)`` with the gradient from the forward's own eigenvectors (no second solve)."""
+    """``I(Y;B)`` with the gradient from the forward's own eigenvectors (no second solve):
+    ``dI/dB = dH(B)/dB - blockdiag(joint) + (sum w mu / tr(B)^2) I`` (the last through
+    ``tr(B)``), assembled in the label-sorted order and permuted back."""
 
     @staticmethod
     def forward(ctx: object, y: Tensor, b: Tensor, alpha: float) -> Tensor:  # type: ignore
-        value, grad = _label_mi_parts(y, b, alpha, vectors=True)
+        blocks = _ClassBlocks(y)
+        value, p = _label_spectra(blocks, b[blocks.order][:, blocks.order], alpha, True)
+        g = _grad_b(p)
+        g.diagonal().add_((p["w_j"] * p["mu"]).sum() / (p["t"] * p["t"]))
+        blocks.subtract_blocks(g, _grad_joint_blocks(p))
+        grad = torch.empty_like(g)
+        grad[blocks.order[:, None], blocks.order[None, :]] = g
         ctx.save_for_backward(grad)  # type: ignore[attr-defined]
         return value
 
@@ -223,60 +263,10 @@ def label_mutual_information(
     if torch.is_grad_enabled() and b64.requires_grad:
         out = _LabelMI.apply(y, b64, alpha)
     else:
-        (out,) = _label_mi_parts(y, b64.detach(), alpha, vectors=False)
+        blocks = _ClassBlocks(y)
+        b64 = b64.detach()
+        out, _ = _label_spectra(blocks, b64[blocks.order][:, blocks.order], alpha, False)
     return out.to(b.dtype)
-
-
-class _ClassBlocks:
-    """A batch sorted by label: the permutation, and the class blocks as a zero-padded
-    ``(C, m, m)`` stack (``m`` the largest class) gathered in two indexing operations."""
-
-    def __init__(self, y: Tensor) -> None:
-        y = y.reshape(-1)
-        self.order = torch.argsort(y, stable=True)
-        counts = torch.bincount(y)
-        self.sizes = counts[counts > 0]  # (C,) classes present
-        starts = torch.cumsum(self.sizes, 0) - self.sizes
-        m = int(self.sizes.max())  # note: one host sync per batch (device -> host)
-        ar = torch.arange(m, device=y.device)
-        self.mask = ar[None, :] < self.sizes[:, None]  # (C, m) real rows
-        self.index = torch.minimum(starts[:, None] + ar[None, :], torch.tensor(len(y) - 1))
-
-    def square(self, k: Tensor) -> Tensor:
-        """``(C, m, m)``: the diagonal blocks of the sorted ``k``, zero outside each class."""
-        i = self.index
-        both = self.mask[:, :, None] & self.mask[:, None, :]
-        return k[i[:, :, None], i[:, None, :]] * both
-
-    def rows(self, x: Tensor) -> Tensor:
-        """``(C, m, d)``: the sorted rows of ``x`` per class, zero-padded."""
-        return x[self.index] * self.mask[:, :, None]
-
-
-def _gaussian_parts(y: Tensor, x: Tensor, sigma: float, alpha: float, vectors: bool
-                    ) -> tuple[Tensor, dict[str, Tensor] | None]:
-    """``I(Y; gram_matrix(x, sigma))`` and, with ``vectors``, what its gradient needs. All in
-    the label-sorted order: the classes' blocks are contiguous there."""
-    blocks = _ClassBlocks(y)
-    xs = x[blocks.order]
-    n = xs.shape[0]
-    k = torch.exp(-pairwise_sq_dists(xs) / (sigma * sigma))  # unit diagonal: tr(K/n) = 1
-    kb = blocks.square(k)  # (C, m, m) the joint's blocks; zero padding adds zero eigenvalues
-    if vectors:
-        lam, v = torch.linalg.eigh(k / n)  # the one N x N eigensolve
-        mu, u = torch.linalg.eigh(kb / n)  # C small ones, batched
-    else:
-        lam, mu = torch.linalg.eigvalsh(k / n), torch.linalg.eigvalsh(kb / n)
-    h_b, w_b = _entropy_and_slope(lam, alpha)
-    h_j, w_j = _entropy_and_slope(mu.reshape(-1), alpha)
-    h_y, _ = _entropy_and_slope(blocks.sizes.to(k.dtype) / n, alpha)
-    value = h_y + h_b - h_j
-    if not vectors:
-        return value, None
-    saved = {"xs": xs, "k": k, "v": v, "w_b": w_b, "kb": kb, "u": u,
-             "w_j": w_j.reshape(mu.shape), "order": blocks.order, "mask": blocks.mask,
-             "xb": blocks.rows(xs)}
-    return value, saved
 
 
 def _pull_back(g: Tensor, k: Tensor, x: Tensor) -> Tensor:
@@ -295,24 +285,29 @@ class _GaussianLabelMI(torch.autograd.Function):
     @staticmethod
     def forward(ctx: object, y: Tensor, x: Tensor, sigma: float, alpha: float
                 ) -> Tensor:  # type: ignore[override]
-        value, saved = _gaussian_parts(y, x, sigma, alpha, vectors=True)
-        ctx.saved = saved  # type: ignore[attr-defined]
+        blocks = _ClassBlocks(y)
+        xs = x[blocks.order]
+        value, p = _label_spectra(blocks, _unit_gaussian_gram(xs, sigma), alpha, True)
+        ctx.parts, ctx.blocks, ctx.xs = p, blocks, xs  # type: ignore[attr-defined]
         ctx.sigma = sigma  # type: ignore[attr-defined]
         return value
 
     @staticmethod
     def backward(ctx: object, g: Tensor) -> tuple[None, Tensor, None, None]:  # type: ignore
-        t = ctx.saved  # type: ignore[attr-defined]
+        p, blocks, xs = ctx.parts, ctx.blocks, ctx.xs  # type: ignore[attr-defined]
         sigma = ctx.sigma  # type: ignore[attr-defined]
-        n = t["xs"].shape[0]
-        g_b = (t["v"] * t["w_b"]) @ t["v"].T  # dH(B)/dB, one N^3 product
-        g_j = (t["u"] * t["w_j"][:, None, :]) @ t["u"].transpose(-1, -2)  # per class
-        grad = _pull_back(g_b, t["k"], t["xs"])
-        grad -= _pull_back(g_j, t["kb"], t["xb"])[t["mask"]]  # rows back in sorted order
-        grad *= -4.0 / (n * sigma * sigma) * g  # dB/dK = 1/n; (i,j) and (j,i); d exp = -2/s^2
+        grad = _pull_back(_grad_b(p), p["b"], xs)
+        joint = _pull_back(_grad_joint_blocks(p), p["bb"], blocks.rows(xs))
+        grad -= joint[blocks.mask]  # rows back in sorted order
+        grad *= -4.0 / (sigma * sigma) * g  # B = K/n; (i,j) and (j,i); d exp = -2/sigma^2
         out = torch.empty_like(grad)
-        out[t["order"]] = grad
+        out[blocks.order] = grad
         return None, out, None, None
+
+
+def _unit_gaussian_gram(x: Tensor, sigma: float) -> Tensor:
+    """``gram_matrix(x, sigma)`` for the Gaussian kernel, whose diagonal is 1: ``K / N``."""
+    return torch.exp(-pairwise_sq_dists(x) / (sigma * sigma)) / x.shape[0]
 
 
 def gaussian_label_mutual_information(
@@ -329,7 +324,9 @@ def gaussian_label_mutual_information(
     if torch.is_grad_enabled() and x.requires_grad:
         out = _GaussianLabelMI.apply(y, x64, float(sigma), alpha)
     else:
-        out, _ = _gaussian_parts(y, x64.detach(), float(sigma), alpha, vectors=False)
+        blocks = _ClassBlocks(y)
+        gram = _unit_gaussian_gram(x64.detach()[blocks.order], float(sigma))
+        out, _ = _label_spectra(blocks, gram, alpha, False)
     return out.to(x.dtype)
 
 
