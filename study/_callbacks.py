@@ -16,6 +16,7 @@ from trainables.loop import RECORD_KEYS
 from trainables.saturation import saturation_epoch
 
 from ._tracking import TAG, Tracker, read_trial_results, record_of
+from .runner import record_timings
 
 __all__ = ["MlflowCallback", "ProgressCallback", "SaturationStopper", "BaselineSafeASHA",
            "trial_error_text"]
@@ -95,7 +96,8 @@ class MlflowCallback(Callback):
                       "Tune's folder: run `mistudy sync --out DIR` when it is back",
                       file=sys.stderr)
         if self.tracker.timings_path:
-            _merge_json(self.tracker.timings_path, {"mlflow_callback_seconds": self.seconds})
+            record_timings(self.tracker.timings_path,
+                           {"mlflow_callback_seconds": self.seconds})
 
     # ---- the logging thread ---------------------------------------------------------------
     def _work(self) -> None:
@@ -237,11 +239,3 @@ class BaselineSafeASHA(AsyncHyperBandScheduler):
             return TrialScheduler.CONTINUE
         return str(super().on_trial_result(tune_controller, trial, result))
 
-
-def _merge_json(path: str, values: dict[str, Any]) -> None:
-    import json
-
-    p = Path(path)
-    data = json.loads(p.read_text()) if p.exists() else {}
-    data.update(values)
-    p.write_text(json.dumps(data, indent=2))

@@ -147,7 +147,7 @@ def run_command(args: argparse.Namespace) -> int:
     _print_summary(grid, spec, out)
     t_end = time.time()
     shutdown_ray()
-    record_timings(StudyPaths(out), {"main_at": t_main, "main_end_at": t_end,
+    record_timings(StudyPaths(out).timings, {"main_at": t_main, "main_end_at": t_end,
                                      "ray_shutdown_seconds": time.time() - t_end})
     return 0
 

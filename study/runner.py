@@ -17,6 +17,7 @@ import shutil
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -253,10 +254,11 @@ def run_study(spec: StudySpec | None, out: Path, *, resume: bool = False,
         tracker.parent_run(spec.raw)
         ensure_optuna_store(paths.optuna)
 
-    stores = _Background(prepare_stores)
-    _init_ray(address, num_cpus)
-    t_ray = time.time()
-    stores.join()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        stores = pool.submit(prepare_stores)
+        _init_ray(address, num_cpus)
+        t_ray = time.time()
+        stores.result()  # re-raises what the thread raised
     _allow_pending_trials(cpus, gpus)
     exp_dir = (paths.ray / spec.name).resolve()
     saved = resume and any(exp_dir.glob("experiment_state-*.json"))
@@ -277,33 +279,12 @@ def run_study(spec: StudySpec | None, out: Path, *, resume: bool = False,
     t_sync = time.time()
     sync_study(out, grid=grid)
     tracker.finish_parent()
-    record_timings(paths, {"ray_start_seconds": t_ray - t0, "fit_seconds": t_sync - t_fit,
-                            "sync_seconds": time.time() - t_sync,
-                            "run_seconds": time.time() - t0, "slots": _slots(cpus, gpus),
-                            "ray_init_at": t0, "fit_at": t_fit, "run_end_at": time.time()})
+    record_timings(paths.timings, {
+        "ray_start_seconds": t_ray - t0, "fit_seconds": t_sync - t_fit,
+        "sync_seconds": time.time() - t_sync, "run_seconds": time.time() - t0,
+        "slots": _slots(cpus, gpus), "ray_init_at": t0, "fit_at": t_fit,
+        "run_end_at": time.time()})
     return grid
-
-
-class _Background:
-    """Run ``fn`` in a thread; ``join`` re-raises its exception in the caller."""
-
-    def __init__(self, fn: Any) -> None:
-        import threading
-
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
-        self.thread.start()
-
-    def _run(self, fn: Any) -> None:
-        try:
-            fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            self.error = exc
-
-    def join(self) -> None:
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
 
 
 def _checkpoint_index(path: Path) -> int:
@@ -358,10 +339,12 @@ def restore_deleted_checkpoints(exp_dir: Path) -> list[str]:
     return notes
 
 
-def record_timings(paths: StudyPaths, values: dict[str, Any]) -> None:
-    data = json.loads(paths.timings.read_text()) if paths.timings.exists() else {}
+def record_timings(path: Path | str, values: dict[str, Any]) -> None:
+    """Merge ``values`` into the study's ``timings.json`` (the driver's overhead figures)."""
+    p = Path(path)
+    data = json.loads(p.read_text()) if p.exists() else {}
     data.update(values)
-    paths.timings.write_text(json.dumps(data, indent=2))
+    p.write_text(json.dumps(data, indent=2))
 
 
 def _trial_table(grid: Any) -> list[dict[str, Any]]:
