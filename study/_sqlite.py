@@ -45,7 +45,9 @@ def build_mlflow_store(uri: str) -> None:
     """MLflow's full schema (every migration) in ``uri``; the engine is closed after."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    store = SqlAlchemyStore(uri, str(Path(uri[len(PREFIX):]).parent / "mlartifacts"))
+    path = sqlite_path(uri)
+    assert path is not None
+    store = SqlAlchemyStore(uri, str(path.parent / "mlartifacts"))
     store.engine.dispose()
     SqlAlchemyStore._engine_map.pop(uri, None)
 

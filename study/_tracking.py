@@ -161,17 +161,14 @@ class Tracker:
     def parent_run(self, spec_raw: Mapping[str, Any] | None = None) -> str:
         found = self._search(f"tags.`{TAG}.role` = 'parent'")
         if found:
-            run_id = str(found[0].info.run_id)
-            if spec_raw and not found[0].data.params:  # a kill right after its creation
-                self._log_params(run_id, spec_raw)
-                self._log_text(run_id, yaml.safe_dump(dict(spec_raw), sort_keys=False),
-                               "spec.yaml")
-            return run_id
-        run = self.client.create_run(self.experiment_id(), run_name=f"study {self.experiment}",
-                                     tags={f"{TAG}.study_id": self.study_id,
-                                           f"{TAG}.role": "parent"})
-        run_id = str(run.info.run_id)
-        if spec_raw:
+            run_id, has_params = str(found[0].info.run_id), bool(found[0].data.params)
+        else:
+            run = self.client.create_run(self.experiment_id(),
+                                         run_name=f"study {self.experiment}",
+                                         tags={f"{TAG}.study_id": self.study_id,
+                                               f"{TAG}.role": "parent"})
+            run_id, has_params = str(run.info.run_id), False
+        if spec_raw and not has_params:  # new, or a kill came right after its creation
             self._log_params(run_id, spec_raw)
             self._log_text(run_id, yaml.safe_dump(dict(spec_raw), sort_keys=False), "spec.yaml")
         return run_id
@@ -191,11 +188,11 @@ class Tracker:
             return self._runs[trial_id]
         found = self._search(f"tags.`{TAG}.trial_id` = '{trial_id}'")
         if found:
-            run_id = str(found[0].info.run_id)
-            if not found[0].data.params:  # a kill between the run's creation and its params
-                self._log_params(run_id, resolved_config(config))
+            run_id, has_params = str(found[0].info.run_id), bool(found[0].data.params)
         else:
-            run_id = self._create_trial_run(trial_id, config, tags or {})
+            run_id, has_params = self._create_trial_run(trial_id, config, tags or {}), False
+        if not has_params:  # new, or a kill came between the run's creation and its params
+            self._log_params(run_id, resolved_config(config))
         self._runs[trial_id] = run_id
         return run_id
 
@@ -217,9 +214,7 @@ class Tracker:
             **dict(tags),
         }
         run = self.client.create_run(self.experiment_id(), run_name=name, tags=all_tags)
-        run_id = str(run.info.run_id)
-        self._log_params(run_id, resolved_config(config))
-        return run_id
+        return str(run.info.run_id)
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         for k, v in tags.items():
