@@ -8,16 +8,18 @@ figure is drawn as mean ± min-max band over seeds, next to a short verdict on t
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from trainables import RECORD_KEYS, TrainConfig, Trainer
+from trainables.config import TrainConfig
+from trainables.locks import folder_lock
+from trainables.records import DEFAULT_ALPHA, read_metrics, write_metrics
 
 from ._rank import bootstrap_ci
 
@@ -29,7 +31,8 @@ CLAIMS = {
     3: "Minimizing CE alone, I(Y;Ŷ) rises with the epochs, and I(Y;X) stays above it (DPI).",
     4: "With L = f·CE − (1−f)·I(Y;Ŷ), f = (1+epoch)^-0.5, I(Y;Ŷ) rises and CE falls.",
     5: "CE alone leaves a persistent train–test loss gap; the regularized loss narrows it.",
-    6: "‖∇I(Y;Ŷ)‖₂ is ~0 at epoch 0, shows a bump, then vanishes as I(Y;Ŷ) saturates.",
+    6: "‖∇I(Y;Ŷ)‖₂ is ~0 at epoch 0, shows a bump, then vanishes as I(Y;Ŷ) saturates "
+       "(shallow CNN); it decays slowly for ResNet18.",
 }
 PAPER_EPOCHS = {"shallow": 50, "resnet18": 100}
 CONDITIONS = {"ce": {"family": "constant", "c": 1.0},
@@ -44,36 +47,108 @@ class FigureResult(NamedTuple):
 
 
 def _config(dataset: str, model: str, condition: str, seed: int, epochs: int,
-            input_size: int) -> TrainConfig:
+            input_size: int, threads: int | None = None) -> TrainConfig:
     return TrainConfig.from_dict({
-        "dataset": dataset, "model": model, "epochs": epochs, "seed": seed, "alpha": 1.01,
-        "transition": CONDITIONS[condition],
+        "dataset": dataset, "model": model, "epochs": epochs, "seed": seed,
+        "alpha": DEFAULT_ALPHA, "transition": CONDITIONS[condition],
         "input_size": input_size if model == "resnet18" else 224,  # shallow ignores it
-        "batch_size": 256 if model == "shallow" else 64})
+        "batch_size": 256 if model == "shallow" else 64, "threads": threads})
 
 
-def _run(cfg: TrainConfig, folder: Path, curves: bool) -> list[dict[str, Any]]:
-    """Train once (or read the cached run): the records, and alignment curves per epoch."""
-    done = folder / "metrics.csv"
-    if done.exists() and (not curves or (folder / "alignment.json").exists()):
-        with open(done) as fh:
-            return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(fh)]
-    folder.mkdir(parents=True, exist_ok=True)
-    tr = Trainer(cfg)
-    records, align = [], []
-    while tr.epoch < cfg.epochs:
-        records.append(tr.step())
-        if curves:
-            c = tr._yhat_curve()
-            align.append({"widths": c.widths.tolist(), "alignment": c.alignment.tolist(),
-                          "sigma_yhat": tr.sigma_yhat})
-    if curves:
-        (folder / "alignment.json").write_text(json.dumps(align))
-    with open(done, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(RECORD_KEYS))
-        w.writeheader()
-        w.writerows(records)
-    return records
+class _Run:
+    """One reproduction run in ``folder``, resumable after every epoch: ``state.pt`` (the
+    trainer's checkpoint), ``metrics.partial.csv`` and ``alignment.partial.jsonl`` grow epoch by
+    epoch; the finished run is ``metrics.csv`` (+ ``alignment.json``), written atomically."""
+
+    def __init__(self, cfg: TrainConfig, folder: Path, curves: bool) -> None:
+        self.cfg, self.folder, self.curves = cfg, folder, curves
+        self.done = folder / "metrics.csv"
+        self.records: list[dict[str, Any]] = []
+        self.align: list[dict[str, Any]] = []
+        self.trainer: Any = None
+        self.rng: Any = None
+
+    def finished(self) -> bool:
+        return self.done.exists() and (not self.curves
+                                       or (self.folder / "alignment.json").exists())
+
+    def result(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in read_metrics(self.done)]
+
+    def open(self) -> None:
+        """Build the trainer; continue from the last saved epoch if there is one."""
+        import torch
+
+        from trainables import Trainer
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.trainer = Trainer(self.cfg)
+        state = self.folder / "state.pt"
+        if state.exists():
+            self.trainer.load_state_dict(torch.load(state, weights_only=True))
+            e = self.trainer.epoch
+            self.records = list(read_metrics(self.folder / "metrics.partial.csv"))[:e]
+            lines = (self.folder / "alignment.partial.jsonl").read_text().splitlines() \
+                if self.curves else []
+            self.align = [json.loads(x) for x in lines[:e]]
+            if len(self.records) < e or (self.curves and len(self.align) < e):
+                raise RuntimeError(f"{self.folder}: its checkpoint is at epoch {e} but fewer "
+                                   f"records were saved; delete the folder to restart the run")
+        self.rng = torch.get_rng_state()
+
+    def step(self) -> None:
+        """Train one epoch, append its record, then checkpoint (row first: a kill between the
+        two re-trains that epoch, it never skips one)."""
+        import torch
+
+        tr = self.trainer
+        torch.set_rng_state(self.rng)  # runs interleaved in one process keep their own RNG
+        self.records.append(tr.step())
+        if self.curves:
+            c = tr.yhat_alignment_curve()
+            self.align.append({"widths": c.widths.tolist(), "alignment": c.alignment.tolist(),
+                               "sigma_yhat": tr.sigma_yhat})
+        self.rng = torch.get_rng_state()
+        write_metrics(self.folder / "metrics.partial.csv", self.records)
+        if self.curves:
+            _write_text(self.folder / "alignment.partial.jsonl",
+                        "".join(json.dumps(a) + "\n" for a in self.align))
+        tmp = self.folder / ".state.pt.tmp"
+        torch.save(tr.state_dict(), tmp)
+        tmp.replace(self.folder / "state.pt")
+        if tr.epoch >= self.cfg.epochs:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self.curves:
+            _write_text(self.folder / "alignment.json", json.dumps(self.align))
+        write_metrics(self.done, self.records)
+        for name in ("state.pt", "metrics.partial.csv", "alignment.partial.jsonl"):
+            (self.folder / name).unlink(missing_ok=True)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def train_runs(runs: list[_Run], log: Any = print) -> None:
+    """Train the unfinished runs round-robin, one epoch each in turn: stopped at any time, the
+    seeds and conditions have trained about equally many epochs (and resume from there)."""
+    todo = [r for r in runs if not r.finished()]
+    with ExitStack() as stack:
+        for r in todo:
+            stack.enter_context(folder_lock(r.folder))
+            r.open()
+        t0 = time.time()
+        while todo:
+            for r in list(todo):
+                r.step()
+                log(f"  {r.folder.name}: epoch {r.trainer.epoch}/{r.cfg.epochs} "
+                    f"({time.time() - t0:.0f} s)")
+                if r.finished():
+                    todo.remove(r)
 
 
 def _stack(runs: list[list[dict[str, Any]]], key: str) -> np.ndarray:
@@ -159,23 +234,41 @@ def _fig5(ce: list, reg: list, out: Path, title: str, last_k: int = 5) -> Figure
 
 
 def _fig6(reg: list, out: Path, title: str) -> FigureResult:
-    g = _stack(reg, "mi_grad_norm")
+    """Two readings of the paper's Fig. 6, on one axis of epochs trained (0 = initialization):
+    the probe ``‖∇θ I(Y;Ŷ)‖₂`` itself, and ``(1 − f(epoch))·‖∇θ I‖``, the size of what the
+    regularizer adds to the gradient during that epoch -- zero at epoch 0 by construction."""
+    if not all("mi_grad_norm_start" in r[0] for r in reg):
+        raise ValueError("these runs predate the probe at initialization; delete their folders "
+                         "under runs/ and run again")
+    raw = np.concatenate([_stack(reg, "mi_grad_norm_start")[:, :1],
+                          _stack(reg, "mi_grad_norm")], axis=1)  # (seeds, epochs + 1)
+    weighted = _stack(reg, "mi_grad_norm_weighted")  # (seeds, epochs), x = epoch
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
-    _band(ax, g, "C2", "‖∇θ I(Y;Ŷ)‖₂")
-    ax.set(xlabel="epoch", title=f"Fig. 6 — {title}")
+    _band(ax, raw, "C2", "‖∇θ I(Y;Ŷ)‖₂ (probe)")
+    _band(ax, weighted, "C1", "(1 − f)·‖∇θ I(Y;Ŷ)‖₂ (in the loss)", "--")
+    ax.set(xlabel="epochs trained (0 = initialization)", title=f"Fig. 6 — {title}")
     ax.legend()
     png = _save(fig, out / "fig6.png")
-    m = g.mean(0)
-    peak = int(np.argmax(m))
+    m, w = raw.mean(0), weighted.mean(0)
+    peak, wpeak = int(np.argmax(m)), int(np.argmax(w))
     ratio = float(m[-1] / m[peak]) if m[peak] > 0 else float("nan")
-    ok = peak > 0 and m[0] < m[peak] and ratio < 0.3
-    verdict = (f"{'Supported' if ok else 'Not supported'}: the mean norm starts at {m[0]:.4f}, "
-               f"peaks at epoch {peak} ({m[peak]:.4f}) and ends at {m[-1]:.4f} "
-               f"({ratio:.0%} of the peak). Note: we measure after each epoch, so epoch 0 is "
-               f"after one epoch of CE training, not at initialization.")
-    return FigureResult(6, png, verdict, {"start": float(m[0]), "peak_epoch": peak,
-                                          "peak": float(m[peak]), "end": float(m[-1])})
+    wratio = float(w[-1] / w[wpeak]) if w[wpeak] > 0 else float("nan")
+    raw_ok = m[0] < 0.1 * m[peak] and peak > 0 and ratio < 0.3
+    w_ok = wpeak > 0 and wratio < 0.3
+    shape = ("zero, a bump, then decay: the paper's description" if w_ok
+             else "no decay to below 30% of its peak")
+    verdict = (
+        f"Probe: {'matches' if raw_ok else 'does not match'} the paper's shape -- "
+        f"{m[0]:.4f} at initialization, peak {m[peak]:.4f} after {peak} epochs, "
+        f"{m[-1]:.4f} at the end ({ratio:.0%} of the peak). Loss-weighted (1 − f)·‖∇I‖: "
+        f"0 at epoch 0 by construction, peak {w[wpeak]:.4f} at epoch {wpeak}, "
+        f"{w[-1]:.4f} at the end ({wratio:.0%} of its peak): "
+        f"{shape}.")
+    return FigureResult(6, png, verdict, {
+        "probe_init": float(m[0]), "probe_peak_epoch": peak, "probe_peak": float(m[peak]),
+        "probe_end": float(m[-1]), "weighted_peak_epoch": wpeak,
+        "weighted_peak": float(w[wpeak]), "weighted_end": float(w[-1])})
 
 
 def _fig1(folders: list[Path], out: Path, title: str) -> FigureResult:
@@ -209,25 +302,44 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def reproduce(figure: int, dataset: str, model: str, seeds: int, epochs: int | None,
-              out: Path, input_size: int | None = None, log: Any = print) -> FigureResult:
+NEEDS = {1: ("reg",), 3: ("ce",), 4: ("reg",), 5: ("ce", "reg"), 6: ("reg",)}
+FIGURES = tuple(NEEDS)
+
+
+def _title(dataset: str, model: str, size: int, seeds: int) -> str:
+    reduced = f" — reduced input {size}×{size}" if model == "resnet18" and size != 224 else ""
+    return f"{model}{reduced}, {dataset}, {seeds} seeds"
+
+
+def plan_runs(dataset: str, model: str, seeds: int, epochs: int, out: Path, size: int,
+              conditions: tuple[str, ...], threads: int | None = None) -> dict[str, list[_Run]]:
+    """The runs each condition needs, in ``OUT/runs/<dataset>-<model>-<size>-<cond>-e<E>-seed<k>``
+    (the folder name is the cache key; the thread count is not part of it)."""
+    return {cond: [_Run(_config(dataset, model, cond, s, epochs, size, threads),
+                        out / "runs" / f"{dataset}-{model}-{size}-{cond}-e{epochs}-seed{s}",
+                        curves=(cond == "reg"))
+                   for s in range(seeds)] for cond in conditions}
+
+
+def reproduce(figures: int | list[int], dataset: str, model: str, seeds: int,
+              epochs: int | None, out: Path, input_size: int | None = None, log: Any = print,
+              threads: int | None = None) -> list[FigureResult]:
+    """Train (or continue) the runs ``figures`` need, round-robin, then draw each figure."""
+    figs = [figures] if isinstance(figures, int) else list(figures)
     epochs = epochs or PAPER_EPOCHS[model]
     size = input_size or (224 if model == "resnet18" else 28)
-    reduced = model == "resnet18" and size != 224
-    title = f"{model}{f' @{size}px (reduced)' if reduced else ''}, {dataset}, {seeds} seeds"
     out.mkdir(parents=True, exist_ok=True)
-    need = {1: ["reg"], 3: ["ce"], 4: ["reg"], 5: ["ce", "reg"], 6: ["reg"]}[figure]
-    runs: dict[str, list] = {}
-    folders: dict[str, list[Path]] = {}
-    t0 = time.time()
-    for cond in need:
-        runs[cond], folders[cond] = [], []
-        for s in range(seeds):
-            folder = out / "runs" / f"{dataset}-{model}-{size}-{cond}-e{epochs}-seed{s}"
-            cfg = _config(dataset, model, cond, s, epochs, size)
-            runs[cond].append(_run(cfg, folder, curves=(cond == "reg")))
-            folders[cond].append(folder)
-            log(f"  {cond} seed {s}: done ({time.time() - t0:.0f} s)")
+    conds = tuple(c for c in ("ce", "reg") if any(c in NEEDS[f] for f in figs))
+    plan = plan_runs(dataset, model, seeds, epochs, out, size, conds, threads)
+    train_runs([r for rs in plan.values() for r in rs], log)
+    runs = {c: [r.result() for r in rs] for c, rs in plan.items()}
+    folders = {c: [r.folder for r in rs] for c, rs in plan.items()}
+    title = _title(dataset, model, size, seeds)
+    return [_draw(f, runs, folders, out, title, dataset, model, size) for f in figs]
+
+
+def _draw(figure: int, runs: dict[str, list], folders: dict[str, list[Path]], out: Path,
+          title: str, dataset: str, model: str, size: int) -> FigureResult:
     res = {1: lambda: _fig1(folders["reg"], out, title), 3: lambda: _fig3(runs["ce"], out, title),
            4: lambda: _fig4(runs["reg"], out, title),
            5: lambda: _fig5(runs["ce"], runs["reg"], out, title),

@@ -58,42 +58,71 @@ def _add_analysis(sub: Any) -> None:
     p.add_argument("--top", type=int, default=3, help="schedules drawn against the baseline")
 
 
+def _figures(text: str) -> list[int]:
+    if text == "all":
+        return [5, 3, 4, 6, 1]
+    try:
+        figs = [int(t) for t in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: allowed: all, or figures from "
+                                         f"1,3,4,5,6 separated by commas") from None
+    bad = [f for f in figs if f not in (1, 3, 4, 5, 6)]
+    if bad:
+        raise argparse.ArgumentTypeError(f"figure {bad[0]}: allowed: 1, 3, 4, 5, 6 or all")
+    return figs
+
+
 def _add_reproduce(sub: Any) -> None:
     p = sub.add_parser("reproduce", help="the paper's figures with our numbers, over seeds")
-    p.add_argument("--figure", type=int, choices=(1, 3, 4, 5, 6), required=True)
+    p.add_argument("--figure", type=_figures, required=True, metavar="N[,N...]|all",
+                   help="figures 1,3,4,5,6 (comma-separated) or all; runs are shared")
+    p.add_argument("--conditions", choices=("ce", "reg"), nargs="+",
+                   help="train only these conditions' runs and draw what they allow (to split "
+                        "the runs over processes; a later call with all of them draws the rest)")
     p.add_argument("--dataset", choices=("mnist", "fashion_mnist"), default="mnist")
     p.add_argument("--model", choices=("shallow", "resnet18"), default="shallow")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--epochs", type=int, help="default: the paper's (50 shallow, 100 ResNet18)")
     p.add_argument("--input-size", type=int,
                    help="ResNet18 input side (paper: 224); smaller is a labelled reduced variant")
+    p.add_argument("--threads", type=int, help="torch CPU threads per process")
     p.add_argument("--out", default="reproduction")
 
 
 def reproduce_command(args: argparse.Namespace) -> int:
     import torch
 
-    from analysis._reproduce import PAPER_EPOCHS, cpu_estimate_seconds, reproduce
+    from analysis._reproduce import NEEDS, PAPER_EPOCHS, cpu_estimate_seconds, reproduce
 
     if args.seeds < 1 or (args.epochs is not None and args.epochs < 1):
         return _err(f"--seeds={args.seeds} --epochs={args.epochs} -- allowed: integers >= 1")
     if args.input_size is not None and not 32 <= args.input_size <= 512:
         return _err(f"--input-size={args.input_size} -- allowed: 32..512")
+    if args.threads is not None and args.threads < 1:
+        return _err(f"--threads={args.threads} -- allowed: an integer >= 1")
+    figs = args.figure
+    if args.conditions:
+        figs = [f for f in figs if set(NEEDS[f]) <= set(args.conditions)]
+        if not figs:
+            return _err(f"--conditions {' '.join(args.conditions)} draws none of figures "
+                        f"{args.figure}; figure 5 needs both ce and reg")
     if args.model == "resnet18" and not torch.cuda.is_available():
         size = args.input_size or 224
-        conds = 2 if args.figure == 5 else 1
+        conds = len({c for f in figs for c in NEEDS[f]})
         est = cpu_estimate_seconds("resnet18", size, args.epochs or PAPER_EPOCHS["resnet18"],
                                    args.seeds, conds)
         print(f"warning: ResNet18 at {size}px on the CPU: about {est / 3600:.1f} hours; "
-              f"--input-size 64 runs a reduced variant (labelled as such)", file=sys.stderr)
-    from trainables import ConfigError, DataError
+              f"--input-size 32 runs a reduced variant (labelled as such)", file=sys.stderr)
+    from trainables import ConfigError, DataError, TrialDiverged
+    from trainables.locks import FolderLocked
 
     try:
-        res = reproduce(args.figure, args.dataset, args.model, args.seeds, args.epochs,
-                        Path(args.out), args.input_size)
-    except (ConfigError, DataError) as exc:
+        results = reproduce(figs, args.dataset, args.model, args.seeds, args.epochs,
+                            Path(args.out), args.input_size, threads=args.threads)
+    except (ConfigError, DataError, FolderLocked, TrialDiverged) as exc:
         return _err(str(exc))
-    print(f"{res.png}\n{res.verdict}")
+    for res in results:
+        print(f"{res.png}\n{res.verdict}")
     return 0
 
 

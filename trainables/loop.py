@@ -33,15 +33,10 @@ from .information import (
     mutual_information,
 )
 from .models import build_model
+from .records import RECORD_KEYS, non_finite
 from .schedules import transition
 
 __all__ = ["Trainer", "run_trial", "RECORD_KEYS", "resolve_device", "TrialDiverged"]
-
-RECORD_KEYS = (
-    "epoch", "transition", "train_loss", "train_ce", "train_acc", "val_ce", "val_acc",
-    "test_ce", "test_acc", "gap", "val_gap", "mi_y_x", "mi_y_yhat", "dpi_margin",
-    "mi_grad_norm", "sigma_x", "sigma_yhat", "epoch_seconds",
-)
 
 
 _SIGMA_X_CACHE: dict[tuple, float] = {}
@@ -84,6 +79,9 @@ class Trainer:
         # families with f(0) = 1) or after the first epoch: computed then, not here.
         self._sigma_yhat: float | None = None
         self._mi_y_x: float | None = None  # I(Y;X) is network-independent: computed once
+        # The ||grad I(Y;Ŷ)|| probe before the next epoch: the last epoch's end-of-epoch probe
+        # (same network, same width), or measured on the untrained network before epoch 0.
+        self._grad_norm_start: float | None = None
 
     # ---- setup -------------------------------------------------------------------------
     def _optimizer(self) -> torch.optim.Optimizer:
@@ -128,6 +126,10 @@ class Trainer:
         self.model.eval()
         return [(self._features(self.model(self.data.train_x[s])), self.data.train_y[s])
                 for s in self._fixed_batches(self.cfg.kernel.calibration_batches)]
+
+    def yhat_alignment_curve(self) -> kw.AlignmentCurve:
+        """The alignment curve of Ŷ for the network as it is now (the paper's Fig. 1)."""
+        return self._yhat_curve()
 
     def _yhat_curve(self) -> kw.AlignmentCurve:
         batches = self._yhat_batches()
@@ -244,17 +246,33 @@ class Trainer:
             "sigma_x": self.sigma_x, "sigma_yhat": self.sigma_yhat,
         }
 
+    def grad_norm_start(self) -> float:
+        """The probe before the next epoch (before epoch 0: at initialization)."""
+        if self._grad_norm_start is None:
+            self.model.eval()
+            self._grad_norm_start = self._mi_grad_norm()
+        return self._grad_norm_start
+
     def step(self) -> dict[str, Any]:
-        """Train one epoch and return its record."""
+        """Train one epoch and return its record; :class:`TrialDiverged` (one line) if the
+        loss, a cross-entropy or the MI is not finite -- no such record is ever returned."""
         t0 = time.perf_counter()
         try:
+            start = self.grad_norm_start()
             train_loss = self.train_epoch()
             record = self.evaluate(train_loss)
         except torch.linalg.LinAlgError as exc:  # non-finite network outputs reach the kernel
             first = str(exc).splitlines()[0]
             raise TrialDiverged(f"trial diverged at epoch {self.epoch}: the eigensolver "
                                 f"failed ({first})") from exc
+        bad = non_finite(record)
+        if bad:
+            values = ", ".join(f"{k}={record[k]}" for k in bad)
+            raise TrialDiverged(f"trial diverged at epoch {self.epoch}: {values}")
         record["epoch_seconds"] = time.perf_counter() - t0
+        record["mi_grad_norm_start"] = start
+        record["mi_grad_norm_weighted"] = (1.0 - record["transition"]) * start
+        self._grad_norm_start = record["mi_grad_norm"]
         self.epoch += 1
         return record
 
@@ -266,6 +284,7 @@ class Trainer:
             "generator": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
             "epoch": self.epoch, "yhat_maxima": list(self.yhat_maxima),
             "sigma_x": self.sigma_x, "sigma_yhat": self.sigma_yhat,
+            "grad_norm_start": self._grad_norm_start,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -277,6 +296,8 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.yhat_maxima = [float(v) for v in state["yhat_maxima"]]
         self.sigma_x, self.sigma_yhat = float(state["sigma_x"]), float(state["sigma_yhat"])
+        g = state.get("grad_norm_start")  # absent in checkpoints before it: re-measured
+        self._grad_norm_start = None if g is None else float(g)
 
 
 def run_trial(

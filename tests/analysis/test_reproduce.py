@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from analysis._reproduce import CLAIMS, reproduce
+from analysis._reproduce import CLAIMS, plan_runs, reproduce, train_runs
 from tests.study.conftest import mistudy
+from trainables.locks import FolderLocked, folder_lock
+from trainables.records import read_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -20,8 +22,8 @@ def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("figure", [3, 4, 5, 6, 1])
 def test_figure_pipeline_makes_png_text_and_numbers(out: Path, figure: int) -> None:
-    res = reproduce(figure, "fashion_mnist", "shallow", seeds=2, epochs=2, out=out,
-                    log=lambda *_: None)
+    (res,) = reproduce(figure, "fashion_mnist", "shallow", seeds=2, epochs=2, out=out,
+                       log=lambda *_: None)
     stem = f"fig{figure}-fashion_mnist-shallow"
     assert res.png == out / f"{stem}.png" and res.png.stat().st_size > 5000
     text = (out / f"{stem}.txt").read_text()
@@ -39,3 +41,58 @@ def test_reproduce_command_line(out: Path) -> None:
     assert "fig5-fashion_mnist-shallow.png" in res.stdout and "gap" in res.stdout
     bad = mistudy("reproduce", "--figure", "5", "--seeds", "0", "--out", str(out))
     assert bad.returncode == 2 and "--seeds=0" in bad.stderr
+
+
+def _plan(out: Path, seeds: int = 2) -> list:
+    plan = plan_runs("fashion_mnist", "shallow", seeds, 3, out, 28, ("ce", "reg"), threads=1)
+    return [r for rs in plan.values() for r in rs]
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_runs_killed_mid_way_resume_to_the_same_numbers(tmp_path: Path) -> None:
+    """Round-robin runs stopped after 3 of 6 epoch-steps continue from their checkpoints and end
+    with the records of an uninterrupted run (the second computation), epoch for epoch."""
+    train_runs(_plan(tmp_path / "whole", seeds=1), log=lambda *_: None)
+    calls = []
+
+    def stop_after_three(msg: str) -> None:
+        calls.append(msg)
+        if len(calls) == 3:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train_runs(_plan(tmp_path / "cut", seeds=1), log=stop_after_three)
+    partial = sorted((tmp_path / "cut" / "runs").glob("*/state.pt"))
+    assert len(partial) == 2  # both runs hold a checkpoint, neither is finished
+    train_runs(_plan(tmp_path / "cut", seeds=1), log=lambda *_: None)
+    for whole in sorted((tmp_path / "whole" / "runs").iterdir()):
+        a = read_metrics(whole / "metrics.csv")
+        b = read_metrics(tmp_path / "cut" / "runs" / whole.name / "metrics.csv")
+        assert len(a) == len(b) == 3
+        for ra, rb in zip(a, b):
+            assert {k: v for k, v in ra.items() if k != "epoch_seconds"} == \
+                {k: v for k, v in rb.items() if k != "epoch_seconds"}
+        assert not (tmp_path / "cut" / "runs" / whole.name / "state.pt").exists()
+
+
+def test_a_run_held_by_another_process_is_refused(tmp_path: Path) -> None:
+    runs = _plan(tmp_path, seeds=1)
+    with folder_lock(runs[0].folder):
+        with pytest.raises(FolderLocked, match=r"PID \d+"):
+            train_runs(runs, log=lambda *_: None)
+
+
+def test_fig6_starts_at_initialization_and_weighted_norm_starts_at_zero(tmp_path: Path) -> None:
+    train_runs(_plan(tmp_path, seeds=1), log=lambda *_: None)
+    reg = read_metrics(next((tmp_path / "runs").glob("*-reg-*")) / "metrics.csv")
+    # the probe before epoch e+1 is the probe after epoch e (same network, same width)
+    for prev, nxt in zip(reg, reg[1:]):
+        assert nxt["mi_grad_norm_start"] == prev["mi_grad_norm"]
+    assert reg[0]["mi_grad_norm_start"] > 0  # the untrained network's gradient is not zero
+    assert reg[0]["transition"] == 1.0 and reg[0]["mi_grad_norm_weighted"] == 0.0
+    for r in reg:
+        assert r["mi_grad_norm_weighted"] == pytest.approx(
+            (1 - (1 + r["epoch"]) ** -0.5) * r["mi_grad_norm_start"], rel=1e-12)
