@@ -18,7 +18,6 @@ from ._rank import (
     match_baselines,
     pareto_front,
     rank_schedules,
-    schedule_label,
     trial_table,
 )
 
@@ -28,5 +27,5 @@ __all__ = [
     "plot_pareto", "plot_trajectories", "plot_transitions",
     "AnalysisError", "StudyData", "load_study",
     "MATCH_KEYS", "bootstrap_ci", "match_baselines", "pareto_front", "rank_schedules",
-    "schedule_label", "trial_table",
+    "trial_table",
 ]

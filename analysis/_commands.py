@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 import pandas as pd
 import yaml
 
+from trainables._yaml import safe_load
 from trainables.config import TrainConfig
 
 from . import _figures as fig
@@ -98,7 +99,7 @@ def _trial_config(a: Analysis, run_id: str) -> dict[str, Any]:
     client = MlflowClient(a.data.tracking_uri)
     with tempfile.TemporaryDirectory() as d:
         path = client.download_artifacts(run_id, "config.yaml", d)
-        cfg = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        cfg = safe_load(Path(path).read_text(encoding="utf-8"), "config.yaml")
     return TrainConfig.from_dict(cfg).to_dict()
 
 

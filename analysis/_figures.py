@@ -92,15 +92,11 @@ def get_transition_info(ranking: pd.DataFrame, trials: pd.DataFrame, top: int = 
                         epochs: int | None = None) -> TransitionInfo:
     out: dict[str, np.ndarray] = {}
     if epochs is None:
-        epochs = int(float(trials["p.epochs"].iloc[0])) if not trials.empty else 10
+        epochs = int(trials["p.epochs"].iloc[0]) if not trials.empty else 10
     ep = np.arange(epochs)
     for row in ranking.head(top).to_dict("records"):
         t = trials[trials.run_id == row["run_ids"][0]].iloc[0]
-        spec: dict[str, Any] = {"family": t["p.transition.family"]}
-        for k, v in t.items():
-            if str(k).startswith("p.transition.") and k != "p.transition.family" \
-                    and isinstance(v, str):
-                spec[str(k).split(".", 2)[2]] = float(v) if "." in v or "e" in v else int(v)
+        spec = t["config"]["transition"]  # typed by records.typed_config: no guessing
         out[row["schedule"]] = np.array([transition(spec, int(e)) for e in ep])
     return TransitionInfo(ep, out)
 

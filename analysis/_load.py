@@ -13,11 +13,9 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from trainables.loop import RECORD_KEYS
+from trainables.records import BASELINE_KEY, RECORD_KEYS, flatten, schedule_text, tag, typed_config
 
 __all__ = ["StudyData", "AnalysisError", "load_study", "resolve_study"]
-
-TAG = "mistudy"
 
 
 class AnalysisError(RuntimeError):
@@ -64,13 +62,16 @@ def _runs_frame(runs: list[Any]) -> pd.DataFrame:
     rows = []
     for r in runs:
         tags, params = r.data.tags, r.data.params
+        baseline = tags.get(tag("baseline")) == "true"
+        config = typed_config(params)  # exact types back from the text MLflow stores
         row: dict[str, Any] = {
             "run_id": r.info.run_id, "status": r.info.status,
-            "study_id": tags.get(f"{TAG}.study_id"), "trial_id": tags.get(f"{TAG}.trial_id"),
-            "baseline": tags.get(f"{TAG}.baseline") == "true",
-            "start_time": r.info.start_time,
+            "study_id": tags.get(tag("study_id")), "trial_id": tags.get(tag("trial_id")),
+            "baseline": baseline, "start_time": r.info.start_time,
+            "schedule": schedule_text({**config, BASELINE_KEY: baseline}),
+            "config": config,
         }
-        row.update({f"p.{k}": v for k, v in params.items()})
+        row.update({f"p.{k}": v for k, v in flatten(config).items()})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -127,13 +128,13 @@ def load_study(study: str, tracking_uri: str | None = None) -> StudyData:
     except Exception as exc:
         raise AnalysisError(f"cannot reach the tracking store {uri}: "
                             f"{type(exc).__name__}") from None
-    flt = f"tags.`{TAG}.role` = 'trial'"
+    flt = f"tags.`{tag('role')}` = 'trial'"
     if study_id:
-        flt += f" and tags.`{TAG}.study_id` = '{study_id}'"
+        flt += f" and tags.`{tag('study_id')}` = '{study_id}'"
     runs = client.search_runs([exp.experiment_id], filter_string=flt, max_results=50_000)
     parents = client.search_runs([exp.experiment_id],
-                                 filter_string=f"tags.`{TAG}.role` = 'parent'"
-                                 + (f" and tags.`{TAG}.study_id` = '{study_id}'"
+                                 filter_string=f"tags.`{tag('role')}` = 'parent'"
+                                 + (f" and tags.`{tag('study_id')}` = '{study_id}'"
                                     if study_id else ""),
                                  order_by=["attributes.start_time DESC"], max_results=1)
     frame = _runs_frame(runs)

@@ -25,31 +25,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trainables.loop import RECORD_KEYS
+from trainables.records import OPTIONAL_RECORD_KEYS, RECORD_KEYS
 from trainables.saturation import saturation_epoch
 
 __all__ = ["trial_table", "match_baselines", "rank_schedules", "bootstrap_ci", "pareto_front",
-           "schedule_label", "MATCH_KEYS"]
+           "MATCH_KEYS"]
 
 MATCH_KEYS = ("p.dataset", "p.model", "p.batch_size", "p.epochs", "p.seed")
-
-
-def schedule_label(params: dict[str, Any]) -> str:
-    fam = params.get("p.transition.family", "?")
-    tparams = sorted((k.split(".", 2)[2], v) for k, v in params.items()
-                     if k.startswith("p.transition.") and k != "p.transition.family"
-                     and isinstance(v, str))  # params are strings; other families' are NaN
-    inner = ", ".join(f"{k}={_short(v)}" for k, v in tparams)
-    return (f"{fam}({inner}) α={_short(params.get('p.alpha'))} "
-            f"batch={params.get('p.batch_size')}")
-
-
-def _short(v: Any) -> str:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return str(v)
-    return f"{f:.4g}"
+_REQUIRED = [k for k in RECORD_KEYS if k not in OPTIONAL_RECORD_KEYS]
 
 
 def bootstrap_ci(values: Any, level: float = 0.95, n_boot: int = 10_000,
@@ -87,7 +70,7 @@ def trial_table(runs: pd.DataFrame, history: pd.DataFrame, last_k: int = 3,
         if run.get("status") == "FAILED":
             notes.append(f"trial {name}: failed, left out")
             continue
-        missing = [k for k in RECORD_KEYS if h is None or k not in h or h[k].isna().all()]
+        missing = [k for k in _REQUIRED if h is None or k not in h or h[k].isna().all()]
         if missing or h is None:
             notes.append(f"trial {name}: missing metrics {missing[:4]}, left out")
             continue
@@ -97,7 +80,7 @@ def trial_table(runs: pd.DataFrame, history: pd.DataFrame, last_k: int = 3,
         sat = saturation_epoch(list(h.mi_y_yhat), list(h.mi_grad_norm), **(saturation or {}))
         rows.append({
             **{k: v for k, v in run.items() if k.startswith("p.") or k in (
-                "run_id", "trial_id", "baseline", "study_id")},
+                "run_id", "trial_id", "baseline", "study_id", "schedule", "config")},
             "window": tuple(int(e) for e in window), "epochs_done": len(h),
             "gap": tail.gap.mean(), "test_acc": tail.test_acc.mean(),
             "train_ce": tail.train_ce.mean(), "test_ce": tail.test_ce.mean(),
@@ -105,10 +88,7 @@ def trial_table(runs: pd.DataFrame, history: pd.DataFrame, last_k: int = 3,
             "dpi_violation_rate": float((h.dpi_margin < 0).mean()),
             "saturation_epoch": float("nan") if sat is None else float(sat),
         })
-    table = pd.DataFrame(rows)
-    if not table.empty:
-        table["schedule"] = [schedule_label(r) for r in table.to_dict("records")]
-    return table, notes
+    return pd.DataFrame(rows), notes
 
 
 def _window_mean(history: pd.DataFrame, run_ids: list[str], window: tuple[int, ...],

@@ -13,9 +13,10 @@ from ray.tune import Callback, Stopper
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
 from trainables.loop import RECORD_KEYS
+from trainables.records import BASELINE_KEY, tag
 from trainables.saturation import saturation_epoch
 
-from ._tracking import TAG, Tracker, read_trial_results, record_of
+from ._tracking import Tracker, read_trial_results, record_of
 from .runner import record_timings
 
 __all__ = ["MlflowCallback", "ProgressCallback", "SaturationStopper", "BaselineSafeASHA",
@@ -176,11 +177,11 @@ class MlflowCallback(Callback):
 
 
 def _tags(result: dict[str, Any]) -> dict[str, str]:
-    return {f"{TAG}.node": str(result.get("node_ip", "")),
-            f"{TAG}.hostname": str(result.get("hostname", "")),
-            f"{TAG}.node_id": str(result.get("node_id", "")),
-            f"{TAG}.cuda_visible_devices": str(result.get("cuda_visible_devices", "")),
-            f"{TAG}.device": str(result.get("device", ""))}
+    return {tag("node"): str(result.get("node_ip", "")),
+            tag("hostname"): str(result.get("hostname", "")),
+            tag("node_id"): str(result.get("node_id", "")),
+            tag("cuda_visible_devices"): str(result.get("cuda_visible_devices", "")),
+            tag("device"): str(result.get("device", ""))}
 
 
 class ProgressCallback(Callback):
@@ -195,7 +196,7 @@ class ProgressCallback(Callback):
         tr = trial.config.get("transition", {})
         params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                           for k, v in tr.items() if k != "family")
-        kind = "baseline" if trial.config.get("mistudy_baseline") else tr.get("family")
+        kind = "baseline" if trial.config.get(BASELINE_KEY) else tr.get("family")
         print(f"[{time.time() - self.t0:6.0f}s] {trial.trial_id} {kind} {params} "
               f"α={trial.config.get('alpha', 0):.3g} batch={trial.config.get('batch_size')} "
               f"seed={trial.config.get('seed')}: {int(r.get('epoch', -1)) + 1} epochs, "
@@ -219,7 +220,7 @@ class SaturationStopper(Stopper):
         self.history: dict[str, list[tuple[float, float]]] = {}
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-        if result.get("mistudy_baseline") or "mi_y_yhat" not in result:
+        if result.get(BASELINE_KEY) or "mi_y_yhat" not in result:
             return False
         h = self.history.setdefault(trial_id, [])
         h.append((float(result["mi_y_yhat"]), float(result["mi_grad_norm"])))
@@ -235,7 +236,7 @@ class BaselineSafeASHA(AsyncHyperBandScheduler):
     """ASHA that never stops the matched CE baselines (gap closure needs them complete)."""
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        if trial.config.get("mistudy_baseline"):
+        if trial.config.get(BASELINE_KEY):
             return TrialScheduler.CONTINUE
         return str(super().on_trial_result(tune_controller, trial, result))
 

@@ -17,6 +17,7 @@ from typing import Any
 import optuna
 from ray.tune.search import Searcher
 
+from trainables.records import BASELINE_KEY
 from trainables.schedules import FAMILIES
 
 from ._sqlite import ensure_optuna_store
@@ -50,7 +51,7 @@ def baseline_configs(spec: StudySpec) -> list[dict[str, Any]]:
     """Plain-CE runs for every batch size × seed the searched trials can use."""
     alpha = spec.alpha[0] if spec.alpha[0] == spec.alpha[1] else 1.01  # MI is only measured
     return [{"transition": {"family": "constant", "c": 1.0}, "alpha": alpha, "batch_size": b,
-             "seed": s, "mistudy_baseline": True}
+             "seed": s, BASELINE_KEY: True}
             for b in spec.batch_sizes for s in spec.seeds]
 
 

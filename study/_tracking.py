@@ -15,7 +15,6 @@ Tune's own per-trial ``result.json``, the source of truth.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import tempfile
@@ -26,28 +25,26 @@ from typing import Any
 import yaml
 
 from trainables.config import TrainConfig
-from trainables.loop import RECORD_KEYS
 from trainables.ray_trainable import train_config_of
+from trainables.records import (
+    BASELINE_KEY,
+    OPTIONAL_RECORD_KEYS,
+    RECORD_KEYS,
+    flatten,
+    param_text,
+    run_name,
+    schedule_text,
+    tag,
+    write_metrics,
+)
 from trainables.saturation import saturation_epoch
 
 from ._plots import plot_trial
 from ._sqlite import ensure_mlflow_store
 
-__all__ = ["Tracker", "read_trial_results", "flatten", "TAG"]
+__all__ = ["Tracker", "read_trial_results"]
 
-TAG = "mistudy"  # tag namespace
 _REDACT = ("token", "password", "secret")
-
-
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(flatten(v, f"{key}."))
-        else:
-            out[key] = v
-    return out
 
 
 def _safe_params(d: Mapping[str, Any]) -> dict[str, str]:
@@ -56,8 +53,7 @@ def _safe_params(d: Mapping[str, Any]) -> dict[str, str]:
     for k, v in flatten(d).items():
         if any(s in k.lower() for s in _REDACT):
             continue
-        text = "null" if v is None else str(v)
-        out[k] = text[:500]
+        out[k] = param_text(v)[:500]
     return out
 
 
@@ -98,7 +94,7 @@ def read_trial_results(trial_dir: Path) -> list[dict[str, Any]]:
                 r = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line torn by a kill
-            if "epoch" in r and all(k in r for k in RECORD_KEYS):
+            if "epoch" in r and all(k in r for k in _REQUIRED):
                 by_epoch[int(r["epoch"])] = r
     return [by_epoch[e] for e in sorted(by_epoch)]
 
@@ -109,7 +105,10 @@ def resolved_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def record_of(result: Mapping[str, Any]) -> dict[str, float]:
-    return {k: float(result[k]) for k in RECORD_KEYS}
+    return {k: float(result[k]) for k in RECORD_KEYS if k in result}
+
+
+_REQUIRED = tuple(k for k in RECORD_KEYS if k not in OPTIONAL_RECORD_KEYS)
 
 
 class Tracker:
@@ -154,19 +153,19 @@ class Tracker:
                                                  artifact_location=self.artifact_location))
 
     def _search(self, extra: str) -> list[Any]:
-        flt = f"tags.`{TAG}.study_id` = '{self.study_id}' and {extra}"
+        flt = f"tags.`{tag('study_id')}` = '{self.study_id}' and {extra}"
         return list(self.client.search_runs([self.experiment_id()], filter_string=flt,
                                             max_results=10_000))
 
     def parent_run(self, spec_raw: Mapping[str, Any] | None = None) -> str:
-        found = self._search(f"tags.`{TAG}.role` = 'parent'")
+        found = self._search(f"tags.`{tag('role')}` = 'parent'")
         if found:
             run_id, has_params = str(found[0].info.run_id), bool(found[0].data.params)
         else:
             run = self.client.create_run(self.experiment_id(),
                                          run_name=f"study {self.experiment}",
-                                         tags={f"{TAG}.study_id": self.study_id,
-                                               f"{TAG}.role": "parent"})
+                                         tags={tag("study_id"): self.study_id,
+                                               tag("role"): "parent"})
             run_id, has_params = str(run.info.run_id), False
         if spec_raw and not has_params:  # new, or a kill came right after its creation
             self._log_params(run_id, spec_raw)
@@ -179,14 +178,14 @@ class Tracker:
     # ---- trial runs ----------------------------------------------------------------------
     def trial_runs(self) -> dict[str, str]:
         """Tune trial id -> run id for every child run of this study (deleted ones excluded)."""
-        runs = self._search(f"tags.`{TAG}.role` = 'trial'")
-        return {r.data.tags[f"{TAG}.trial_id"]: str(r.info.run_id) for r in runs}
+        runs = self._search(f"tags.`{tag('role')}` = 'trial'")
+        return {r.data.tags[tag("trial_id")]: str(r.info.run_id) for r in runs}
 
     def ensure_trial_run(self, trial_id: str, config: Mapping[str, Any],
                          tags: Mapping[str, str] | None = None) -> str:
         if trial_id in self._runs:
             return self._runs[trial_id]
-        found = self._search(f"tags.`{TAG}.trial_id` = '{trial_id}'")
+        found = self._search(f"tags.`{tag('trial_id')}` = '{trial_id}'")
         if found:
             run_id, has_params = str(found[0].info.run_id), bool(found[0].data.params)
         else:
@@ -199,21 +198,22 @@ class Tracker:
     def _create_trial_run(self, trial_id: str, config: Mapping[str, Any],
                           tags: Mapping[str, str]) -> str:
         tr = config.get("transition", {})
-        baseline = bool(config.get("mistudy_baseline", False))
-        name = f"{'baseline' if baseline else tr.get('family', '?')}-{trial_id}"
+        baseline = bool(config.get(BASELINE_KEY, False))
         all_tags = {
-            "mlflow.parentRunId": self.parent_run(), f"{TAG}.study_id": self.study_id,
-            f"{TAG}.role": "trial", f"{TAG}.trial_id": trial_id,
-            f"{TAG}.family": str(tr.get("family", "")), f"{TAG}.baseline": str(baseline).lower(),
-            f"{TAG}.dataset": str(config.get("dataset", "")),
-            f"{TAG}.model": str(config.get("model", "")),
-            f"{TAG}.seed": str(config.get("seed", "")),
-            f"{TAG}.batch_size": str(config.get("batch_size", "")),
-            **({f"{TAG}.optuna_trial": str(config["optuna_trial"])}
+            "mlflow.parentRunId": self.parent_run(), tag("study_id"): self.study_id,
+            tag("role"): "trial", tag("trial_id"): trial_id,
+            tag("family"): str(tr.get("family", "")), tag("baseline"): str(baseline).lower(),
+            tag("dataset"): str(config.get("dataset", "")),
+            tag("model"): str(config.get("model", "")),
+            tag("seed"): str(config.get("seed", "")),
+            tag("batch_size"): str(config.get("batch_size", "")),
+            "schedule": schedule_text(config),  # top-level: the UI's "Group by" lists it first
+            **({tag("optuna_trial"): str(config["optuna_trial"])}
                if "optuna_trial" in config else {}),
             **dict(tags),
         }
-        run = self.client.create_run(self.experiment_id(), run_name=name, tags=all_tags)
+        run = self.client.create_run(self.experiment_id(), run_name=run_name(config),
+                                     tags=all_tags)
         return str(run.info.run_id)
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
@@ -239,7 +239,7 @@ class Tracker:
                 continue
             ts = int(1000 * float(r.get("timestamp", 0))) or 0
             metrics = [Metric(k, float(r[k]), ts, epoch) for k in RECORD_KEYS
-                       if math.isfinite(float(r[k]))]
+                       if k in r and math.isfinite(float(r[k]))]
             self.client.log_batch(run_id, metrics=metrics)
             done.add(epoch)
             n += 1
@@ -258,11 +258,11 @@ class Tracker:
             self._log_artifacts(run_id, records, cfg)
             sat = saturation_epoch([r["mi_y_yhat"] for r in records],
                                    [r["mi_grad_norm"] for r in records], **self._sat_kwargs())
-            self.client.set_tag(run_id, f"{TAG}.saturation_epoch",
+            self.client.set_tag(run_id, tag("saturation_epoch"),
                                 "none" if sat is None else str(sat))
-            self.client.set_tag(run_id, f"{TAG}.epochs_done", str(len(records)))
+            self.client.set_tag(run_id, tag("epochs_done"), str(len(records)))
         if error:
-            self.client.set_tag(run_id, f"{TAG}.error", error[:4000])
+            self.client.set_tag(run_id, tag("error"), error[:4000])
         self.client.set_terminated(run_id, status=status)
 
     def _sat_kwargs(self) -> dict[str, Any]:
@@ -272,15 +272,8 @@ class Tracker:
     def _log_artifacts(self, run_id: str, records: list[dict[str, Any]],
                        cfg: Mapping[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as d:
-            path = Path(d) / "metrics.csv"
-            with open(path, "w", newline="", encoding="utf-8") as fh:
-                w = csv.DictWriter(fh, fieldnames=list(RECORD_KEYS), extrasaction="ignore")
-                w.writeheader()
-                w.writerows(records)
-            tr = cfg.get("transition", {})
-            title = ", ".join(f"{k}={v}" for k, v in tr.items()) + \
-                f", α={cfg.get('alpha')}, batch={cfg.get('batch_size')}, seed={cfg.get('seed')}"
-            plot_trial(records, Path(d) / "trajectories.png", title)
+            write_metrics(Path(d) / "metrics.csv", records)
+            plot_trial(records, Path(d) / "trajectories.png", run_name(cfg))
             self.client.log_artifacts(run_id, d)
 
     def _log_params(self, run_id: str, d: Mapping[str, Any]) -> None:

@@ -24,6 +24,9 @@ from typing import Any
 
 import yaml
 
+from trainables._yaml import safe_load
+from trainables.records import BASELINE_KEY
+
 from ._sqlite import ensure_optuna_store
 from .spec import StudySpec, parse_spec
 
@@ -79,7 +82,7 @@ def open_study(out: Path) -> tuple[dict[str, Any], StudySpec]:
         raise StudyError(f"{out} is not a study folder (no study.json); run one with "
                          f"mistudy run SPEC --out {out}")
     meta = json.loads(paths.meta.read_text())
-    spec = parse_spec(yaml.safe_load(paths.spec.read_text(encoding="utf-8")))
+    spec = parse_spec(safe_load(paths.spec.read_text(encoding="utf-8"), str(paths.spec)))
     return meta, spec
 
 
@@ -409,7 +412,7 @@ def best_trials(grid: Any, spec: StudySpec, k: int = 5) -> list[dict[str, Any]]:
     rows = []
     for t in _trial_table(grid):
         records = read_trial_results(t["path"])
-        if not records or t["config"].get("mistudy_baseline"):
+        if not records or t["config"].get(BASELINE_KEY):
             continue
         rows.append({"trial_id": t["trial_id"], "config": t["config"],
                      "value": objective_value(records, obj.metric, spec.last_k),

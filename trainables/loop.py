@@ -64,6 +64,8 @@ class Trainer:
         sizes = (cfg.train_size, cfg.val_size, cfg.test_size)
         splits = splits or load_splits(cfg.dataset, cfg.data_dir, cfg.data_seed, sizes)
         self.data = splits.to(self.device)
+        if cfg.data_source is None:  # where the data came from goes into the saved config
+            self.cfg = cfg = cfg.with_updates(data_source=splits.source)
         if cfg.batch_size > len(self.data.train_y):
             raise ConfigError(f"batch_size={cfg.batch_size} exceeds the training split "
                               f"({len(self.data.train_y)} examples from {splits.source})")

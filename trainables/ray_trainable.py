@@ -7,7 +7,6 @@ restarted trial continues from its last checkpoint, bit for bit on the CPU.
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 import time
@@ -17,25 +16,17 @@ from typing import Any
 import torch
 
 from .config import TrainConfig
-from .loop import Trainer, TrialDiverged
+from .loop import Trainer
+from .records import BASELINE_KEY, STUDY_KEYS
 
-__all__ = ["train_tune", "TRIAL_ONLY_KEYS", "train_config_of"]
+__all__ = ["train_tune", "train_config_of"]
 
-# Keys the study adds to a trial's config that are not training settings.
-TRIAL_ONLY_KEYS = ("mistudy_baseline", "optuna_trial")
 STATE_FILE = "state.pt"
 
 
 def train_config_of(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k not in TRIAL_ONLY_KEYS}
-
-
-def _check_finite(record: dict[str, Any]) -> None:
-    bad = [k for k in ("train_loss", "train_ce", "val_ce", "mi_y_yhat")
-           if not math.isfinite(float(record[k]))]
-    if bad:
-        values = ", ".join(f"{k}={record[k]}" for k in bad)
-        raise TrialDiverged(f"trial diverged at epoch {record['epoch']}: {values}")
+    """A trial's config without the keys the study adds (``records.STUDY_KEYS``)."""
+    return {k: v for k, v in config.items() if k not in STUDY_KEYS}
 
 
 def train_tune(config: dict[str, Any]) -> None:
@@ -56,7 +47,7 @@ def train_tune(config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as d:
             trainer.load_state_dict(torch.load(Path(d) / STATE_FILE, weights_only=True))
     extras = {
-        "mistudy_baseline": int(bool(config.get("mistudy_baseline", False))),
+        BASELINE_KEY: int(bool(config.get(BASELINE_KEY, False))),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
         "device": str(trainer.device),
         "node_id": ray.get_runtime_context().get_node_id(),
@@ -65,8 +56,7 @@ def train_tune(config: dict[str, Any]) -> None:
         "setup_seconds": time.perf_counter() - t_enter,  # data, model, calibration, restore
     }
     while trainer.epoch < cfg.epochs:
-        record = trainer.step()
-        _check_finite(record)
+        record = trainer.step()  # raises TrialDiverged (one line) on a non-finite value
         with tempfile.TemporaryDirectory() as d:
             t0 = time.perf_counter()
             torch.save(trainer.state_dict(), Path(d) / STATE_FILE)

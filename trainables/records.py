@@ -20,6 +20,7 @@ __all__ = [
     "RECORD_KEYS", "OPTIONAL_RECORD_KEYS", "FINITE_KEYS", "STUDY_KEYS", "BASELINE_KEY",
     "TAG", "tag", "DEFAULT_ALPHA", "NUM_CLASSES", "DEFAULT_LAST_K",
     "schedule_text", "run_name", "flatten", "unflatten", "param_text", "param_value",
+    "typed_config",
     "MetricsWriter", "read_metrics", "write_metrics", "non_finite",
 ]
 
@@ -56,32 +57,34 @@ def tag(name: str) -> str:
 
 
 # ---- the schedule as text ---------------------------------------------------------------
-_SHORT = {"exponent": "p", "rate": "r", "period": "T", "c": "c", "floor": "min",
-          "warmup": "w", "epochs": "E"}
+_SHORT = {"exponent": "p"}  # the paper's name for the power family's exponent
 
 
 def _num(v: Any) -> str:
-    return f"{v:.2f}" if isinstance(v, float) else str(v)
+    """Four significant digits: readable, and sampled values rarely share a name (two that
+    do are one schedule to the eye; the exact values stay in the params)."""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def schedule_text(transition: Mapping[str, Any], alpha: float | None = None,
-                  baseline: bool = False) -> str:
-    """The canonical name of a schedule configuration: ``power p=0.50 α=1.01``; ``CE`` for a
-    cross-entropy baseline. Seeds of one configuration share it (the MLflow ``schedule`` tag)."""
-    if baseline:
-        return "CE"
-    family = str(transition.get("family", "?"))
-    params = " ".join(f"{_SHORT.get(k, k)}={_num(v)}" for k, v in sorted(transition.items())
+def schedule_text(config: Mapping[str, Any]) -> str:
+    """The canonical name of a trial's configuration, seeds aside: ``power p=0.50 α=1.01 b256``;
+    ``CE b256`` for a cross-entropy baseline. The MLflow ``schedule`` tag (seeds of one
+    configuration share it, so "Group by" averages them) and the ranking's schedule column."""
+    batch = f"b{config.get('batch_size', '?')}"
+    if config.get(BASELINE_KEY):
+        return f"CE {batch}"
+    tr = config.get("transition") or {}
+    params = " ".join(f"{_SHORT.get(k, k)}={_num(v)}" for k, v in sorted(tr.items())
                       if k != "family")
-    text = f"{family} {params}".strip()
-    return text if alpha is None else f"{text} α={_num(float(alpha))}"
+    alpha = config.get("alpha")
+    alpha_text = "" if alpha is None else f" α={_num(float(alpha))}"
+    return " ".join(t for t in (str(tr.get("family", "?")), params) if t) + alpha_text + \
+        f" {batch}"
 
 
 def run_name(config: Mapping[str, Any]) -> str:
     """A trial run's readable name: ``power p=0.50 α=1.01 b256 s0``, ``CE b256 s0``."""
-    sched = schedule_text(config.get("transition") or {}, config.get("alpha"),
-                          bool(config.get(BASELINE_KEY, False)))
-    return f"{sched} b{config.get('batch_size', '?')} s{config.get('seed', '?')}"
+    return f"{schedule_text(config)} s{config.get('seed', '?')}"
 
 
 # ---- typed params -----------------------------------------------------------------------
@@ -110,17 +113,49 @@ def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def param_text(value: Any) -> str:
-    """A param value as MLflow stores it: JSON, so it reads back with its type."""
-    return json.dumps(value)
+    """A config value as an MLflow param. Numbers keep their type in the text: ints as digits,
+    floats always with a point or exponent (``repr``), so :func:`param_value` reads them back
+    exactly; ``null``/``true``/``false``; strings as they are (readable in the UI)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+_WORDS: dict[str, Any] = {"null": None, "None": None, "true": True, "True": True,
+                          "false": False, "False": False, "inf": math.inf, "-inf": -math.inf,
+                          "nan": math.nan}
 
 
 def param_value(text: str) -> Any:
-    """The inverse of :func:`param_text`. Params written before JSON (a bare ``power``) come
-    back as the string they are."""
+    """The inverse of :func:`param_text` (also for params written by earlier versions, which
+    wrote ``str(value)``): a JSON number keeps its int/float type; the words above; else the
+    string itself. Never a guess by content like "has a dot"."""
+    if text in _WORDS:
+        return _WORDS[text]
     try:
-        return json.loads(text)
+        v = json.loads(text)
     except (json.JSONDecodeError, TypeError):
-        return text if text != "None" else None
+        return text
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else text
+
+
+# Config keys whose values are strings (or null) whatever they look like: a folder named
+# "3" stays "3". tests/trainables/test_records.py checks this against TrainConfig's fields.
+STRING_KEYS = frozenset({
+    "dataset", "model", "optimizer", "device", "yhat", "estimator", "data_dir", "data_source",
+    "precision", "kernel.yhat", "kernel.x", "kernel.y", "transition.family",
+})
+
+
+def typed_config(params: Mapping[str, str]) -> dict[str, Any]:
+    """A run's params (dotted, text) -> its nested, typed config."""
+    flat = {k: (None if v in ("null", "None") else v) if k in STRING_KEYS else param_value(v)
+            for k, v in params.items()}
+    return unflatten(flat)
 
 
 # ---- metrics.csv ------------------------------------------------------------------------

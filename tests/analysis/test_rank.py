@@ -68,17 +68,17 @@ def test_closure_matching_guards_and_notes(store) -> None:
     uri, _ = store
     a = analyze("hand", uri, last_k=2, acc_tolerance=0.05)
     r = a.ranking.set_index("schedule")
-    power = r.loc["power(exponent=0.5) α=1.01 batch=64"]
+    power = r.loc["power p=0.5 α=1.01 b64"]
     # seed 0: (0.2 - 0.1) / 0.2 = 0.5; seed 1: baselines 0.2 and 0.4 -> 0.3: (0.3 - 0.075)/0.3
     assert power.closure == pytest.approx((0.5 + 0.75) / 2)
     assert power.n_seeds == 2
     assert power.delta_test_acc == pytest.approx(-0.01)
     assert not power.acc_drop
     assert power.dpi_violation_rate == pytest.approx(0.125)  # 1 of 4 epochs, 1 of 2 seeds
-    expo = r.loc["exponential(rate=0.3) α=1.01 batch=64"]
+    expo = r.loc["exponential rate=0.3 α=1.01 b64"]
     assert expo.closure == pytest.approx(0.9) and expo.acc_drop  # closes by not learning
     assert np.isnan(expo.ci_low)  # one seed: no interval
-    lone = r.loc["power(exponent=2) α=1.01 batch=128"]
+    lone = r.loc["power p=2 α=1.01 b128"]
     assert np.isnan(lone.closure) and lone.n_unmatched == 1
     assert list(a.ranking.schedule)[-1] == lone.name  # unmatched schedules rank last
     assert any("m0" in n and "missing metrics" in n for n in a.notes)
