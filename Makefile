@@ -55,8 +55,8 @@ STUDY_OUT ?= studies/quick-$(shell date +%Y%m%d-%H%M%S)
 study: setup
 	$(VENV)/bin/mistudy run --preset quick --out $(STUDY_OUT)
 	@echo; echo "ranking (gap closure vs matched cross-entropy baselines):"
-	$(VENV)/bin/mistudy rank $(STUDY_OUT) --last-k 2
-	$(VENV)/bin/mistudy report $(STUDY_OUT) --last-k 2 --out $(STUDY_OUT)/report
+	$(VENV)/bin/mistudy rank $(STUDY_OUT)
+	$(VENV)/bin/mistudy report $(STUDY_OUT) --out $(STUDY_OUT)/report
 	@echo; echo "MLflow UI: $(VENV)/bin/mistudy ui --out $(STUDY_OUT)"
 
 bench: setup

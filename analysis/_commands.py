@@ -13,10 +13,10 @@ import pandas as pd
 import yaml
 
 from trainables._yaml import safe_load
-from trainables.config import TrainConfig
+from trainables.records import DEFAULT_LAST_K
 
 from . import _figures as fig
-from ._load import AnalysisError, StudyData, load_study
+from ._load import AnalysisError, StudyData, load_study, study_settings
 from ._rank import match_baselines, rank_schedules, trial_table
 
 __all__ = ["Analysis", "analyze", "format_ranking", "export_configs", "write_report",
@@ -35,12 +35,17 @@ class Analysis(NamedTuple):
     notes: list[str]
 
 
-def analyze(study: str, tracking_uri: str | None = None, last_k: int = 3,
+def analyze(study: str, tracking_uri: str | None = None, last_k: int | None = None,
             acc_tolerance: float = 0.02) -> Analysis:
+    """Load and rank. ``last_k`` and the saturation settings default to the study folder's
+    own (its spec), else ``records.DEFAULT_LAST_K`` and the stopper's defaults -- so the
+    ranking and the MLflow tags agree on every trial's saturation epoch."""
+    settings = study_settings(study)
+    last_k = last_k or settings.get("last_k", DEFAULT_LAST_K)
     data = load_study(study, tracking_uri)
     if data.runs.empty:
         raise AnalysisError(f"study {study!r} has no trial runs in {data.tracking_uri}")
-    trials, notes = trial_table(data.runs, data.history, last_k)
+    trials, notes = trial_table(data.runs, data.history, last_k, settings.get("saturation"))
     if trials.empty:
         raise AnalysisError(f"study {study!r} has no finished trials with metrics "
                             f"({len(notes)} left out: {notes[:2]})")
@@ -94,6 +99,8 @@ def _trial_config(a: Analysis, run_id: str) -> dict[str, Any]:
     import os
 
     from mlflow.tracking import MlflowClient
+
+    from trainables.config import TrainConfig  # validates the exported config (imports torch)
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     client = MlflowClient(a.data.tracking_uri)

@@ -15,7 +15,10 @@ import pandas as pd
 
 from trainables.records import BASELINE_KEY, RECORD_KEYS, flatten, schedule_text, tag, typed_config
 
-__all__ = ["StudyData", "AnalysisError", "load_study", "resolve_study"]
+__all__ = ["StudyData", "AnalysisError", "load_study", "resolve_study", "tracking_uri_of",
+           "study_settings", "FOLDER_STORE"]
+
+FOLDER_STORE = "folder"  # study.json's tracking_uri for the folder's own DIR/mlflow.db
 
 
 class AnalysisError(RuntimeError):
@@ -31,13 +34,67 @@ class StudyData(NamedTuple):
     parent_run_id: str | None
 
 
+STUDY_JSON_ERRORS = (OSError, ValueError, KeyError, TypeError)
+
+
+def _moved(uri: str, root: Path, name: str) -> str | None:
+    """A study.json from before relative stores names an absolute file in the folder it was
+    made in; if this folder holds a file of that name, the folder was copied or moved."""
+    if uri.startswith("sqlite:///") and Path(uri[len("sqlite:///"):]).name == name:
+        here = (root / name).resolve()
+        if here.exists() and Path(uri[len("sqlite:///"):]) != here:
+            return f"sqlite:///{here}"
+    return None
+
+
+def tracking_uri_of(meta: dict[str, Any], root: Path) -> tuple[str, str | None]:
+    """(tracking URI, artifact location) of the study in ``root``, wherever ``root`` is now."""
+    uri, art = meta["tracking_uri"], meta.get("artifact_location")
+    folder_art = (root / "mlartifacts").resolve().as_uri()
+    if uri == FOLDER_STORE:
+        return f"sqlite:///{(root / 'mlflow.db').resolve()}", folder_art
+    moved = _moved(uri, root, "mlflow.db")
+    if moved:
+        return moved, folder_art
+    return uri, art
+
+
+def _meta(folder: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads((folder / "study.json").read_text(encoding="utf-8")))
+    except STUDY_JSON_ERRORS as exc:
+        raise AnalysisError(f"{folder}/study.json is damaged ({type(exc).__name__})") from None
+
+
+def study_settings(study: str) -> dict[str, Any]:
+    """The study folder's own ``last_k`` and saturation-stopper settings (empty when STUDY is
+    not a folder), so a ranking uses what the study itself used."""
+    from trainables._yaml import safe_load
+
+    path = Path(study) / "spec.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        raw = safe_load(path.read_text(encoding="utf-8"), str(path)) or {}
+        obj = raw.get("objective") or {}
+        obj = obj[-1] if isinstance(obj, list) and obj else obj
+        stop = {k: v for k, v in (raw.get("stopper") or {}).items()
+                if k in ("window", "rel_tol", "grad_tol")}
+        out: dict[str, Any] = {"saturation": stop}
+        if isinstance(obj, dict) and "last_k" in obj:
+            out["last_k"] = int(obj["last_k"])
+        return out
+    except (ValueError, TypeError, AttributeError):
+        return {}
+
+
 def resolve_study(study: str, tracking_uri: str | None) -> tuple[str, str, str | None]:
     """``STUDY`` is an MLflow experiment name or id, or a study folder (its study.json says
     where it logs). Returns (tracking uri, experiment name or id, study id filter)."""
-    meta_path = Path(study) / "study.json"
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        return tracking_uri or meta["tracking_uri"], meta["experiment"], meta["study_id"]
+    if (Path(study) / "study.json").is_file():
+        meta = _meta(Path(study))
+        uri, _ = tracking_uri_of(meta, Path(study))
+        return tracking_uri or uri, meta["experiment"], meta["study_id"]
     import os
 
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"

@@ -16,10 +16,10 @@ from trainables.loop import RECORD_KEYS
 from trainables.records import BASELINE_KEY, tag
 from trainables.saturation import saturation_epoch
 
+from ._folder import record_timings
 from ._tracking import Tracker, read_trial_results, record_of
-from .runner import record_timings
 
-__all__ = ["MlflowCallback", "ProgressCallback", "SaturationStopper", "BaselineSafeASHA",
+__all__ = ["MlflowCallback", "SaturationStopper", "BaselineSafeASHA",
            "trial_error_text"]
 
 
@@ -182,32 +182,6 @@ def _tags(result: dict[str, Any]) -> dict[str, str]:
             tag("node_id"): str(result.get("node_id", "")),
             tag("cuda_visible_devices"): str(result.get("cuda_visible_devices", "")),
             tag("device"): str(result.get("device", ""))}
-
-
-class ProgressCallback(Callback):
-    """One line per finished trial, so a study's log stays readable."""
-
-    def __init__(self, objective: str) -> None:
-        self.objective = objective
-        self.t0 = time.time()
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        r = trial.last_result or {}
-        tr = trial.config.get("transition", {})
-        params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                          for k, v in tr.items() if k != "family")
-        kind = "baseline" if trial.config.get(BASELINE_KEY) else tr.get("family")
-        print(f"[{time.time() - self.t0:6.0f}s] {trial.trial_id} {kind} {params} "
-              f"α={trial.config.get('alpha', 0):.3g} batch={trial.config.get('batch_size')} "
-              f"seed={trial.config.get('seed')}: {int(r.get('epoch', -1)) + 1} epochs, "
-              f"{self.objective}={r.get(self.objective, float('nan')):.4f} "
-              f"gap={r.get('gap', float('nan')):.4f} "
-              f"I(Y;Ŷ)={r.get('mi_y_yhat', float('nan')):.3f}",
-              flush=True)
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        print(f"[{time.time() - self.t0:6.0f}s] {trial.trial_id} FAILED: "
-              f"{trial_error_text(trial)}", flush=True)
 
 
 class SaturationStopper(Stopper):

@@ -10,6 +10,8 @@ Tune with the experiment state.
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
 from collections import deque
 from typing import Any
@@ -17,11 +19,11 @@ from typing import Any
 import optuna
 from ray.tune.search import Searcher
 
-from trainables.records import BASELINE_KEY
+from trainables.records import BASELINE_KEY, DEFAULT_ALPHA
 from trainables.schedules import FAMILIES
 
 from ._sqlite import ensure_optuna_store
-from .spec import StudySpec
+from .spec import StudySpec, parse_spec
 
 __all__ = ["StudySearcher", "sample_config", "baseline_configs", "objective_value"]
 
@@ -49,7 +51,8 @@ def sample_config(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
 
 def baseline_configs(spec: StudySpec) -> list[dict[str, Any]]:
     """Plain-CE runs for every batch size × seed the searched trials can use."""
-    alpha = spec.alpha[0] if spec.alpha[0] == spec.alpha[1] else 1.01  # MI is only measured
+    # MI is only measured for baselines, never in their loss: any alpha serves
+    alpha = spec.alpha[0] if spec.alpha[0] == spec.alpha[1] else DEFAULT_ALPHA
     return [{"transition": {"family": "constant", "c": 1.0}, "alpha": alpha, "batch_size": b,
              "seed": s, BASELINE_KEY: True}
             for b in spec.batch_sizes for s in spec.seeds]
@@ -62,19 +65,26 @@ def objective_value(history: list[dict[str, Any]], metric: str, last_k: int) -> 
 
 
 class StudySearcher(Searcher):
-    def __init__(self, spec: StudySpec, storage_url: str, study_name: str) -> None:
+    def __init__(self, spec: StudySpec, storage_url: str, study_name: str, asked: int = 0,
+                 baselines: bool = True) -> None:
+        """``asked``: configurations sampled by earlier experiments of this study (a grown
+        study continues after them); ``baselines``: False when they ran already."""
         obj = spec.objectives[0]
         super().__init__(metric=obj.metric, mode=obj.mode)
         self.spec = spec
         self.storage_url = storage_url
         self.study_name = study_name
-        self.baselines: deque[dict[str, Any]] = deque(baseline_configs(spec))
+        self.baselines: deque[dict[str, Any]] = deque(baseline_configs(spec) if baselines
+                                                      else [])
         self.pending_seeds: deque[tuple[int, int]] = deque()  # (optuna number, seed) to emit
         self.configs: dict[int, dict[str, Any]] = {}  # optuna number -> sampled config
         self.trial_map: dict[str, tuple[int, int]] = {}  # tune trial id -> (number, seed)
         self.histories: dict[str, list[dict[str, Any]]] = {}  # tune trial id -> results
         self.done: dict[int, dict[int, list[float] | None]] = {}  # number -> seed -> values
-        self.asked = 0
+        self.asked = asked
+        # A grown study's sampler must not replay the first experiment's random draws (the
+        # same seed would re-sample its startup configurations): seed + configurations so far.
+        self.sampler_seed = spec.sampler_seed + asked
         self._study: optuna.Study | None = None
 
     # ---- Optuna --------------------------------------------------------------------------
@@ -82,9 +92,9 @@ class StudySearcher(Searcher):
     def study(self) -> optuna.Study:
         if self._study is None:
             sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(
-                seed=self.spec.sampler_seed, n_startup_trials=min(10, self.spec.trials))
+                seed=self.sampler_seed, n_startup_trials=min(10, self.spec.trials))
             if len(self.spec.objectives) > 1:
-                sampler = optuna.samplers.NSGAIISampler(seed=self.spec.sampler_seed)
+                sampler = optuna.samplers.NSGAIISampler(seed=self.sampler_seed)
             ensure_optuna_store(self.storage_url)
             self._study = optuna.create_study(
                 storage=self.storage_url, study_name=self.study_name, load_if_exists=True,
@@ -149,13 +159,45 @@ class StudySearcher(Searcher):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("sampler_seed", self.spec.sampler_seed)  # older states
         self._study = None
 
     def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as fh:
-            pickle.dump(self.__getstate__(), fh)
+        """The searcher's state as JSON (data, never code; Tune's own files are pickles)."""
+        state = {
+            "version": 1, "spec": self.spec.raw, "storage_url": self.storage_url,
+            "study_name": self.study_name, "baselines": list(self.baselines),
+            "pending_seeds": [list(p) for p in self.pending_seeds],
+            "configs": {str(n): c for n, c in self.configs.items()},
+            "trial_map": {t: list(p) for t, p in self.trial_map.items()},
+            "histories": self.histories,
+            "done": {str(n): {str(s): v for s, v in d.items()} for n, d in self.done.items()},
+            "asked": self.asked, "sampler_seed": self.sampler_seed,
+        }
+        tmp = f"{checkpoint_path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(state, fh)
+        os.replace(tmp, checkpoint_path)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as fh:
-            self.__dict__.update(pickle.load(fh))
+            blob = fh.read()
+        try:
+            s = json.loads(blob)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            # A folder made before the JSON state: its pickle. Unpickling runs whatever the
+            # file says -- resume only folders you trust (docs/reliability.md).
+            self.__dict__.update(pickle.loads(blob))
+            self.__dict__.setdefault("sampler_seed", self.spec.sampler_seed)
+            return
+        self.spec = parse_spec(s["spec"])
+        self.storage_url, self.study_name = s["storage_url"], s["study_name"]
+        self.baselines = deque(s["baselines"])
+        self.pending_seeds = deque((int(n), int(sd)) for n, sd in s["pending_seeds"])
+        self.configs = {int(n): c for n, c in s["configs"].items()}
+        self.trial_map = {t: (int(p[0]), int(p[1])) for t, p in s["trial_map"].items()}
+        self.histories = s["histories"]
+        self.done = {int(n): {int(sd): v for sd, v in d.items()} for n, d in s["done"].items()}
+        self.asked, self.sampler_seed = int(s["asked"]), int(s["sampler_seed"])
+        self._study = None
         self._study = None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from trainables.config import TrainConfig
 from trainables.ray_trainable import train_config_of
 from trainables.records import (
     BASELINE_KEY,
+    DEFAULT_LAST_K,
     OPTIONAL_RECORD_KEYS,
     RECORD_KEYS,
     flatten,
@@ -45,6 +47,11 @@ from ._sqlite import ensure_mlflow_store
 __all__ = ["Tracker", "read_trial_results"]
 
 _REDACT = ("token", "password", "secret")
+# MLflow 3's UI opens an experiment by its kind: without this tag it guesses, and an
+# experiment with no traces opens on the GenAI overview. "custom_model_development" is the
+# value MLflow's own UI writes when a user picks "Machine learning" (mlflow/server/js).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 def _safe_params(d: Mapping[str, Any]) -> dict[str, str]:
@@ -116,13 +123,14 @@ class Tracker:
 
     def __init__(self, tracking_uri: str, experiment: str, study_id: str,
                  artifact_location: str | None = None, saturation: Mapping[str, Any] | None = None,
-                 timings_path: str | None = None) -> None:
+                 timings_path: str | None = None, last_k: int = DEFAULT_LAST_K) -> None:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.study_id = study_id
         self.artifact_location = artifact_location
         self.saturation = dict(saturation or {})
         self.timings_path = timings_path  # where the driver's overhead figures go
+        self.last_k = last_k  # epochs averaged into a trial's summary metrics
         self._client: Any = None
         self._runs: dict[str, str] = {}  # tune trial id -> run id
         self._steps: dict[str, set[int]] = {}  # run id -> logged epochs
@@ -148,9 +156,13 @@ class Tracker:
         if exp is not None:
             if exp.lifecycle_stage == "deleted":
                 self.client.restore_experiment(exp.experiment_id)
+            if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # made before the tag
+                self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG,
+                                               EXPERIMENT_KIND)
             return str(exp.experiment_id)
-        return str(self.client.create_experiment(self.experiment,
-                                                 artifact_location=self.artifact_location))
+        return str(self.client.create_experiment(
+            self.experiment, artifact_location=self.artifact_location,
+            tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}))
 
     def _search(self, extra: str) -> list[Any]:
         flt = f"tags.`{tag('study_id')}` = '{self.study_id}' and {extra}"
@@ -261,9 +273,49 @@ class Tracker:
             self.client.set_tag(run_id, tag("saturation_epoch"),
                                 "none" if sat is None else str(sat))
             self.client.set_tag(run_id, tag("epochs_done"), str(len(records)))
+            self._log_summary(run_id, records, config)
         if error:
             self.client.set_tag(run_id, tag("error"), error[:4000])
         self.client.set_terminated(run_id, status=status)
+
+    def _log_summary(self, run_id: str, records: list[dict[str, Any]],
+                     config: Mapping[str, Any]) -> None:
+        """Sortable one-number columns: the final gap and test accuracy (mean of the last
+        ``last_k`` epochs), and the gap closure once matched baselines have finished."""
+        from mlflow.entities import Metric
+
+        tail = records[-self.last_k:]
+        gap = sum(float(r["gap"]) for r in tail) / len(tail)
+        acc = sum(float(r["test_acc"]) for r in tail) / len(tail)
+        now = int(time.time() * 1000)
+        metrics = [Metric("final_gap", gap, now, 0), Metric("final_test_acc", acc, now, 0)]
+        if not config.get(BASELINE_KEY):
+            closure = self._closure(config, [int(r["epoch"]) for r in tail], gap)
+            if closure is not None:
+                metrics.append(Metric("gap_closure", closure, now, 0))
+        self.client.log_batch(run_id, metrics=metrics)
+
+    def _closure(self, config: Mapping[str, Any], window: list[int], gap: float
+                 ) -> float | None:
+        """``(gap_baseline − gap) / gap_baseline`` against the finished baselines of the same
+        dataset, model, batch size and seed, their gap taken over the same epochs
+        (``analysis._rank`` defines it; this is the same rule on one trial)."""
+        keys = ("dataset", "model", "batch_size", "seed")
+        flt = " and ".join([f"tags.`{tag('baseline')}` = 'true'", "attributes.status = "
+                            "'FINISHED'"] + [f"tags.`{tag(k)}` = '{config.get(k)}'"
+                                             for k in keys])
+        gaps = []
+        for run in self._search(flt):
+            if str(run.data.params.get("epochs")) != str(config.get("epochs")):
+                continue
+            hist = {int(m.step): m.value for m in
+                    self.client.get_metric_history(run.info.run_id, "gap")}
+            if all(e in hist for e in window):
+                gaps.append(sum(hist[e] for e in window) / len(window))
+        if not gaps or sum(gaps) / len(gaps) <= 0:
+            return None
+        base = sum(gaps) / len(gaps)
+        return (base - gap) / base
 
     def _sat_kwargs(self) -> dict[str, Any]:
         return {k: self.saturation[k] for k in ("window", "rel_tol", "grad_tol")

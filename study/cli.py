@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from trainables.cli import add_train_arguments, train_command
+from trainables.records import DEFAULT_LAST_K
 
 __all__ = ["main", "build_parser"]
 
@@ -20,7 +21,11 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--preset", help="a shipped spec: quick, paper-mnist, paper-fashion")
     p.add_argument("--out", help="study folder (default: studies/<name>)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the interrupted study in --out (keeps finished trials)")
+                   help="continue the study in --out (keeps finished trials)")
+    p.add_argument("--trials", type=int, metavar="N",
+                   help="with --resume: grow the study to N sampled configurations (the "
+                        "sampler continues from its history; baselines are not rerun)")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
     p.add_argument("--address", help="an existing Ray cluster (default: start a local Ray)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite in --out)")
     p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (torch threads)")
@@ -41,8 +46,9 @@ def _add_analysis(sub: Any) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("study", help="MLflow experiment name or id, or a study folder")
     common.add_argument("--tracking-uri", help="MLflow tracking URI (a study folder knows it)")
-    common.add_argument("--last-k", type=int, default=3,
-                        help="epochs averaged for a trial's gap (default 3)")
+    common.add_argument("--last-k", type=int,
+                        help="epochs averaged for a trial's gap (default: the study's own, "
+                             f"else {DEFAULT_LAST_K})")
     common.add_argument("--acc-tolerance", type=float, default=0.02,
                         help="flag schedules losing more test accuracy than this (default 0.02)")
     r = sub.add_parser("rank", parents=[common], help="rank schedules by gap closure")
@@ -149,83 +155,120 @@ def _err(msg: str) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     t_main = time.time()
-    from .runner import StudyError, run_study
-    from .spec import SpecError, load_spec
+    from ._folder import StudyPaths, record_timings
+    from ._progress import StudyProgress
+    from ._ray import shutdown_ray
+    from .runner import run_study
+    from .spec import load_spec
 
+    spec = None
+    if not args.resume:
+        if bool(args.spec) == bool(args.preset):
+            return _err("give a spec file or --preset NAME (one of them)")
+        spec = load_spec(args.spec, args.preset)
+    elif args.spec or args.preset:
+        spec = load_spec(args.spec, args.preset)  # must match the stored one (checked)
+    out = Path(args.out or f"studies/{spec.name if spec else 'study'}")
+    for name in ("cpus_per_trial", "gpus_per_trial"):
+        v = getattr(args, name)
+        if v is not None and (not v == v or v < 0 or (name == "cpus_per_trial" and v == 0)):
+            return _err(f"--{name.replace('_', '-')}={v} -- allowed: > 0 (GPUs: >= 0)")
+    if args.num_cpus is not None and args.num_cpus < 1:
+        return _err(f"--num-cpus={args.num_cpus} -- allowed: an integer >= 1")
+    if args.trials is not None and args.trials < 1:
+        return _err(f"--trials={args.trials} -- allowed: an integer >= 1")
+    progress = [] if args.quiet else [_progress_for(spec, out, args.trials, StudyProgress)]
     try:
-        spec = None
-        if not args.resume:
-            if bool(args.spec) == bool(args.preset):
-                return _err("give a spec file or --preset NAME (one of them)")
-            spec = load_spec(args.spec, args.preset)
-        out = Path(args.out or f"studies/{spec.name if spec else 'study'}")
-        for name in ("cpus_per_trial", "gpus_per_trial"):
-            v = getattr(args, name)
-            if v is not None and (v < 0 or (name == "cpus_per_trial" and v == 0)):
-                return _err(f"--{name.replace('_', '-')}={v} -- allowed: > 0 (GPUs: >= 0)")
-        grid = run_study(spec, out, resume=args.resume, address=args.address,
-                         tracking_uri=args.tracking_uri, cpus_per_trial=args.cpus_per_trial,
-                         gpus_per_trial=args.gpus_per_trial, num_cpus=args.num_cpus)
-    except SpecError as exc:
-        return _err("\n".join(exc.problems))
-    except StudyError as exc:
-        return _err(str(exc))
-    from .runner import StudyPaths, open_study, record_timings, shutdown_ray
-
-    _, spec = open_study(out)
-    _print_summary(grid, spec, out)
-    t_end = time.time()
-    shutdown_ray()
-    record_timings(StudyPaths(out).timings, {"main_at": t_main, "main_end_at": t_end,
-                                     "ray_shutdown_seconds": time.time() - t_end})
+        trials = run_study(spec, out, resume=args.resume, trials=args.trials,
+                           address=args.address, tracking_uri=args.tracking_uri,
+                           cpus_per_trial=args.cpus_per_trial,
+                           gpus_per_trial=args.gpus_per_trial, num_cpus=args.num_cpus,
+                           callbacks=[p for p in progress if p is not None])
+    finally:
+        t_end = time.time()
+        shutdown_ray()
+    _print_summary(trials, out)
+    if (out / "study.json").exists():
+        record_timings(StudyPaths(out).timings, {"main_at": t_main, "main_end_at": t_end,
+                                                 "ray_shutdown_seconds": time.time() - t_end})
     return 0
 
 
-def _print_summary(grid: Any, spec: Any, out: Path) -> None:
+def _progress_for(spec: Any, out: Path, trials: int | None, cls: Any) -> Any:
+    """The progress display for this run's trial count (a resumed study: its stored spec)."""
+    from ._folder import StudyError, open_study
+
+    if spec is None:
+        try:
+            _, spec = open_study(out)
+        except StudyError:
+            return None  # run_study says why, in one line
+    n = spec.num_trials  # a new or interrupted study: all of its trials
+    if trials is not None and (out / "study.json").exists():
+        n = max(0, trials - spec.trials) * len(spec.seeds)  # growing: the new ones
+    return cls(total=n, epochs=int(spec.fixed.get("epochs", 10)))
+
+
+def _print_summary(trials: list[dict[str, Any]], out: Path) -> None:
+    from trainables.records import run_name
+
+    from ._folder import open_study
     from .runner import best_trials
 
+    meta, spec = open_study(out)
     obj = spec.objectives[0]
-    errors = sum(1 for r in grid if r.error)
-    print(f"\nstudy {spec.name!r}: {len(grid)} trials ({errors} failed) in {out}")
+    errors = sum(1 for t in trials if t["error"])
+    print(f"\nstudy {spec.name!r}: {len(trials)} trials ({errors} failed) in {out}")
     print(f"best trials by {obj.metric} (mean of the last {spec.last_k} epochs, {obj.mode}):")
-    for row in best_trials(grid, spec):
-        tr = row["config"]["transition"]
-        params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                          for k, v in tr.items())
+    for row in best_trials(trials, spec):
         last = row["last"]
-        print(f"  {row['trial_id']}  {params}  α={row['config']['alpha']:.3g} "
-              f"batch={row['config']['batch_size']} seed={row['config']['seed']}  "
-              f"{obj.metric}={row['value']:.4f}  gap={last['gap']:.4f} "
-              f"test_acc={last['test_acc']:.3f}")
-    print(f"open the MLflow UI:  mistudy ui --out {out}")
+        print(f"  {run_name(row['config'])}  {obj.metric}={row['value']:.4f}  "
+              f"gap={last['gap']:.4f} test_acc={last['test_acc']:.3f}  ({row['trial_id']})")
+    uri = meta["tracking_uri"]
+    if uri.startswith(("http://", "https://")):
+        from ._folder import redact
+        from ._ui import runs_link
+
+        print(f"MLflow UI: {runs_link(redact(uri), _experiment_id(meta))}")
+    else:
+        print(f"MLflow UI:  mistudy ui --out {out}")
+
+
+def _experiment_id(meta: dict[str, Any]) -> str:
+    from mlflow.tracking import MlflowClient
+
+    from ._tracking import _credentials_to_env
+
+    client = MlflowClient(_credentials_to_env(meta["tracking_uri"]))
+    exp = client.get_experiment_by_name(meta["experiment"])
+    return str(exp.experiment_id) if exp is not None else "0"
 
 
 def ui_command(args: argparse.Namespace) -> int:
-    import subprocess
+    from ._folder import open_study, redact
+    from ._ui import port_free, runs_link, serve
 
-    from .runner import StudyError, open_study
-
-    try:
-        meta, _ = open_study(Path(args.out))
-    except StudyError as exc:
-        return _err(str(exc))
+    meta, _ = open_study(Path(args.out))
     uri = meta["tracking_uri"]
     if not uri.startswith("sqlite:"):
-        print(f"this study logs to a tracking server; open it in a browser: {uri}")
+        print(f"this study logs to a tracking server; open: "
+              f"{runs_link(redact(uri), _experiment_id(meta))}")
         return 0
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-           "--host", args.host, "--port", str(args.port)]
-    print(f"MLflow UI on http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
-    return subprocess.call(cmd)
+    if not 1 <= args.port <= 65535:
+        return _err(f"--port={args.port} -- allowed: 1..65535")
+    if not port_free(args.host, args.port):
+        return _err(f"port {args.port} on {args.host} is in use; choose another with --port")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: --host {args.host} serves the study's store (read and write, no "
+              f"login) to every machine that can reach this one", file=sys.stderr)
+    return serve(uri, meta.get("artifact_location"), args.host, args.port,
+                 _experiment_id(meta), Path(args.out) / "mlflow-ui.log")
 
 
 def sync_command(args: argparse.Namespace) -> int:
-    from .runner import StudyError, sync_study
+    from .runner import sync_study
 
-    try:
-        stats = sync_study(Path(args.out))
-    except StudyError as exc:
-        return _err(str(exc))
+    stats = sync_study(Path(args.out))
     print(f"synced: {stats}")
     return 0
 
@@ -240,8 +283,10 @@ def analysis_command(args: argparse.Namespace) -> int:
         write_report,
     )
 
-    if args.last_k < 1:
+    if args.last_k is not None and args.last_k < 1:
         return _err(f"--last-k={args.last_k} -- allowed: an integer >= 1")
+    if not 0 <= args.acc_tolerance <= 1:  # NaN fails this too
+        return _err(f"--acc-tolerance={args.acc_tolerance} -- allowed: a number in [0, 1]")
     if getattr(args, "top", 1) < 1:
         return _err(f"--top={args.top} -- allowed: an integer >= 1")
     try:
@@ -254,6 +299,8 @@ def analysis_command(args: argparse.Namespace) -> int:
         print(format_ranking(a.ranking, args.format))
         log_ranking(a)
     elif args.command == "export":
+        if Path(args.out).exists() and not Path(args.out).is_dir():
+            return _err(f"--out {args.out!r} is a file; give a folder")
         for path in export_configs(a, Path(args.out), args.top, args.include_flagged,
                                    args.seeds):
             print(f"wrote {path}")
@@ -262,12 +309,38 @@ def analysis_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _known_errors() -> tuple[type[BaseException], ...]:
+    """The errors that are the user's to fix: one line, exit 2 (anything else is a bug and
+    keeps its traceback)."""
+    from trainables.config import ConfigError
+    from trainables.data import DataError
+    from trainables.locks import FolderLocked
+    from trainables.loop import TrialDiverged
+
+    from ._folder import StudyError
+    from .spec import SpecError
+
+    return (ConfigError, DataError, FolderLocked, TrialDiverged, StudyError, SpecError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {"train": train_command, "run": run_command, "ui": ui_command,
                 "sync": sync_command, "rank": analysis_command, "export": analysis_command,
                 "report": analysis_command, "reproduce": reproduce_command}
-    return commands[args.command](args)
+    try:
+        return commands[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        from .spec import SpecError
+
+        if isinstance(exc, SpecError):
+            return _err("\n".join(exc.problems))
+        if isinstance(exc, _known_errors()):
+            return _err(str(exc))
+        raise
 
 
 if __name__ == "__main__":

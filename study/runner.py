@@ -1,384 +1,280 @@
-"""Run, resume and sync a study: Ray Tune + the study searcher + MLflow in one folder.
+"""Run, resume, grow and sync a study: Ray Tune + the study searcher + MLflow in one folder
+(layout: :mod:`study._folder`).
 
-Study folder (``--out DIR``)::
-
-    DIR/study.json     study id, name, tracking URI, experiment
-    DIR/spec.yaml      the spec as run (``--resume`` reads it)
-    DIR/mlflow.db      default tracking store (SQLite); artifacts in DIR/mlartifacts
-    DIR/optuna.db      the sampler's history
-    DIR/ray/<name>/    Tune's experiment: per-trial results, checkpoints, searcher state
+``run_study`` reads top to bottom: hold the folder's lock, settle the spec and where it logs
+(validated before anything is written), start Ray and the stores side by side, fit the
+interrupted experiment if any, fit the extension that grows the study if asked, sync MLflow
+with Tune's results. A study grown with ``--resume --trials N`` gets one more Tune experiment
+(``ray/<name>-more<k>``) whose searcher continues the same Optuna study: the sampler sees every
+earlier trial, baselines are not run again, MLflow runs go under the same parent.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import sys
 import time
-import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from trainables._yaml import safe_load
 from trainables.records import BASELINE_KEY
 
+from ._folder import (
+    StudyError,
+    StudyPaths,
+    check_tracking,
+    new_meta,
+    open_study,
+    record_timings,
+    tracking_uri_of,
+    write_new_study,
+    writer_lock,
+)
+from ._ray import allow_pending_trials, check_resources, init_ray, ray_environment, slots
+from ._resume import restore_deleted_checkpoints
 from ._sqlite import ensure_optuna_store
 from .spec import StudySpec, parse_spec
 
-__all__ = ["StudyPaths", "run_study", "sync_study", "StudyError", "open_study", "best_trials"]
+__all__ = ["StudyPaths", "run_study", "sync_study", "StudyError", "open_study", "best_trials",
+           "experiment_dirs", "study_trials"]
 
 
-class StudyError(RuntimeError):
-    """A study-level problem for the user (exit code 2)."""
+def experiment_dirs(paths: StudyPaths, spec: StudySpec) -> list[Path]:
+    """The study's Tune experiments: the first, then each extension in order."""
+    more = sorted(paths.ray.glob(f"{spec.name}-more*"),
+                  key=lambda p: int(p.name.rpartition("more")[2] or 0))
+    return [(paths.ray / spec.name).resolve(), *(p.resolve() for p in more)]
 
 
-@dataclass(frozen=True)
-class StudyPaths:
-    root: Path
-
-    @property
-    def meta(self) -> Path:
-        return self.root / "study.json"
-
-    @property
-    def spec(self) -> Path:
-        return self.root / "spec.yaml"
-
-    @property
-    def timings(self) -> Path:
-        return self.root / "timings.json"
-
-    @property
-    def ray(self) -> Path:
-        return self.root / "ray"
-
-    @property
-    def optuna(self) -> str:
-        return f"sqlite:///{(self.root / 'optuna.db').resolve()}"
-
-    def default_tracking_uri(self) -> str:
-        return f"sqlite:///{(self.root / 'mlflow.db').resolve()}"
-
-    def artifacts(self) -> str:
-        return (self.root / "mlartifacts").resolve().as_uri()
-
-
-def _redact(uri: str) -> str:
-    """``http://user:secret@host`` -> ``http://***@host``: never print credentials."""
-    if "@" in uri and "://" in uri:
-        scheme, rest = uri.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return uri
-
-
-def open_study(out: Path) -> tuple[dict[str, Any], StudySpec]:
+def _settle(spec: StudySpec | None, out: Path, resume: bool, tracking_uri: str | None,
+            trials: int | None) -> tuple[dict[str, Any], StudySpec, StudySpec | None]:
+    """(meta, spec as it stands, the grown spec or None) -- or StudyError, nothing written."""
     paths = StudyPaths(out)
-    if not paths.meta.exists():
-        raise StudyError(f"{out} is not a study folder (no study.json); run one with "
-                         f"mistudy run SPEC --out {out}")
-    meta = json.loads(paths.meta.read_text())
-    spec = parse_spec(safe_load(paths.spec.read_text(encoding="utf-8"), str(paths.spec)))
-    return meta, spec
-
-
-def _check_tracking(uri: str) -> None:
-    """Fail fast (exit 2, nothing started) when the tracking server cannot be reached."""
-    if uri.startswith(("http://", "https://")):
-        import base64
-        import urllib.request
-
-        from ._tracking import split_credentials
-
-        bare, user, password = split_credentials(uri)
-        request = urllib.request.Request(bare.rstrip("/") + "/health")
-        if user is not None:  # credentials in the URI go in a header, never printed
-            cred = f"{user}:{password}".encode()
-            request.add_header("Authorization", "Basic " + base64.b64encode(cred).decode())
-        try:
-            urllib.request.urlopen(request, timeout=5).read()
-        except Exception as exc:
-            raise StudyError(f"tracking URI {_redact(uri)} is unreachable "
-                             f"({type(exc).__name__}); start the server or fix --tracking-uri"
-                             ) from None
-
-
-def _ray_environment(address: str | None) -> None:
-    """Set before ray is first imported (Ray reads these at import time)."""
-    if address is None:
-        # A local Ray binds to loopback only (Ray resolves 127.0.0.1 to a routable address
-        # unless its multi-node support is off, which a single local node does not need).
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # JSON logger only
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-
-
-def _init_ray(address: str | None, num_cpus: int | None) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False,
-                              "include_dashboard": False}
-    if os.environ.get("MISTUDY_WARM_WORKERS", "1") == "1":
-        kwargs["runtime_env"] = {"worker_process_setup_hook": "trainables._warm.warm_imports"}
-    if address is None:
-        # "local": always a new local instance, never a cluster that `ray start` left running.
-        ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
-    else:
-        kwargs.pop("include_dashboard")
-        ray.init(address=address, **kwargs)
-
-
-def shutdown_ray() -> None:
-    """Stop the local Ray this process started (or leave a cluster it joined)."""
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-
-
-def _allow_pending_trials(cpus: float, gpus: float) -> None:
-    """Tune starts one trial at a time when a searcher is used (one pending placement group);
-    a trial's actor takes seconds to start, so slots sat idle. Allow one pending trial per
-    slot the cluster has."""
-    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(_slots(cpus, gpus)))
-
-
-def _slots(cpus: float, gpus: float) -> int:
-    """Trials the cluster can run at once with these per-trial resources."""
-    import ray
-
-    res = ray.cluster_resources()
-    slots = res.get("CPU", 1) / cpus
-    if gpus > 0:
-        slots = min(slots, res.get("GPU", 0) / gpus)
-    return max(1, int(slots))
-
-
-def _trial_dirname(trial: Any) -> str:
-    return str(trial.trial_id)
-
-
-def _tracker(spec: StudySpec, paths: StudyPaths, meta: dict[str, Any]) -> Any:
-    from ._tracking import Tracker
-
-    return Tracker(meta["tracking_uri"], meta["experiment"], meta["study_id"],
-                   meta.get("artifact_location"), spec.stopper, str(paths.timings))
-
-
-def _build_tuner(spec: StudySpec, paths: StudyPaths, tracker: Any, cpus: float,
-                 gpus: float) -> Any:
-    from ray import tune
-    from ray.tune.logger import JsonLoggerCallback
-
-    from trainables.ray_trainable import train_tune
-
-    from ._callbacks import BaselineSafeASHA, MlflowCallback, ProgressCallback, SaturationStopper
-    from ._searcher import StudySearcher
-
-    obj = spec.objectives[0]
-    searcher = StudySearcher(spec, paths.optuna, tracker.study_id)
-    scheduler = None
-    if spec.scheduler == "asha":
-        scheduler = BaselineSafeASHA(metric=obj.metric, mode=obj.mode, time_attr="epochs_done",
-                                     max_t=spec.fixed.get("epochs", 10), **spec.asha)
-    stop = None
-    if spec.stopper:
-        stop = SaturationStopper(**spec.stopper)
-    trainable = tune.with_resources(train_tune, {"cpu": cpus, "gpu": gpus})
-    return tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            search_alg=searcher, scheduler=scheduler, num_samples=spec.num_trials,
-            max_concurrent_trials=spec.max_concurrent, trial_dirname_creator=_trial_dirname,
-            trial_name_creator=_trial_dirname,
-            reuse_actors=True,  # no new process (torch import, data load) per trial
-            metric=obj.metric if scheduler is None else None,
-            mode=obj.mode if scheduler is None else None),
-        run_config=tune.RunConfig(
-            name=spec.name, storage_path=str(paths.ray.resolve()), verbose=0, stop=stop,
-            callbacks=[JsonLoggerCallback(), MlflowCallback(tracker),
-                       ProgressCallback(obj.metric)],
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            failure_config=tune.FailureConfig(max_failures=spec.max_failures)),
-    )
-
-
-def _new_meta(spec: StudySpec, paths: StudyPaths, tracking_uri: str | None) -> dict[str, Any]:
-    return {
-        "study_id": uuid.uuid4().hex[:12], "name": spec.name,
-        "experiment": spec.name,
-        "tracking_uri": tracking_uri or paths.default_tracking_uri(),
-        "artifact_location": None if tracking_uri else paths.artifacts(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-
-
-def run_study(spec: StudySpec | None, out: Path, *, resume: bool = False,
-              address: str | None = None, tracking_uri: str | None = None,
-              cpus_per_trial: float | None = None, gpus_per_trial: float | None = None,
-              num_cpus: int | None = None) -> Any:
-    """Run (or resume) a study; returns Tune's ResultGrid. Validation happens before Ray."""
-    paths = StudyPaths(out)
-    if resume:
-        meta, spec = open_study(out)
-        if tracking_uri and tracking_uri != meta["tracking_uri"]:
-            raise StudyError("--tracking-uri differs from the study's; a resumed study keeps "
-                             "logging where it started (see study.json)")
-    else:
+    if not resume:
         assert spec is not None
         if paths.meta.exists():
             raise StudyError(f"{out} already holds a study; continue it with --resume, or "
                              f"choose a new --out")
-        meta = _new_meta(spec, paths, tracking_uri)
-    _check_tracking(meta["tracking_uri"])
-    _ray_environment(address)
-    cpus = cpus_per_trial if cpus_per_trial is not None else spec.cpus_per_trial
-    gpus = gpus_per_trial if gpus_per_trial is not None else spec.gpus_per_trial
-    if not resume:
-        out.mkdir(parents=True, exist_ok=True)
-        paths.spec.write_text(yaml.safe_dump(spec.raw, sort_keys=False), encoding="utf-8")
-        paths.meta.write_text(json.dumps(meta, indent=2))
-    from ray import tune
+        if trials is not None:
+            raise StudyError("--trials changes a stored study; for a new study set trials "
+                             "in the spec")
+        return new_meta(spec, tracking_uri), spec, None
+    meta, stored = open_study(out)
+    if tracking_uri and tracking_uri != meta["tracking_uri"]:
+        raise StudyError("--tracking-uri differs from the study's; a resumed study keeps "
+                         "logging where it started (see study.json)")
+    if spec is not None and spec.raw != stored.raw:
+        raise StudyError("--resume takes the spec stored in the study folder; only --trials "
+                         "may change it (start a new study for another spec)")
+    if trials is None or trials == stored.trials:
+        return meta, stored, None
+    if trials < stored.trials:
+        raise StudyError(f"--trials={trials}: the study already has {stored.trials} "
+                         f"configurations; allowed: more than {stored.trials}")
+    grown = parse_spec({**stored.raw, "trials": trials})
+    return meta, stored, grown
 
-    from trainables.ray_trainable import train_tune
 
-    t0 = time.time()
-    tracker = _tracker(spec, paths, meta)
-    # The stores (MLflow's schema and parent run, Optuna's schema: seconds, mostly imports
-    # and migrations) are prepared while Ray starts its processes.
+def run_study(spec: StudySpec | None, out: Path, *, resume: bool = False,
+              trials: int | None = None, address: str | None = None,
+              tracking_uri: str | None = None, cpus_per_trial: float | None = None,
+              gpus_per_trial: float | None = None, num_cpus: int | None = None,
+              callbacks: list[Any] | None = None) -> list[dict[str, Any]]:
+    """Run, resume or grow a study; returns its trials (:func:`study_trials`)."""
+    with writer_lock(out):
+        meta, spec, grown = _settle(spec, out, resume, tracking_uri, trials)
+        paths = StudyPaths(out)
+        stored = dict(meta)
+        meta["tracking_uri"], meta["artifact_location"] = tracking_uri_of(meta, out)
+        check_tracking(meta["tracking_uri"])
+        if not resume:
+            write_new_study(paths, spec, stored)
+        cpus = cpus_per_trial if cpus_per_trial is not None else spec.cpus_per_trial
+        gpus = gpus_per_trial if gpus_per_trial is not None else spec.gpus_per_trial
+        t0 = time.time()
+        tracker = _tracker(spec, paths, meta)
+        _start(spec, paths, tracker, address, num_cpus, cpus, gpus)
+        t_fit = time.time()
+        fit = _fitter(spec, paths, tracker, cpus, gpus, callbacks or [])
+        first = experiment_dirs(paths, spec)[0]
+        if not resume or _unfinished(first):
+            fit(first, spec, resume)
+        if grown is not None:
+            _grow(paths, spec, grown, fit)
+            spec = grown
+        t_sync = time.time()
+        sync_study(out, locked=True)
+        tracker.finish_parent()
+        record_timings(paths.timings, {
+            "ray_start_seconds": t_fit - t0, "fit_seconds": t_sync - t_fit,
+            "sync_seconds": time.time() - t_sync, "run_seconds": time.time() - t0,
+            "slots": slots(cpus, gpus), "ray_init_at": t0, "fit_at": t_fit,
+            "run_end_at": time.time()})
+        return study_trials(out)
+
+
+def _start(spec: StudySpec, paths: StudyPaths, tracker: Any, address: str | None,
+           num_cpus: int | None, cpus: float, gpus: float) -> None:
+    """Ray starts while the stores are prepared (MLflow's schema and parent run, Optuna's
+    schema: seconds, mostly imports and migrations)."""
+    ray_environment(address)
+
     def prepare_stores() -> None:
         tracker.parent_run(spec.raw)
         ensure_optuna_store(paths.optuna)
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         stores = pool.submit(prepare_stores)
-        _init_ray(address, num_cpus)
-        t_ray = time.time()
+        init_ray(address, num_cpus)
         stores.result()  # re-raises what the thread raised
-    _allow_pending_trials(cpus, gpus)
-    exp_dir = (paths.ray / spec.name).resolve()
-    saved = resume and any(exp_dir.glob("experiment_state-*.json"))
-    if resume and not saved and exp_dir.exists():
-        # Killed before Tune saved any state: nothing there can be resumed. Start the
-        # experiment afresh; runs the killed attempt created are removed by the final sync.
-        shutil.rmtree(exp_dir)
-    if saved:
-        for note in restore_deleted_checkpoints(exp_dir):
-            _print(note)
-        trainable = tune.with_resources(train_tune, {"cpu": cpus, "gpu": gpus})
-        tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_unfinished=True,
-                                   resume_errored=True)
-    else:
-        tuner = _build_tuner(spec, paths, tracker, cpus, gpus)
-    t_fit = time.time()
-    grid = tuner.fit()
-    t_sync = time.time()
-    sync_study(out, grid=grid)
-    tracker.finish_parent()
-    record_timings(paths.timings, {
-        "ray_start_seconds": t_ray - t0, "fit_seconds": t_sync - t_fit,
-        "sync_seconds": time.time() - t_sync, "run_seconds": time.time() - t0,
-        "slots": _slots(cpus, gpus), "ray_init_at": t0, "fit_at": t_fit,
-        "run_end_at": time.time()})
-    return grid
+    check_resources(cpus, gpus)
+    allow_pending_trials(cpus, gpus)
 
 
-def _checkpoint_index(path: Path) -> int:
-    tail = path.name.rpartition("_")[2]
-    return int(tail) if tail.isdigit() else -1
+def _unfinished(exp_dir: Path) -> bool:
+    """Whether Tune's experiment has trials left (or was never saved: then it starts over)."""
+    from ray import tune
+
+    if not any(exp_dir.glob("experiment_state-*.json")):
+        return True
+    analysis = tune.ExperimentAnalysis(str(exp_dir))
+    return any(t.status not in ("TERMINATED", "ERROR") for t in analysis.trials) or \
+        len(analysis.trials) == 0
 
 
-def _named_checkpoints(exp_dir: Path) -> list[tuple[str, Path]]:
-    """(trial id, checkpoint folder) that the newest saved experiment state will restore, for
-    the trials it will resume. Empty when the state cannot be read (nothing to repair)."""
-    states = sorted(exp_dir.glob("experiment_state-*.json"))  # Tune restores the newest
-    try:
-        entries = json.loads(states[-1].read_text())["trial_data"]
-    except (IndexError, OSError, ValueError, KeyError):
-        return []
-    named = []
-    for entry in entries:
-        try:
-            trial, meta = json.loads(entry[0]), json.loads(entry[1])
-            name = (meta.get("last_result") or {}).get("checkpoint_dir_name")
-            if name and trial["status"] != "TERMINATED":
-                named.append((trial["trial_id"], exp_dir / trial["relative_logdir"] / name))
-        except (ValueError, KeyError, TypeError, IndexError):
-            continue
-    return named
+def _fitter(spec: StudySpec, paths: StudyPaths, tracker: Any, cpus: float, gpus: float,
+            callbacks: list[Any]) -> Callable[[Path, StudySpec, bool], None]:
+    def fit(exp_dir: Path, exp_spec: StudySpec, resume: bool, **searcher: Any) -> None:
+        from ray import tune
+
+        saved = resume and any(exp_dir.glob("experiment_state-*.json"))
+        if resume and not saved and exp_dir.exists():
+            # Killed before Tune saved any state: nothing there can be resumed. Start the
+            # experiment afresh; runs the killed attempt created are removed by the sync.
+            shutil.rmtree(exp_dir)
+        if saved:
+            for note in restore_deleted_checkpoints(exp_dir):
+                _print(note)
+            tuner = tune.Tuner.restore(str(exp_dir), _trainable(cpus, gpus),
+                                       resume_unfinished=True, resume_errored=True)
+        else:
+            tuner = _build_tuner(exp_spec, exp_dir, paths, tracker, cpus, gpus, callbacks,
+                                 **searcher)
+        tuner.fit()
+    return fit  # type: ignore[return-value]
 
 
-def restore_deleted_checkpoints(exp_dir: Path) -> list[str]:
-    """Put back the checkpoints a resumed experiment names but Tune already deleted.
+def _grow(paths: StudyPaths, spec: StudySpec, grown: StudySpec, fit: Callable) -> None:
+    """One more experiment for the configurations ``grown`` adds; its searcher continues the
+    stored Optuna study (``asked`` counts the ones sampled before, baselines already ran)."""
+    import optuna
 
-    Tune deletes a trial's oldest checkpoint (``num_to_keep``) when it registers a newer one,
-    and writes the state that names the newer one only later; a driver killed in between
-    leaves a state naming a missing folder, and Tune then fails the trial ("does not exist on
-    storage anymore"). Every later checkpoint that survives was registered, so its epochs are
-    in the trial's results: the earliest of them is copied under the missing name, the trial
-    restarts from it, and the epochs after it are trained again (bit for bit on the CPU) and
-    recorded once by epoch. Returns one line per repaired trial."""
-    from trainables.ray_trainable import STATE_FILE
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=_optuna_name(paths), storage=paths.optuna)
+    asked = len(study.trials)
+    k = len(experiment_dirs(paths, spec))
+    exp_dir = (paths.ray / f"{spec.name}-more{k}").resolve()
+    tmp = paths.spec.with_name(".spec.yaml.tmp")
+    import yaml
 
-    notes = []
-    for trial_id, missing in _named_checkpoints(exp_dir):
-        if missing.exists():
-            continue
-        later = sorted((c for c in missing.parent.glob("checkpoint_*")
-                        if _checkpoint_index(c) > _checkpoint_index(missing)
-                        and (c / STATE_FILE).is_file()), key=_checkpoint_index)
-        if not later:
-            continue  # nothing to restart from; Tune reports the trial failed
-        shutil.copytree(later[0], missing)
-        notes.append(f"resume: trial {trial_id}'s saved state names {missing.name}, which Tune "
-                     f"had deleted; restarting it from {later[0].name}")
-    return notes
+    tmp.write_text(yaml.safe_dump(grown.raw, sort_keys=False), encoding="utf-8")
+    tmp.replace(paths.spec)  # the spec now says N; a kill from here resumes the extension
+    fit(exp_dir, grown, False, asked=asked, baselines=False)
 
 
-def record_timings(path: Path | str, values: dict[str, Any]) -> None:
-    """Merge ``values`` into the study's ``timings.json`` (the driver's overhead figures)."""
-    p = Path(path)
-    data = json.loads(p.read_text()) if p.exists() else {}
-    data.update(values)
-    p.write_text(json.dumps(data, indent=2))
+def _optuna_name(paths: StudyPaths) -> str:
+    import json
+
+    return str(json.loads(paths.meta.read_text())["study_id"])
 
 
-def _trial_table(grid: Any) -> list[dict[str, Any]]:
+def _trainable(cpus: float, gpus: float) -> Any:
+    from ray import tune
+
+    from trainables.ray_trainable import train_tune
+
+    return tune.with_resources(train_tune, {"cpu": cpus, "gpu": gpus})
+
+
+def _tracker(spec: StudySpec, paths: StudyPaths, meta: dict[str, Any]) -> Any:
+    from ._tracking import Tracker
+
+    return Tracker(meta["tracking_uri"], meta["experiment"], meta["study_id"],
+                   meta.get("artifact_location"), spec.stopper, str(paths.timings),
+                   last_k=spec.last_k)
+
+
+def _trial_dirname(trial: Any) -> str:
+    return str(trial.trial_id)
+
+
+def _build_tuner(spec: StudySpec, exp_dir: Path, paths: StudyPaths, tracker: Any, cpus: float,
+                 gpus: float, callbacks: list[Any], asked: int = 0,
+                 baselines: bool = True) -> Any:
+    from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
+
+    from ._callbacks import BaselineSafeASHA, MlflowCallback, SaturationStopper
+    from ._searcher import StudySearcher
+
+    obj = spec.objectives[0]
+    searcher = StudySearcher(spec, paths.optuna, tracker.study_id, asked=asked,
+                             baselines=baselines)
+    scheduler = None
+    if spec.scheduler == "asha":
+        scheduler = BaselineSafeASHA(metric=obj.metric, mode=obj.mode, time_attr="epochs_done",
+                                     max_t=spec.fixed.get("epochs", 10), **spec.asha)
+    stop = SaturationStopper(**spec.stopper) if spec.stopper else None
+    samples = (spec.trials - asked) * len(spec.seeds) + (spec.num_baselines if baselines else 0)
+    return tune.Tuner(
+        _trainable(cpus, gpus),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, scheduler=scheduler, num_samples=samples,
+            max_concurrent_trials=spec.max_concurrent, trial_dirname_creator=_trial_dirname,
+            trial_name_creator=_trial_dirname,
+            reuse_actors=True,  # no new process (torch import, data load) per trial
+            metric=obj.metric if scheduler is None else None,
+            mode=obj.mode if scheduler is None else None),
+        run_config=tune.RunConfig(
+            name=exp_dir.name, storage_path=str(exp_dir.parent), verbose=0, stop=stop,
+            callbacks=[JsonLoggerCallback(), MlflowCallback(tracker), *callbacks],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures)),
+    )
+
+
+def study_trials(out: Path) -> list[dict[str, Any]]:
+    """Every trial of every experiment of the study: trial_id, config, path, error, status."""
+    from ray import tune
+
+    _, spec = open_study(out)
     rows = []
-    for r in grid:
-        if r.path is None:
+    for exp_dir in experiment_dirs(StudyPaths(out), spec):
+        if not tune.Tuner.can_restore(str(exp_dir)):
             continue
-        rows.append({"trial_id": Path(r.path).name, "config": r.config or {},
-                     "path": Path(r.path), "error": r.error})
+        for t in tune.ExperimentAnalysis(str(exp_dir)).trials:
+            rows.append({"trial_id": t.trial_id, "config": t.config, "path": Path(str(t.path)),
+                         "error": t.status == "ERROR", "status": t.status, "trial": t})
     return rows
 
 
-def sync_study(out: Path, grid: Any = None) -> dict[str, int]:
+def sync_study(out: Path, locked: bool = False) -> dict[str, int]:
     """Make the MLflow store match Tune's results exactly: one run per trial, every epoch
-    once, artifacts and status; stray runs of trials Tune does not know are deleted."""
-    from ray import tune
-
+    once, artifacts, status and summary metrics; stray runs of trials Tune does not know are
+    deleted. Takes the folder's lock unless the caller holds it."""
+    if not locked:
+        with writer_lock(out):
+            return sync_study(out, locked=True)
     from ._callbacks import trial_error_text
     from ._tracking import read_trial_results
 
     meta, spec = open_study(out)
-    _check_tracking(meta["tracking_uri"])
-    exp_dir = (StudyPaths(out).ray / spec.name).resolve()
-    if grid is None:
-        if not tune.Tuner.can_restore(str(exp_dir)):
-            raise StudyError(f"no Tune experiment in {exp_dir}")
-        grid = tune.ExperimentAnalysis(str(exp_dir))
-        trials = [{"trial_id": t.trial_id, "config": t.config, "path": Path(t.path),
-                   "error": t.status == "ERROR", "trial": t} for t in grid.trials]
-    else:
-        trials = _trial_table(grid)
+    check_tracking(meta["tracking_uri"])
+    trials = study_trials(out)
+    if not trials and not StudyPaths(out).ray.exists():
+        raise StudyError(f"no Tune experiment in {StudyPaths(out).ray}")
     tracker = _tracker(spec, StudyPaths(out), meta)
     tracker.parent_run(spec.raw)
     known = {t["trial_id"] for t in trials}
@@ -393,24 +289,51 @@ def sync_study(out: Path, grid: Any = None) -> dict[str, int]:
         run_id = tracker.ensure_trial_run(t["trial_id"], t["config"])
         new = tracker.log_records(run_id, records)
         logged += new
-        error = None
-        if t["error"]:
-            error = trial_error_text(t["trial"]) if "trial" in t else str(t["error"])[-4000:]
+        error = trial_error_text(t["trial"]) if t["error"] else None
         status = "FAILED" if t["error"] else "FINISHED"
         run = tracker.client.get_run(run_id)
-        if run.info.status != status or new:
+        if run.info.status != status or new or "final_gap" not in run.data.metrics:
             tracker.finish_trial(run_id, records, t["config"], status, error)
+    _backfill_ranking(out, tracker)
     return {"trials": len(trials), "epochs_logged": logged, "stray_runs_deleted": len(stray)}
 
 
-def best_trials(grid: Any, spec: StudySpec, k: int = 5) -> list[dict[str, Any]]:
+def _backfill_ranking(out: Path, tracker: Any) -> None:
+    """Gap closure on every searched trial run that has matched baselines (the ranking's
+    numbers, with the study's last_k and saturation settings), and the ranking on the parent
+    run: ``ranking.csv``/``ranking.md`` and the best schedule's closure as metrics."""
+    from mlflow.entities import Metric
+
+    from analysis import AnalysisError, analyze, log_ranking
+
+    try:
+        a = analyze(str(out))
+    except AnalysisError:
+        return  # nothing to rank yet (no finished trials, or only baselines)
+    now = int(time.time() * 1000)
+    for row in a.matched.to_dict("records"):
+        if row["closure"] == row["closure"]:  # not NaN
+            tracker.client.log_batch(row["run_id"], metrics=[
+                Metric("gap_closure", float(row["closure"]), now, 0)])
+    log_ranking(a)
+    best = a.ranking.dropna(subset=["closure"]).head(1)
+    if a.data.parent_run_id and not best.empty:
+        top = best.iloc[0]
+        tracker.client.log_batch(a.data.parent_run_id, metrics=[
+            Metric("best_gap_closure", float(top.closure), now, 0),
+            Metric("best_delta_test_acc", float(top.delta_test_acc), now, 0)])
+        tracker.client.set_tag(a.data.parent_run_id, "best_schedule", str(top.schedule))
+
+
+def best_trials(trials: list[dict[str, Any]], spec: StudySpec, k: int = 5
+                ) -> list[dict[str, Any]]:
     """Top searched trials by the first objective (mean of its last ``last_k`` epochs)."""
     from ._searcher import objective_value
     from ._tracking import read_trial_results
 
     obj = spec.objectives[0]
     rows = []
-    for t in _trial_table(grid):
+    for t in trials:
         records = read_trial_results(t["path"])
         if not records or t["config"].get(BASELINE_KEY):
             continue

@@ -21,6 +21,7 @@ Matched cross-entropy baselines (``constant``, ``c = 1``) run for every batch si
 from __future__ import annotations
 
 import math
+import re
 import reprlib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -29,12 +30,15 @@ from typing import Any
 import yaml
 
 from trainables._yaml import MAX_BYTES, YamlLimitError, safe_load
-from trainables.config import ConfigError, TrainConfig
+from trainables.config import MAX_SEED, ConfigError, TrainConfig
+from trainables.records import DEFAULT_ALPHA, DEFAULT_LAST_K
 from trainables.schedules import FAMILIES
 
 __all__ = ["StudySpec", "SpecError", "load_spec", "parse_spec", "PRESETS", "OBJECTIVE_METRICS"]
 
 PRESETS = ("quick", "paper-mnist", "paper-fashion")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a folder name, never a path
+MAX_TRIALS = 100_000  # sampled configurations; more is a typo, not a study
 # Validation metrics only: the test split never steers the search.
 OBJECTIVE_METRICS = {"val_ce": "min", "val_acc": "max", "val_gap": "min"}
 SEARCHED_KEYS = ("transition", "alpha", "batch_size", "seed")
@@ -64,7 +68,7 @@ class StudySpec:
     trials: int
     seeds: tuple[int, ...]
     objectives: tuple[Objective, ...]
-    last_k: int = 1  # objective = mean of the last k epochs
+    last_k: int = DEFAULT_LAST_K  # objective = mean of the last k epochs
     scheduler: str = "none"  # none | asha
     asha: dict[str, Any] = field(default_factory=dict)
     stopper: dict[str, Any] = field(default_factory=dict)  # saturation stopper; empty = off
@@ -83,9 +87,6 @@ class StudySpec:
     def num_trials(self) -> int:
         """Searched trials (configs × seeds) plus baselines."""
         return self.trials * len(self.seeds) + self.num_baselines
-
-    def base_config(self) -> dict[str, Any]:
-        return dict(self.fixed)
 
 
 _TOP_KEYS = {"name", "fixed", "search", "trials", "seeds", "objective", "scheduler", "asha",
@@ -164,8 +165,8 @@ def _objectives(c: _Checker, raw: Any) -> tuple[tuple[Objective, ...], int]:
     items = raw if isinstance(raw, list) else [raw if raw is not None else {}]
     if not 1 <= len(items) <= 2:
         c.bad("objective", raw, "one objective, or a list of two (multi-objective)")
-        return (), 1
-    objs, last_k = [], 1
+        return (), DEFAULT_LAST_K
+    objs, last_ks = [], []
     for i, item in enumerate(items):
         path = "objective" if len(items) == 1 else f"objective[{i}]"
         item = c.keys(path, item, {"metric", "mode", "last_k"})
@@ -179,23 +180,32 @@ def _objectives(c: _Checker, raw: Any) -> tuple[tuple[Objective, ...], int]:
         if mode not in ("min", "max"):
             c.bad(f"{path}.mode", mode, "'min' or 'max'")
             continue
-        last_k = item.get("last_k", last_k)
+        last_k = item.get("last_k", DEFAULT_LAST_K)
         if not (_int(last_k) and last_k >= 1):
             c.bad(f"{path}.last_k", last_k, "an integer >= 1")
-            last_k = 1
+            last_k = DEFAULT_LAST_K
+        last_ks.append(last_k)
         objs.append(Objective(metric, mode))
-    return tuple(objs), last_k
+    if len(set(last_ks)) > 1:
+        c.bad("objective", raw, f"one last_k for all objectives (got {last_ks}): a trial's "
+                                f"final value is one window of epochs")
+    return tuple(objs), last_ks[0] if last_ks else DEFAULT_LAST_K
+
+
+def _gave_last_k(raw: Any) -> bool:
+    items = raw if isinstance(raw, list) else [raw]
+    return any(isinstance(i, dict) and "last_k" in i for i in items)
 
 
 def _search(c: _Checker, raw: dict[str, Any]) -> tuple[Any, tuple[float, float], tuple[int, ...]]:
     search = c.keys("search", raw.get("search"), _SEARCH_KEYS)
     families = _family_ranges(c, search.get("families"))
-    a = search.get("alpha", 1.01)
+    a = search.get("alpha", DEFAULT_ALPHA)
     alpha = (a, a) if _num(a) else (tuple(a) if isinstance(a, list) and len(a) == 2 else None)
     if not (alpha and all(_num(v) for v in alpha) and 0 < alpha[0] <= alpha[1] <= 10):
         c.bad("search.alpha", a, "a number or [low, high] with 0 < low <= high <= 10 "
                                  "(1 is the Shannon limit; the paper uses 1.01)")
-        alpha = (1.01, 1.01)
+        alpha = (DEFAULT_ALPHA, DEFAULT_ALPHA)
     bs = search.get("batch_size", [256])
     bs = [bs] if _int(bs) else bs
     if not (isinstance(bs, list) and bs and all(_int(b) and b >= 10 for b in bs)):
@@ -238,11 +248,14 @@ def _check_fixed(c: _Checker, fixed: dict[str, Any], batch_sizes: tuple[int, ...
 def _check_misc(c: _Checker, raw: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, default, ok, allowed in (
-        ("trials", 4, lambda v: _int(v) and v >= 1, "an integer >= 1"),
+        ("trials", 4, lambda v: _int(v) and 1 <= v <= MAX_TRIALS,
+         f"an integer in [1, {MAX_TRIALS}]"),
         ("max_failures", 1, lambda v: _int(v) and v >= 0, "an integer >= 0"),
         ("sampler_seed", 0, lambda v: _int(v) and v >= 0, "an integer >= 0"),
         ("scheduler", "none", lambda v: v in ("none", "asha"), "'none' or 'asha'"),
-        ("name", "study", lambda v: isinstance(v, str) and v.strip() != "", "a non-empty name"),
+        ("name", "study", lambda v: isinstance(v, str) and NAME_PATTERN.fullmatch(v) is not None,
+         "letters, digits, '.', '_', '-' (at most 100, not starting with '.' or '-'): the "
+         "name is a folder inside --out"),
     ):
         v = raw.get(key, default)
         if not ok(v):
@@ -251,9 +264,10 @@ def _check_misc(c: _Checker, raw: dict[str, Any]) -> dict[str, Any]:
         out[key] = v
     seeds = raw.get("seeds", [0])
     seeds = [seeds] if _int(seeds) else seeds
-    if not (isinstance(seeds, list) and seeds and all(_int(s) and s >= 0 for s in seeds)
+    if not (isinstance(seeds, list) and seeds and all(_int(s) and 0 <= s < MAX_SEED
+                                                        for s in seeds)
             and len(set(seeds)) == len(seeds)):
-        c.bad("seeds", seeds, "a list of distinct integers >= 0")
+        c.bad("seeds", seeds, f"a list of distinct integers in [0, {MAX_SEED})")
         seeds = [0]
     out["seeds"] = tuple(seeds)
     return out
@@ -293,6 +307,11 @@ def parse_spec(raw: Any) -> StudySpec:
     misc = _check_misc(c, raw)
     stopper, asha = _check_stopper_asha(c, raw)
     _check_fixed(c, fixed, batch_sizes)
+    epochs = fixed.get("epochs", TrainConfig().epochs)
+    if _int(epochs) and last_k > epochs:
+        if _gave_last_k(raw.get("objective")):
+            c.bad("objective.last_k", last_k, f"an integer in [1, epochs={epochs}]")
+        last_k = epochs  # the default window, shortened to the epochs there are
     if c.problems:
         raise SpecError(c.problems)
     return StudySpec(

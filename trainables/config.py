@@ -19,11 +19,13 @@ from ._yaml import MAX_BYTES, YamlLimitError, safe_load
 from .data import DATASETS
 from .kernel_width import STRATEGIES
 from .models import MODELS
+from .records import DEFAULT_ALPHA, NUM_CLASSES
 from .schedules import validate_transition
 
 __all__ = ["ConfigError", "KernelConfig", "TrainConfig", "apply_overrides", "load_yaml"]
 
-NUM_CLASSES = 10
+MAX_EPOCHS = 10_000  # the paper: 50-100; more is a typo that would hold a cluster for weeks
+MAX_SEED = 2**32  # numpy's and torch's seeding both take it
 
 
 class ConfigError(ValueError):
@@ -57,7 +59,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     seed: int = 0  # model init and batch order
     data_seed: int = 0  # which balanced subset; shared by all trials so baselines match
-    alpha: float = 1.01  # Rényi order; 1 = von Neumann (Shannon) limit
+    alpha: float = DEFAULT_ALPHA  # Rényi order; 1 = von Neumann (Shannon) limit
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
     transition: dict[str, Any] = field(
         default_factory=lambda: {"family": "power", "exponent": 0.5}
@@ -163,10 +165,11 @@ def _check_numbers(c: TrainConfig) -> None:
     _need(_is_num(c.momentum) and 0 <= c.momentum < 1, "momentum", c.momentum, "[0, 1)")
     _need(_is_num(c.weight_decay) and c.weight_decay >= 0, "weight_decay", c.weight_decay,
           "a finite number >= 0")
-    _need(_is_int(c.epochs) and c.epochs >= 1, "epochs", c.epochs, "an integer >= 1")
+    _need(_is_int(c.epochs) and 1 <= c.epochs <= MAX_EPOCHS, "epochs", c.epochs,
+          f"an integer in [1, {MAX_EPOCHS}]")
     for key in ("seed", "data_seed"):
-        _need(_is_int(getattr(c, key)) and getattr(c, key) >= 0, key, getattr(c, key),
-              "an integer >= 0")
+        _need(_is_int(getattr(c, key)) and 0 <= getattr(c, key) < MAX_SEED, key,
+              getattr(c, key), "an integer in [0, 2**32)")
     for key in ("train_size", "val_size", "test_size"):
         v = getattr(c, key)
         _need(_is_int(v) and v >= NUM_CLASSES and v % NUM_CLASSES == 0, key, v,

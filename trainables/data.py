@@ -28,7 +28,8 @@ from torch import Tensor
 
 __all__ = ["Splits", "DATASETS", "load_splits", "DataError", "read_idx", "balanced_indices"]
 
-NUM_CLASSES = 10
+from .records import NUM_CLASSES
+
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 _FILES = {
     "train_x": "train-images-idx3-ubyte",

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MODELS", "ShallowCNN", "build_model", "count_parameters"]
+__all__ = ["MODELS", "ShallowCNN", "build_model"]
 
 
 class ShallowCNN(nn.Module):
@@ -58,7 +58,3 @@ def build_model(name: str, num_classes: int = 10, input_size: int = 224) -> nn.M
     if name not in MODELS:
         raise ValueError(f"model={name!r} is unknown; allowed: {sorted(MODELS)}")
     return MODELS[name](num_classes, input_size)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

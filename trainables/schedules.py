@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Param", "Family", "FAMILIES", "transition", "validate_transition", "is_baseline"]
+__all__ = ["Param", "Family", "FAMILIES", "transition", "validate_transition"]
 
 
 @dataclass(frozen=True)
@@ -143,8 +143,3 @@ def transition(spec: Mapping[str, Any], epoch: int) -> float:
     """``f(epoch)`` for a validated transition spec."""
     params = {k: v for k, v in spec.items() if k != "family"}
     return FAMILIES[spec["family"]](epoch, **params)
-
-
-def is_baseline(spec: Mapping[str, Any]) -> bool:
-    """Plain cross-entropy: ``constant`` with ``c = 1``."""
-    return spec.get("family") == "constant" and float(spec.get("c", 1.0)) == 1.0

@@ -1,0 +1,197 @@
+"""The study folder: its paths, its ``study.json``, its one writer, and the tracking URI.
+
+Everything that validates or normalizes a name, a path or a URI lives here and runs before
+anything is written. A folder is self-contained: its default store is named relative to the
+folder (``"tracking_uri": "folder"``), so a copied or moved folder works on its own store.
+
+Study folder (``--out DIR``)::
+
+    DIR/study.json     study id, name, tracking URI ("folder" = DIR/mlflow.db), experiment
+    DIR/spec.yaml      the spec as run (``--resume`` reads it)
+    DIR/mlflow.db      default tracking store (SQLite); artifacts in DIR/mlartifacts
+    DIR/optuna.db      the sampler's history
+    DIR/ray/<name>/    Tune's experiment: per-trial results, checkpoints, searcher state
+    DIR/.lock          held by the one process writing the folder (run, --resume, sync)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import urllib.parse
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from analysis._load import FOLDER_STORE, tracking_uri_of
+from trainables._yaml import YamlLimitError, safe_load
+from trainables.locks import FolderLocked, folder_lock
+
+from .spec import SpecError, StudySpec, parse_spec
+
+__all__ = ["StudyError", "StudyPaths", "open_study", "new_meta", "tracking_uri_of",
+           "redact", "normalize_tracking_uri", "check_tracking", "record_timings",
+           "writer_lock", "prepare_folder", "NAME_PATTERN"]
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a study name is a folder name
+TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+
+
+class StudyError(RuntimeError):
+    """A study-level problem for the user (exit code 2)."""
+
+
+@dataclass(frozen=True)
+class StudyPaths:
+    root: Path
+
+    @property
+    def meta(self) -> Path:
+        return self.root / "study.json"
+
+    @property
+    def spec(self) -> Path:
+        return self.root / "spec.yaml"
+
+    @property
+    def timings(self) -> Path:
+        return self.root / "timings.json"
+
+    @property
+    def ray(self) -> Path:
+        return self.root / "ray"
+
+    @property
+    def optuna(self) -> str:
+        return f"sqlite:///{(self.root / 'optuna.db').resolve()}"
+
+    def default_tracking_uri(self) -> str:
+        return f"sqlite:///{(self.root / 'mlflow.db').resolve()}"
+
+    def artifacts(self) -> str:
+        return (self.root / "mlartifacts").resolve().as_uri()
+
+
+def redact(uri: str) -> str:
+    """``http://user:secret@host`` -> ``http://***@host``: never print credentials."""
+    if "@" in uri and "://" in uri:
+        scheme, rest = uri.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return uri
+
+
+def normalize_tracking_uri(uri: str) -> str:
+    """A supported, absolute tracking URI, or :class:`StudyError` (one line, nothing written).
+    A relative ``sqlite:///rel/x.db`` is made absolute now, against the current folder, so
+    later commands from other folders find the same store."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme.split("+")[0] not in TRACKING_SCHEMES:
+        raise StudyError(f"--tracking-uri {redact(uri)!r}: scheme {parts.scheme or '(none)'!r} "
+                         f"is not supported; allowed: {', '.join(TRACKING_SCHEMES)} "
+                         f"(e.g. http://127.0.0.1:5000 or sqlite:///path/mlflow.db)")
+    if parts.scheme in ("http", "https") and not parts.hostname:
+        raise StudyError(f"--tracking-uri {redact(uri)!r} has no host")
+    if parts.scheme == "sqlite":
+        path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else ""
+        if not path or path == ":memory:":
+            raise StudyError(f"--tracking-uri {uri!r}: an SQLite store needs a file path, "
+                             f"e.g. sqlite:///path/mlflow.db")
+        return f"sqlite:///{Path(path).resolve()}"
+    return uri
+
+
+def check_tracking(uri: str) -> None:
+    """Fail fast (exit 2, nothing started) when the tracking server cannot be reached."""
+    if uri.startswith(("http://", "https://")):
+        import base64
+        import urllib.request
+
+        from ._tracking import split_credentials
+
+        bare, user, password = split_credentials(uri)
+        request = urllib.request.Request(bare.rstrip("/") + "/health")
+        if user is not None:  # credentials in the URI go in a header, never printed
+            cred = f"{user}:{password}".encode()
+            request.add_header("Authorization", "Basic " + base64.b64encode(cred).decode())
+        try:
+            urllib.request.urlopen(request, timeout=5).read()
+        except Exception as exc:
+            raise StudyError(f"tracking URI {redact(uri)} is unreachable "
+                             f"({type(exc).__name__}); start the server or fix --tracking-uri"
+                             ) from None
+
+
+def new_meta(spec: StudySpec, tracking_uri: str | None) -> dict[str, Any]:
+    return {
+        "study_id": uuid.uuid4().hex[:12], "name": spec.name, "experiment": spec.name,
+        "tracking_uri": normalize_tracking_uri(tracking_uri) if tracking_uri else FOLDER_STORE,
+        "artifact_location": None if tracking_uri else FOLDER_STORE,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def open_study(out: Path) -> tuple[dict[str, Any], StudySpec]:
+    """The study in ``out``: its meta (with the tracking URI resolved for where the folder is
+    now) and spec; :class:`StudyError` in one line when either is missing or unreadable."""
+    paths = StudyPaths(out)
+    if not paths.meta.is_file():
+        raise StudyError(f"{out} is not a study folder (no study.json); run one with "
+                         f"mistudy run SPEC --out {out}")
+    try:
+        meta = json.loads(paths.meta.read_text(encoding="utf-8"))
+        meta["tracking_uri"], meta["artifact_location"] = tracking_uri_of(meta, out)
+        spec = parse_spec(safe_load(paths.spec.read_text(encoding="utf-8"), str(paths.spec)))
+    except (OSError, ValueError, KeyError, TypeError, YamlLimitError) as exc:
+        what = exc.problems[0] if isinstance(exc, SpecError) else type(exc).__name__
+        raise StudyError(f"{out}: study.json or spec.yaml is damaged ({what}); the runs "
+                         f"themselves are under {out}/ray") from None
+    return meta, spec
+
+
+def record_timings(path: Path | str, values: dict[str, Any]) -> None:
+    """Merge ``values`` into the study's ``timings.json`` (the driver's overhead figures)."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text()) if p.exists() else {}
+    except ValueError:
+        data = {}
+    data.update(values)
+    p.write_text(json.dumps(data, indent=2))
+
+
+def prepare_folder(out: Path) -> None:
+    """Make ``out`` a folder, or one line saying why it cannot be one."""
+    if out.exists() and not out.is_dir():
+        raise StudyError(f"--out {str(out)!r} is a file; give a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StudyError(f"--out {str(out)!r} cannot be made a folder ({exc.strerror})") from None
+
+
+@contextmanager
+def writer_lock(out: Path) -> Iterator[None]:
+    """The study folder's one writer (``run``, ``--resume``, ``sync``): a second process is
+    refused at once, naming the holder's PID; a killed holder leaves no stale lock."""
+    prepare_folder(out)
+    try:
+        with folder_lock(out, "study folder"):
+            yield
+    except FolderLocked as exc:
+        raise StudyError(str(exc)) from None
+
+
+def write_new_study(paths: StudyPaths, spec: StudySpec, meta: dict[str, Any]) -> None:
+    """spec.yaml, then study.json (its presence marks a study), each atomically."""
+    import yaml
+
+    for path, text in ((paths.spec, yaml.safe_dump(spec.raw, sort_keys=False)),
+                       (paths.meta, json.dumps(meta, indent=2))):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
