@@ -24,6 +24,7 @@ from .schedules import validate_transition
 
 __all__ = ["ConfigError", "KernelConfig", "TrainConfig", "apply_overrides", "load_yaml"]
 
+PRECISIONS = ("fp32", "bf16", "fp16")
 MAX_EPOCHS = 10_000  # the paper: 50-100; more is a typo that would hold a cluster for weeks
 MAX_SEED = 2**32  # numpy's and torch's seeding both take it
 
@@ -76,6 +77,9 @@ class TrainConfig:
     mi_grad_batches: int = 4  # training batches for the ||grad I(Y;Ŷ)|| probe per epoch
     eval_batch_size: int = 1000  # examples per forward pass in evaluation (no gradients)
     threads: int | None = None  # torch CPU threads; None leaves torch's default
+    # The network's forward pass: fp32 | bf16 | fp16 (autocast; fp16 with a grad scaler on
+    # CUDA). The MI estimator always works in float64 and the loss is accumulated in fp32.
+    precision: str = "fp32"
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> TrainConfig:
@@ -153,6 +157,7 @@ def _check_choices(c: TrainConfig) -> None:
     _need(_in(c.optimizer, ("adam", "sgd")), "optimizer", c.optimizer, "'adam' or 'sgd'")
     _need(_in(c.yhat, ("softmax", "logits")), "yhat", c.yhat, "'softmax' or 'logits'")
     _need(_in(c.estimator, ("fast", "dense")), "estimator", c.estimator, "'fast' or 'dense'")
+    _need(_in(c.precision, PRECISIONS), "precision", c.precision, str(list(PRECISIONS)))
     _need(isinstance(c.device, str) and bool(re.fullmatch(r"auto|cpu|cuda(:\d+)?", c.device)),
           "device", c.device, "auto, cpu, cuda or cuda:N")
     _need(c.data_dir is None or isinstance(c.data_dir, str), "data_dir", c.data_dir,

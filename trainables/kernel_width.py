@@ -22,12 +22,16 @@ Their ``gamma`` is an empirical scale; we set it to the median pairwise distance
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 from .information import pairwise_sq_dists
+
+if TYPE_CHECKING:
+    from .config import KernelConfig
 
 __all__ = [
     "STRATEGIES",
@@ -36,6 +40,7 @@ __all__ = [
     "alignment_curve",
     "silverman_width",
     "layer_diameter",
+    "KernelWidths",
 ]
 
 STRATEGIES = ("alignment", "silverman", "fixed")
@@ -99,3 +104,72 @@ def silverman_width(feats: Tensor, gamma: float | None = None) -> float:
         gamma = float(off.sqrt().median()) if off.numel() else 1.0
         gamma = gamma if gamma > 0 else 1.0
     return float(gamma) * n ** (-1.0 / (4 + d))
+
+
+Batches = list[tuple[Tensor, Tensor]]  # (features, labels) per calibration batch
+
+
+class KernelWidths:
+    """The kernel widths of one trial, as their own small object.
+
+    ``x``: σ_X, calibrated once from the inputs (which never change). ``yhat``: σ_Ŷ -- for
+    epoch 0 the untrained network's alignment maximizer (computed when first needed); after
+    every epoch :meth:`update_yhat` appends that epoch's maximizer while the horizon lasts and
+    sets σ_Ŷ to their mean (the online ``s*``); then it is frozen. Batches come as callables so
+    a frozen or fixed width costs no forward pass. Serialized with the trainer's checkpoint.
+    """
+
+    def __init__(self, kernel: KernelConfig, softmax: bool) -> None:
+        self.kernel, self.softmax = kernel, softmax
+        self.x: float | None = None
+        self.yhat: float | None = None
+        self.maxima: list[float] = []  # per-epoch alignment maximizers of Ŷ
+
+    def curve(self, batches: Batches) -> AlignmentCurve:
+        """Alignment of Ŷ's kernel with the labels at every candidate width (Fig. 1)."""
+        diam = layer_diameter([f for f, _ in batches], softmax=self.softmax)
+        return alignment_curve(batches, candidate_widths(diam))
+
+    def calibrate_x(self, batches: Batches) -> float:
+        k = self.kernel
+        if k.x == "fixed":
+            return float(k.sigma_x)  # type: ignore[arg-type]
+        if k.x == "silverman":
+            return silverman_width(batches[0][0], k.gamma)
+        widths = candidate_widths(layer_diameter([x for x, _ in batches], softmax=False))
+        return alignment_curve(batches, widths).best
+
+    def start_yhat(self, batches: Callable[[], Batches]) -> float:
+        """σ_Ŷ for the epoch about to be trained (computed once, before epoch 0)."""
+        if self.yhat is None:
+            k = self.kernel
+            if k.yhat == "fixed":
+                self.yhat = float(k.sigma_yhat)  # type: ignore[arg-type]
+            elif k.yhat == "silverman":
+                self.yhat = silverman_width(batches()[0][0], k.gamma)
+            else:
+                self.yhat = self.curve(batches()).best
+        return self.yhat
+
+    @property
+    def frozen(self) -> bool:
+        k = self.kernel
+        return k.yhat == "fixed" or (k.yhat == "alignment" and len(self.maxima) >= k.horizon)
+
+    def update_yhat(self, batches: Callable[[], Batches]) -> None:
+        """After an epoch: the online ``s*`` during the horizon; Silverman re-measures."""
+        if self.frozen:
+            return
+        if self.kernel.yhat == "alignment":
+            self.maxima.append(self.curve(batches()).best)
+            self.yhat = sum(self.maxima) / len(self.maxima)
+        else:
+            self.yhat = silverman_width(batches()[0][0], self.kernel.gamma)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sigma_x": self.x, "sigma_yhat": self.yhat, "yhat_maxima": list(self.maxima)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.x = float(state["sigma_x"])
+        self.yhat = None if state["sigma_yhat"] is None else float(state["sigma_yhat"])
+        self.maxima = [float(v) for v in state["yhat_maxima"]]

@@ -14,6 +14,8 @@ epoch, in eval mode. ``I(Y;X)`` does not depend on the network, so it is compute
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -39,7 +41,23 @@ from .schedules import transition
 __all__ = ["Trainer", "run_trial", "RECORD_KEYS", "resolve_device", "TrialDiverged"]
 
 
-_SIGMA_X_CACHE: dict[tuple, float] = {}
+_SIGMA_X_CACHE: dict[str, float] = {}
+# Settings that cannot change the inputs X or σ_X's calibration. Everything else is part of
+# the cache key, so a new config field is in the key until someone declares it here: at worst
+# a recomputation, never a stale width.
+_NOT_X = frozenset({
+    "model", "epochs", "lr", "optimizer", "momentum", "weight_decay", "seed", "alpha",
+    "transition", "input_size", "yhat", "estimator", "mi_grad_batches", "eval_batch_size",
+    "threads", "precision", "data_source",
+})
+_NOT_X_KERNEL = frozenset({"yhat", "sigma_yhat", "horizon", "y", "sigma_y"})
+
+
+def x_width_key(cfg: TrainConfig) -> str:
+    """σ_X's cache key: the config minus the settings that cannot change it."""
+    d = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_X}
+    d["kernel"] = {k: v for k, v in d["kernel"].items() if k not in _NOT_X_KERNEL}
+    return json.dumps(d, sort_keys=True)
 
 
 class TrialDiverged(FloatingPointError):
@@ -72,14 +90,20 @@ class Trainer:
         self.num_classes = splits.num_classes
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, self.num_classes, cfg.input_size).to(self.device)
+        self.amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[
+            cfg.precision]
+        if self.amp_dtype is not None and self.device.type == "cuda":
+            # NHWC lets cuDNN use tensor cores for reduced-precision convolutions
+            self.model = self.model.to(memory_format=torch.channels_last)
+        # fp16 gradients underflow without loss scaling on CUDA; bf16 has fp32's range
+        self.scaler = (torch.amp.GradScaler("cuda")
+                       if cfg.precision == "fp16" and self.device.type == "cuda" else None)
         self.opt = self._optimizer()
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)  # batch order
         self.epoch = 0  # next epoch to train
-        self.yhat_maxima: list[float] = []  # per-epoch alignment argmaxes for Ŷ
-        self.sigma_x = self._initial_sigma_x()
-        # Ŷ's width is first needed when I(Y;Ŷ) enters the loss (never at epoch 0 for the
-        # families with f(0) = 1) or after the first epoch: computed then, not here.
-        self._sigma_yhat: float | None = None
+        self.widths = kw.KernelWidths(cfg.kernel, softmax=cfg.yhat == "softmax")
+        self.widths.x = self._initial_sigma_x()
+        # Ŷ's width is first needed when I(Y;Ŷ) enters the loss or the probe: computed then.
         self._mi_y_x: float | None = None  # I(Y;X) is network-independent: computed once
         # The ||grad I(Y;Ŷ)|| probe before the next epoch: the last epoch's end-of-epoch probe
         # (same network, same width), or measured on the untrained network before epoch 0.
@@ -99,71 +123,47 @@ class Trainer:
         cuts = [slice(i, min(i + b, n)) for i in range(0, n, b)]
         return cuts if k is None else cuts[:k]
 
+    def forward(self, x: Tensor) -> Tensor:
+        """The network on ``x`` in the configured precision; logits back in fp32 (the CE and
+        the estimator's input; the estimator itself then works in float64)."""
+        ctx = (torch.autocast(self.device.type, dtype=self.amp_dtype)
+               if self.amp_dtype is not None else contextlib.nullcontext())
+        with ctx:
+            out = self.model(x)
+        return out.float()  # (B, C)
+
     def _features(self, logits: Tensor) -> Tensor:
         return logits.softmax(dim=1) if self.cfg.yhat == "softmax" else logits
 
     def _initial_sigma_x(self) -> float:
         """The inputs never change, so a process computes each σ_X once (a reused Ray actor
         skips the calibration for the next trial on the same data)."""
-        c, k = self.cfg, self.cfg.kernel
-        key = (c.dataset, c.data_dir, c.data_seed, c.train_size, c.batch_size, k.x, k.sigma_x,
-               k.gamma, k.calibration_batches, len(self.data.train_y))
+        key = x_width_key(self.cfg)
         if key not in _SIGMA_X_CACHE:
-            _SIGMA_X_CACHE[key] = self._calibrate_sigma_x()
+            xs = [(self.data.train_x[s], self.data.train_y[s])
+                  for s in self._fixed_batches(self.cfg.kernel.calibration_batches)]
+            _SIGMA_X_CACHE[key] = self.widths.calibrate_x(xs)
         return _SIGMA_X_CACHE[key]
-
-    def _calibrate_sigma_x(self) -> float:
-        k = self.cfg.kernel
-        xs = [(self.data.train_x[s], self.data.train_y[s])
-              for s in self._fixed_batches(k.calibration_batches)]
-        if k.x == "fixed":
-            return float(k.sigma_x)  # type: ignore[arg-type]
-        if k.x == "silverman":
-            return kw.silverman_width(xs[0][0], k.gamma)
-        widths = kw.candidate_widths(kw.layer_diameter([x for x, _ in xs], softmax=False))
-        return kw.alignment_curve(xs, widths).best
 
     @torch.no_grad()
     def _yhat_batches(self) -> list[tuple[Tensor, Tensor]]:
         self.model.eval()
-        return [(self._features(self.model(self.data.train_x[s])), self.data.train_y[s])
+        return [(self._features(self.forward(self.data.train_x[s])), self.data.train_y[s])
                 for s in self._fixed_batches(self.cfg.kernel.calibration_batches)]
 
     def yhat_alignment_curve(self) -> kw.AlignmentCurve:
         """The alignment curve of Ŷ for the network as it is now (the paper's Fig. 1)."""
-        return self._yhat_curve()
+        return self.widths.curve(self._yhat_batches())
 
-    def _yhat_curve(self) -> kw.AlignmentCurve:
-        batches = self._yhat_batches()
-        diam = kw.layer_diameter([f for f, _ in batches], softmax=self.cfg.yhat == "softmax")
-        return kw.alignment_curve(batches, kw.candidate_widths(diam))
-
-    def _initial_sigma_yhat(self) -> float:
-        k = self.cfg.kernel
-        if k.yhat == "fixed":
-            return float(k.sigma_yhat)  # type: ignore[arg-type]
-        if k.yhat == "silverman":
-            return kw.silverman_width(self._yhat_batches()[0][0], k.gamma)
-        return self._yhat_curve().best  # the untrained network's maximizer, for epoch 0 only
+    @property
+    def sigma_x(self) -> float:
+        assert self.widths.x is not None
+        return self.widths.x
 
     @property
     def sigma_yhat(self) -> float:
-        if self._sigma_yhat is None:
-            self._sigma_yhat = self._initial_sigma_yhat()
-        return self._sigma_yhat
-
-    @sigma_yhat.setter
-    def sigma_yhat(self, value: float) -> None:
-        self._sigma_yhat = value
-
-    def _update_sigma_yhat(self) -> None:
-        """Online ``s*``: mean of the per-epoch alignment maxima during the horizon."""
-        k = self.cfg.kernel
-        if k.yhat == "alignment" and len(self.yhat_maxima) < k.horizon:
-            self.yhat_maxima.append(self._yhat_curve().best)
-            self.sigma_yhat = sum(self.yhat_maxima) / len(self.yhat_maxima)
-        elif k.yhat == "silverman":
-            self.sigma_yhat = kw.silverman_width(self._yhat_batches()[0][0], k.gamma)
+        """σ_Ŷ for the next epoch (before epoch 0: the untrained network's maximizer)."""
+        return self.widths.start_yhat(self._yhat_batches)
 
     # ---- the estimator on one batch ----------------------------------------------------
     def mi(self, y: Tensor, feats: Tensor, sigma: float) -> Tensor:
@@ -189,13 +189,18 @@ class Trainer:
         steps = 0
         for i in range(0, n, b):
             idx = perm[i:i + b]
-            logits = self.model(x[idx])  # (B, C)
+            logits = self.forward(x[idx])  # (B, C), fp32
             loss = f * F.cross_entropy(logits, y[idx])
             if w > 0:
                 loss = loss - w * self.mi(y[idx], self._features(logits), self.sigma_yhat)
             self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.opt)
+                self.scaler.update()
+            else:
+                loss.backward()
+                self.opt.step()
             total += loss.detach()  # summed on the device: no per-step sync
             steps += 1
         return float(total) / steps  # note: one CPU-GPU sync per epoch
@@ -203,7 +208,7 @@ class Trainer:
     # ---- evaluation --------------------------------------------------------------------
     @torch.no_grad()
     def _ce_acc(self, x: Tensor, y: Tensor) -> tuple[float, float, Tensor]:
-        logits = torch.cat([self.model(x[i:i + self.cfg.eval_batch_size])
+        logits = torch.cat([self.forward(x[i:i + self.cfg.eval_batch_size])
                             for i in range(0, len(y), self.cfg.eval_batch_size)])
         ce = F.cross_entropy(logits, y)
         acc = (logits.argmax(dim=1) == y).float().mean()
@@ -218,7 +223,7 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         norms = []
         for s in self._fixed_batches(self.cfg.mi_grad_batches):
-            feats = self._features(self.model(self.data.train_x[s]))
+            feats = self._features(self.forward(self.data.train_x[s]))
             mi = self.mi(self.data.train_y[s], feats, self.sigma_yhat)
             grads = torch.autograd.grad(mi, params, allow_unused=True)
             sq = sum((g.double() ** 2).sum() for g in grads if g is not None)
@@ -231,7 +236,6 @@ class Trainer:
         train_ce, train_acc, train_logits = self._ce_acc(d.train_x, d.train_y)
         val_ce, val_acc, _ = self._ce_acc(d.val_x, d.val_y)
         test_ce, test_acc, _ = self._ce_acc(d.test_x, d.test_y)
-        self._update_sigma_yhat()
         with torch.no_grad():
             mi_y_yhat = self._mean_mi(self._features(train_logits), self.sigma_yhat)
             if self._mi_y_x is None:
@@ -262,6 +266,7 @@ class Trainer:
         try:
             start = self.grad_norm_start()
             train_loss = self.train_epoch()
+            self.widths.update_yhat(self._yhat_batches)  # the next epoch's σ_Ŷ (online s*)
             record = self.evaluate(train_loss)
         except torch.linalg.LinAlgError as exc:  # non-finite network outputs reach the kernel
             first = str(exc).splitlines()[0]
@@ -284,9 +289,9 @@ class Trainer:
         return {
             "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
             "generator": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
-            "epoch": self.epoch, "yhat_maxima": list(self.yhat_maxima),
-            "sigma_x": self.sigma_x, "sigma_yhat": self.sigma_yhat,
+            "epoch": self.epoch, **self.widths.state_dict(),
             "grad_norm_start": self._grad_norm_start,
+            **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -296,8 +301,9 @@ class Trainer:
                            else state["generator"])
         torch.set_rng_state(state["torch_rng"].cpu())
         self.epoch = int(state["epoch"])
-        self.yhat_maxima = [float(v) for v in state["yhat_maxima"]]
-        self.sigma_x, self.sigma_yhat = float(state["sigma_x"]), float(state["sigma_yhat"])
+        self.widths.load_state_dict(state)
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         g = state.get("grad_norm_start")  # absent in checkpoints before it: re-measured
         self._grad_norm_start = None if g is None else float(g)
 

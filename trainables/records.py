@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "RECORD_KEYS", "OPTIONAL_RECORD_KEYS", "FINITE_KEYS", "STUDY_KEYS", "BASELINE_KEY",
+    "RECORD_KEYS", "OPTIONAL_RECORD_KEYS", "SUMMARY_METRICS", "STRING_KEYS", "FINITE_KEYS",
+    "STUDY_KEYS", "BASELINE_KEY",
     "TAG", "tag", "DEFAULT_ALPHA", "NUM_CLASSES", "DEFAULT_LAST_K",
     "schedule_text", "run_name", "flatten", "unflatten", "param_text", "param_value",
     "typed_config",
@@ -37,6 +38,8 @@ RECORD_KEYS = (
 )
 # Added after the first studies were recorded: readers accept records without them.
 OPTIONAL_RECORD_KEYS = ("mi_grad_norm_start", "mi_grad_norm_weighted")
+# One-number columns on a finished trial's MLflow run (sortable in the runs table).
+SUMMARY_METRICS = ("final_gap", "final_test_acc", "gap_closure")
 # A record with any of these non-finite is a diverged trial, never a result.
 FINITE_KEYS = ("train_loss", "train_ce", "val_ce", "test_ce", "mi_y_yhat")
 

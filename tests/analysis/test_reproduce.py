@@ -96,3 +96,17 @@ def test_fig6_starts_at_initialization_and_weighted_norm_starts_at_zero(tmp_path
     for r in reg:
         assert r["mi_grad_norm_weighted"] == pytest.approx(
             (1 - (1 + r["epoch"]) ** -0.5) * r["mi_grad_norm_start"], rel=1e-12)
+
+
+def test_a_diverging_reproduction_run_raises_one_line_and_writes_no_nan(tmp_path: Path) -> None:
+    from trainables import TrialDiverged
+
+    run = _plan(tmp_path, seeds=1)[1]  # the regularized one
+    run.cfg = run.cfg.with_updates(lr=1e6)
+    with pytest.raises(TrialDiverged, match="diverged at epoch") as info:
+        train_runs([run], log=lambda *_: None)
+    assert "\n" not in str(info.value)
+    partial = run.folder / "metrics.partial.csv"
+    for r in read_metrics(partial) if partial.exists() else []:
+        assert all(v == v and abs(v) != float("inf") for v in r.values())
+    assert not (run.folder / "metrics.csv").exists()  # never a finished result

@@ -18,6 +18,7 @@ from tests.study.conftest import (
     RayCluster,
     free_port,
     require_loopback,
+    store_uri,
     study_runs,
     tiny_spec,
 )
@@ -86,7 +87,7 @@ def test_worker_node_killed_mid_trial(tmp_path: Path) -> None:
         first_on_new = next(r for r in rs if r["node_id"] != rs[0]["node_id"])
         assert first_on_new["epoch"] >= 1  # resumed from a checkpoint, not from scratch
         assert sorted({r["epoch"] for r in rs}) == list(range(6))
-        uri = json.loads((out / "study.json").read_text())["tracking_uri"]
+        uri = store_uri(out)
         _, children = study_runs(uri, "tiny", out)
         assert len(children) == 2 and len(head) == 2
         client = MlflowClient(uri)

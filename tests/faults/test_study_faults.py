@@ -19,6 +19,7 @@ from tests.study.conftest import (
     MlflowServer,
     mistudy,
     require_loopback,
+    store_uri,
     study_runs,
     tiny_spec,
     tune_trial_ids,
@@ -29,7 +30,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.cluster]
 
 
 def _check_one_run_per_trial(out: Path, epochs: int, expect_failed: int = 0) -> list:
-    uri = json.loads((out / "study.json").read_text())["tracking_uri"]
+    uri = store_uri(out)
     parents, children = study_runs(uri, "tiny", out)
     assert len(parents) == 1
     assert sorted(c.data.tags["mistudy.trial_id"] for c in children) == sorted(

@@ -121,6 +121,15 @@ def mistudy(*args: str, env: dict | None = None, timeout: float = 600
                           env=env, timeout=timeout)
 
 
+def store_uri(out: Path) -> str:
+    """Where the study in ``out`` logs (study.json names the folder's own store "folder")."""
+    import json
+
+    from analysis._load import tracking_uri_of
+
+    return tracking_uri_of(json.loads((out / "study.json").read_text()), out)[0]
+
+
 def study_runs(tracking_uri: str, experiment: str, study_dir: Path | None = None
                ) -> tuple[list, list]:
     """(parent runs, child runs) of a study's experiment; of one study when ``study_dir``."""

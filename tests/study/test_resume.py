@@ -3,7 +3,6 @@ exactly one MLflow run with each epoch logged exactly once."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.study.conftest import BIN, mistudy, study_runs, tiny_spec, tune_trial_ids
+from tests.study.conftest import BIN, mistudy, store_uri, study_runs, tiny_spec, tune_trial_ids
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
@@ -56,7 +55,7 @@ def test_sigkill_driver_then_resume(tmp_path: Path) -> None:
     assert epochs_reported(out) < total * epochs  # really interrupted
     res = mistudy("run", "--resume", "--out", str(out))
     assert res.returncode == 0, res.stderr[-3000:]
-    uri = json.loads((out / "study.json").read_text())["tracking_uri"]
+    uri = store_uri(out)
     parents, children = study_runs(uri, "tiny", out)
     assert len(parents) == 1
     ids = tune_trial_ids(out)

@@ -10,8 +10,9 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.study.conftest import mistudy, study_runs, tiny_spec, tune_trial_ids
+from tests.study.conftest import mistudy, store_uri, study_runs, tiny_spec, tune_trial_ids
 from trainables import RECORD_KEYS, TrainConfig
+from trainables.records import DEFAULT_LAST_K, SUMMARY_METRICS
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
@@ -25,7 +26,14 @@ def check_study_store(uri: str, study_dir: Path, epochs: int) -> list:
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert child.info.status == "FINISHED"
-        assert set(child.data.metrics) == set(RECORD_KEYS)  # no Ray bookkeeping noise
+        # the epoch records and the summary columns, no Ray bookkeeping noise
+        extra = set(child.data.metrics) - set(RECORD_KEYS)
+        assert set(RECORD_KEYS) <= set(child.data.metrics) and extra <= set(SUMMARY_METRICS)
+        assert {"final_gap", "final_test_acc"} <= extra
+        gaps = sorted(client.get_metric_history(child.info.run_id, "gap"), key=lambda m: m.step)
+        last_k = min(DEFAULT_LAST_K, epochs)
+        assert child.data.metrics["final_gap"] == pytest.approx(
+            sum(m.value for m in gaps[-last_k:]) / last_k, rel=1e-12)
         for key in RECORD_KEYS:
             steps = [m.step for m in client.get_metric_history(child.info.run_id, key)]
             assert sorted(steps) == list(range(epochs)), (key, steps)
@@ -41,6 +49,8 @@ def test_local_study_records_every_trial(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr[-3000:]
     assert "best trials by val_ce" in res.stdout and "mistudy ui --out" in res.stdout
     meta = json.loads((out / "study.json").read_text())
+    assert meta["tracking_uri"] == "folder"  # the folder's own store, wherever it moves
+    meta["tracking_uri"] = store_uri(out)
     assert meta["tracking_uri"] == f"sqlite:///{(out / 'mlflow.db').resolve()}"
     children = check_study_store(meta["tracking_uri"], out, epochs=2)
     assert len(children) == 4 + 1  # four searched trials and the matched CE baseline

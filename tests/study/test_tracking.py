@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from study._tracking import TAG, Tracker
+from study._tracking import Tracker
+from trainables.records import TAG
 
 CONFIG = {"dataset": "fashion_mnist", "epochs": 2, "seed": 0, "batch_size": 50,
           "transition": {"family": "power", "exponent": 0.5}, "alpha": 1.01}

@@ -80,3 +80,14 @@ def test_bad_input_exits_2_with_one_line_before_training(tmp_path: Path, overrid
     lines = [ln for ln in res.stderr.strip().splitlines() if not ln.startswith("warning:")]
     assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], res.stderr
     assert not out.exists()
+
+
+def test_a_diverging_train_ends_with_one_line_and_no_non_finite_row(tmp_path: Path) -> None:
+    # lr written as users write it (YAML 1.1 would read 1e6 as a string): it diverges
+    res = mistudy("train", *TINY, "--set", "lr=1e6", "--out", str(tmp_path), "--quiet")
+    assert res.returncode == 2
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "diverged at epoch" in errors[0] and "Traceback" not in res.stderr
+    for row in _rows(tmp_path / "metrics.csv"):  # the epochs before it, all finite
+        assert all(float(v) == float(v) and abs(float(v)) != float("inf")
+                   for v in row.values() if v != "")
