@@ -23,7 +23,7 @@ __all__ = ["runs_link", "port_free", "serve", "descendants"]
 TRIAL_FILTER = "tags.`mistudy.role` = 'trial'"
 
 
-def runs_link(base: str, experiment_id: str) -> str:
+def runs_link(base: str, experiment_id: str | None) -> str:
     """The study's trial runs in chart view (MLflow draws one chart per logged metric),
     sorted by gap closure. MLflow's URL state does the work: ``workflowType`` opens the
     model-training UI (not the GenAI overview); a search filter plus a sort key other than
@@ -32,6 +32,8 @@ def runs_link(base: str, experiment_id: str) -> str:
         "searchFilter": TRIAL_FILTER, "orderByKey": "metrics.`gap_closure`",
         "orderByAsc": "false", "compareRunsMode": "CHART",
         "workflowType": "machine_learning"}, quote_via=urllib.parse.quote)
+    if experiment_id is None:
+        return f"{base.rstrip('/')}/#/experiments"
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
 
 
@@ -101,7 +103,7 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 90) -> bool:
     return False
 
 
-def serve(uri: str, artifacts: str | None, host: str, port: int, experiment_id: str,
+def serve(uri: str, artifacts: str | None, host: str, port: int, experiment_id: str | None,
           log: Path) -> int:
     """Run the MLflow server until SIGTERM/Ctrl-C; then stop its whole process tree. The
     server's own output goes to ``log``."""

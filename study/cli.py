@@ -234,14 +234,23 @@ def _print_summary(trials: list[dict[str, Any]], out: Path) -> None:
         print(f"MLflow UI:  mistudy ui --out {out}")
 
 
-def _experiment_id(meta: dict[str, Any]) -> str:
+def _experiment_id(meta: dict[str, Any]) -> str | None:
+    """The study's experiment id, or None when the store cannot be asked (the link then opens
+    the experiment list)."""
+    import os
+
     from mlflow.tracking import MlflowClient
 
     from ._tracking import _credentials_to_env
 
-    client = MlflowClient(_credentials_to_env(meta["tracking_uri"]))
-    exp = client.get_experiment_by_name(meta["experiment"])
-    return str(exp.experiment_id) if exp is not None else "0"
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    try:
+        client = MlflowClient(_credentials_to_env(meta["tracking_uri"]))
+        exp = client.get_experiment_by_name(meta["experiment"])
+    except Exception:
+        return None
+    return str(exp.experiment_id) if exp is not None else None
 
 
 def ui_command(args: argparse.Namespace) -> int:

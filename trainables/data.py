@@ -153,12 +153,25 @@ def _tensors(x: np.ndarray, y: np.ndarray) -> tuple[Tensor, Tensor]:
     return images.reshape(-1, 1, 28, 28), torch.from_numpy(np.asarray(y)).long()
 
 
+def _check_idx(files: dict[str, Path], arrays: tuple[np.ndarray, ...]) -> None:
+    """28x28 images and labels in [0, 10): anything else is refused before training."""
+    for key, arr in zip(("train_x", "train_y", "test_x", "test_y"), arrays):
+        images = key.endswith("_x")
+        want, allowed = ((28, 28), "(n, 28, 28) images") if images else ((), "(n,) labels")
+        if arr.ndim != 1 + len(want) or arr.shape[1:] != want:
+            raise DataError(f"{files[key]}: shape {tuple(arr.shape)}; allowed: {allowed}")
+        if not images and len(arr) and int(arr.max()) >= NUM_CLASSES:
+            raise DataError(f"{files[key]}: label {int(arr.max())} out of range; allowed: "
+                            f"0..{NUM_CLASSES - 1}")
+
+
 def _from_idx(files: dict[str, Path], sizes: tuple[int, int, int], seed: int,
               source: str) -> Splits:
     tr_x, tr_y = read_idx(files["train_x"]), read_idx(files["train_y"])
     te_x, te_y = read_idx(files["test_x"]), read_idx(files["test_y"])
     if len(tr_x) != len(tr_y) or len(te_x) != len(te_y):
         raise DataError(f"image and label counts differ in {source}")
+    _check_idx(files, (tr_x, tr_y, te_x, te_y))
     rng = np.random.default_rng(seed)
     n_tr, n_va, n_te = (s // NUM_CLASSES for s in sizes)
     i_tr = balanced_indices(tr_y, n_tr, rng)
