@@ -16,6 +16,7 @@ Study folder (``--out DIR``)::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -30,7 +31,7 @@ from typing import Any
 
 from analysis._load import FOLDER_STORE, tracking_uri_of
 from trainables._yaml import YamlLimitError, safe_load
-from trainables.locks import FolderLocked, folder_lock
+from trainables.locks import LOCK_FILE, FolderLocked, folder_lock
 
 from .spec import SpecError, StudySpec, parse_spec
 
@@ -177,11 +178,20 @@ def prepare_folder(out: Path) -> None:
 @contextmanager
 def writer_lock(out: Path) -> Iterator[None]:
     """The study folder's one writer (``run``, ``--resume``, ``sync``): a second process is
-    refused at once, naming the holder's PID; a killed holder leaves no stale lock."""
+    refused at once, naming the holder's PID; a killed holder leaves no stale lock. A folder
+    this call created is removed again if the body fails before writing anything into it."""
+    created = not out.exists()
     prepare_folder(out)
     try:
         with folder_lock(out, "study folder"):
-            yield
+            try:
+                yield
+            except BaseException:
+                if created and {p.name for p in out.iterdir()} <= {LOCK_FILE}:
+                    (out / LOCK_FILE).unlink(missing_ok=True)
+                    with contextlib.suppress(OSError):
+                        out.rmdir()
+                raise
     except FolderLocked as exc:
         raise StudyError(str(exc)) from None
 

@@ -38,7 +38,10 @@ def runs_link(base: str, experiment_id: str | None) -> str:
 
 
 def port_free(host: str, port: int) -> bool:
+    """Whether a server could listen on ``host:port`` now. SO_REUSEADDR as servers set it:
+    connections of a stopped server in TIME_WAIT do not hold the port, a listener does."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

@@ -1,0 +1,236 @@
+"""One real study, shared by the tests that only read it: two writers on its folder, growing
+it, the MLflow layout a user compares schedules in, a copied folder, and the UI in Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.study.conftest import BIN, free_port, mistudy, store_uri, study_runs, tiny_spec
+from trainables.records import run_name
+
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+EPOCHS = 2
+
+
+def _results(out: Path) -> dict[str, list[int]]:
+    """trial id -> the epochs in Tune's result.json, in order (every experiment)."""
+    found = {}
+    for path in (out / "ray").glob("*/*/result.json"):
+        found[path.parent.name] = [json.loads(ln)["epoch"] for ln in path.read_text().splitlines()
+                                   if ln.strip()]
+    return found
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A 2-configuration study (seeds 0 and 1) that a second writer tried to join while it ran,
+    then grown to 4 configurations."""
+    root = tmp_path_factory.mktemp("grow")
+    out = root / "study"
+    spec = tiny_spec(root / "spec.yaml", trials=2, seeds=[0, 1])
+    first = subprocess.Popen([str(BIN / "mistudy"), "run", str(spec), "--out", str(out)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((out / "ray").glob("*/*/result.json")):
+        time.sleep(0.2)  # the first writer is training
+    second = mistudy("run", "--resume", "--out", str(out), timeout=300)
+    racer = mistudy("run", str(spec), "--out", str(out), timeout=300)
+    stdout, stderr = first.communicate(timeout=600)
+    assert first.returncode == 0, stderr[-3000:]
+    before = _optuna(out)
+    grown = mistudy("run", "--resume", "--out", str(out), "--trials", "4", timeout=900)
+    assert grown.returncode == 0, grown.stderr[-3000:]
+    return {"root": root, "out": out, "first_pid": first.pid, "second": second,
+            "racer": racer, "first_stdout": stdout, "optuna_before": before,
+            "grown": grown}
+
+
+def _optuna(out: Path) -> dict[int, tuple[float | None, dict]]:
+    import optuna
+
+    sid = json.loads((out / "study.json").read_text())["study_id"]
+    st = optuna.load_study(study_name=sid, storage=f"sqlite:///{out / 'optuna.db'}")
+    return {t.number: (t.value, t.params) for t in st.trials}
+
+
+def test_a_second_writer_is_refused_and_the_first_records_stay_whole(study: dict) -> None:
+    for res in (study["second"], study["racer"]):
+        assert res.returncode == 2, res.stderr[-2000:]
+        assert f"PID {study['first_pid']}" in res.stderr, res.stderr[-2000:]
+    for trial, epochs in _results(study["out"]).items():
+        assert epochs == list(range(EPOCHS)), (trial, epochs)  # none missing, none twice
+
+
+def test_growing_keeps_history_samples_new_configs_and_runs_no_baseline_twice(
+        study: dict) -> None:
+    out = study["out"]
+    after = _optuna(out)
+    assert sorted(after) == [0, 1, 2, 3]
+    for n, (value, params) in study["optuna_before"].items():
+        assert after[n] == (value, params)  # the first two trials' values unchanged
+    assert len({json.dumps(p, sort_keys=True) for _, p in after.values()}) == 4  # no re-sample
+    parents, children = study_runs(store_uri(out), "tiny", out)
+    assert len(parents) == 1
+    assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
+    base = [c for c in children if c.data.tags["mistudy.baseline"] == "true"]
+    searched = [c for c in children if c.data.tags["mistudy.baseline"] == "false"]
+    assert len(base) == 2 and len(searched) == 4 * 2  # 4 configurations x 2 seeds
+    assert len({c.data.tags["mistudy.trial_id"] for c in children}) == len(children)
+    assert sorted(c.data.tags["mistudy.optuna_trial"] for c in searched) == \
+        sorted(str(n) for n in range(4) for _ in range(2))
+    assert (out / "ray" / "tiny-more1").is_dir()
+
+
+def test_changing_the_spec_on_resume_is_refused(study: dict) -> None:
+    other = tiny_spec(study["root"] / "other.yaml", trials=2, seeds=[0, 1, 2])
+    res = mistudy("run", str(other), "--resume", "--out", str(study["out"]))
+    assert res.returncode == 2 and "only --trials may change" in res.stderr
+    res = mistudy("run", "--resume", "--out", str(study["out"]), "--trials", "3")
+    assert res.returncode == 2 and "--trials=3" in res.stderr
+
+
+def test_runs_carry_readable_names_a_schedule_tag_and_sortable_summaries(study: dict) -> None:
+    out = study["out"]
+    client = MlflowClient(store_uri(out))
+    exp = client.get_experiment_by_name("tiny")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    _, children = study_runs(store_uri(out), "tiny", out)
+    by_config: dict[str, set[str]] = {}
+    for c in children:
+        cfg = {k: json.loads(v) if re.fullmatch(r"-?[\d.e+-]+", v) else v
+               for k, v in c.data.params.items()}
+        tr = {k.split(".", 1)[1]: v for k, v in cfg.items() if k.startswith("transition.")}
+        config = {"transition": tr, "alpha": cfg["alpha"], "batch_size": cfg["batch_size"],
+                  "seed": cfg["seed"], "mistudy_baseline": c.data.tags["mistudy.baseline"]
+                  == "true"}
+        assert c.info.run_name == run_name(config)
+        assert c.info.run_name.endswith(f" b50 s{cfg['seed']}")
+        key = c.data.tags.get("mistudy.optuna_trial", "baseline")
+        by_config.setdefault(key, set()).add(c.data.tags["schedule"])
+        gaps = sorted(client.get_metric_history(c.info.run_id, "gap"), key=lambda m: m.step)
+        assert c.data.metrics["final_gap"] == pytest.approx(
+            sum(m.value for m in gaps) / len(gaps), rel=1e-12)  # last_k = epochs = 2
+    assert all(len(tags) == 1 for tags in by_config.values())  # seeds share the tag
+    assert len({next(iter(t)) for t in by_config.values()}) == len(by_config)
+    # gap closure against the matched baseline (same seed), computed here from the histories
+    hist = {c.info.run_id: {m.step: m.value for m in client.get_metric_history(
+        c.info.run_id, "gap")} for c in children}
+    base = {c.data.params["seed"]: hist[c.info.run_id] for c in children
+            if c.data.tags["mistudy.baseline"] == "true"}
+    for c in children:
+        if c.data.tags["mistudy.baseline"] == "true":
+            continue
+        gb = sum(base[c.data.params["seed"]].values()) / EPOCHS
+        gt = sum(hist[c.info.run_id].values()) / EPOCHS
+        if gb > 0:
+            assert c.data.metrics["gap_closure"] == pytest.approx((gb - gt) / gb, rel=1e-9)
+    parent, _ = study_runs(store_uri(out), "tiny", out)
+    arts = {a.path for a in client.list_artifacts(parent[0].info.run_id)}
+    assert {"ranking.csv", "ranking.md"} <= arts
+    assert "best_gap_closure" in parent[0].data.metrics
+
+
+def test_a_copied_folder_works_on_its_own_store(study: dict) -> None:
+    copy = study["root"] / "copy"
+    shutil.copytree(study["out"], copy)
+    original = study["out"] / "mlflow.db"
+    stamp = original.stat().st_mtime_ns
+    client = MlflowClient(store_uri(copy))
+    assert store_uri(copy).endswith(f"{copy.resolve()}/mlflow.db")
+    _, children = study_runs(store_uri(copy), "tiny", copy)
+    client.delete_run(children[0].info.run_id)  # damage the copy's store only
+    res = mistudy("sync", "--out", str(copy))
+    assert res.returncode == 0, res.stderr[-2000:]
+    _, again = study_runs(store_uri(copy), "tiny", copy)
+    assert len(again) == len(children)  # sync put the run back, in the copy
+    assert original.stat().st_mtime_ns == stamp  # the original store was not touched
+    elsewhere = study["root"] / "elsewhere"
+    elsewhere.mkdir()
+    rank = subprocess.run([str(BIN / "mistudy"), "rank", str(copy.resolve())], cwd=elsewhere,
+                          capture_output=True, text=True, timeout=300)
+    assert rank.returncode == 0, rank.stderr[-2000:]
+    assert not (elsewhere / "mlflow.db").exists()
+
+
+def _tree(pid: int) -> list[int]:
+    from study._ui import descendants
+
+    return [pid, *descendants(pid)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_the_ui_link_opens_the_charted_trial_runs_and_sigterm_stops_everything(
+        study: dict, tmp_path: Path) -> None:
+    from study._ui import port_free
+
+    port = free_port()
+    proc = subprocess.Popen([str(BIN / "mistudy"), "ui", "--out", str(study["out"]), "--port",
+                             str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    tree: list[int] = []
+    try:
+        line = ""
+        deadline = time.time() + 180
+        while time.time() < deadline and "MLflow UI:" not in line:
+            line = proc.stdout.readline() if proc.stdout else ""
+            tree = sorted(set(tree) | set(_tree(proc.pid)))
+        link = line.split("MLflow UI: ", 1)[1].strip()
+        assert "#/experiments/" in link and "compareRunsMode=CHART" in link
+        dom = ""
+        for attempt in range(3):  # a loaded machine can need more than one page load
+            dom = _chromium(link, tmp_path / str(attempt), "--dump-dom", port)
+            if 'title="mi_y_yhat"' in dom:
+                break
+        assert "Welcome to MLflow" not in dom and "Traces 0" not in dom  # not the GenAI view
+        _, children = study_runs(store_uri(study["out"]), "tiny", study["out"])
+        for c in children[:3]:
+            assert c.info.run_name in dom  # readable names, listed flat (not collapsed)
+        a = dom.index('title="mi_y_yhat"')
+        b = dom.index("(mi_y_yhat)", a)
+        assert re.search(r'class="js-line" d="M[\d.]+,[\d.]+L', dom[a:b]), \
+            "no line drawn in the mi_y_yhat chart"
+        _chromium(link, tmp_path / "shot", f"--screenshot={tmp_path / 'ui.png'}", port)
+        assert (tmp_path / "ui.png").stat().st_size > 20_000
+        tree = sorted(set(tree) | set(_tree(proc.pid)))
+        assert len(tree) >= 3  # mistudy, the MLflow server, its workers
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    deadline = time.time() + 20
+    while time.time() < deadline and any(_alive(p) for p in tree):
+        time.sleep(0.3)
+    assert not [p for p in tree if _alive(p)], "processes of the UI tree left after SIGTERM"
+    assert port_free("127.0.0.1", port)
+    assert proc.returncode == 0
+
+
+def _chromium(url: str, tmp: Path, what: str, port: int) -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.fail("chromium is not installed: `make data` installs it (apt)")
+    tmp.mkdir(parents=True, exist_ok=True)
+    # a random free port can be one Chromium blocks (ERR_UNSAFE_PORT, e.g. 5061): allow it
+    res = subprocess.run([exe, "--headless=new", "--no-sandbox", "--disable-gpu",
+                          f"--explicitly-allowed-ports={port}",
+                          f"--user-data-dir={tmp / 'chrome'}", "--window-size=1400,5000",
+                          "--virtual-time-budget=60000", what, url],
+                         capture_output=True, text=True, timeout=180,
+                         env={**os.environ, "HOME": str(tmp)})
+    return res.stdout
