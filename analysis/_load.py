@@ -16,7 +16,7 @@ import pandas as pd
 from trainables.records import BASELINE_KEY, RECORD_KEYS, flatten, schedule_text, tag, typed_config
 
 __all__ = ["StudyData", "AnalysisError", "load_study", "resolve_study", "tracking_uri_of",
-           "study_settings", "FOLDER_STORE"]
+           "study_settings", "FOLDER_STORE", "split_credentials", "credentials_to_env"]
 
 FOLDER_STORE = "folder"  # study.json's tracking_uri for the folder's own DIR/mlflow.db
 
@@ -57,6 +57,32 @@ def tracking_uri_of(meta: dict[str, Any], root: Path) -> tuple[str, str | None]:
     if moved:
         return moved, folder_art
     return uri, art
+
+
+def split_credentials(uri: str) -> tuple[str, str | None, str]:
+    """``http://user:pw@host/p`` -> (``http://host/p``, user, pw); (uri, None, "") otherwise."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https") or parts.username is None:
+        return uri, None, ""
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    bare = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    return (bare, urllib.parse.unquote(parts.username),
+            urllib.parse.unquote(parts.password or ""))
+
+
+def credentials_to_env(uri: str) -> str:
+    """The URI without credentials; these go to MLflow's own environment variables, so no URL
+    MLflow prints or logs can carry them."""
+    import os
+
+    bare, user, password = split_credentials(uri)
+    if user is not None:
+        os.environ.setdefault("MLFLOW_TRACKING_USERNAME", user)
+        os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", password)
+    return bare
 
 
 def _meta(folder: Path) -> dict[str, Any]:
@@ -177,6 +203,7 @@ def load_study(study: str, tracking_uri: str | None = None) -> StudyData:
     from mlflow.tracking import MlflowClient
 
     uri, name, study_id = resolve_study(study, tracking_uri)
+    uri = credentials_to_env(uri)  # the password goes to MLflow's env, never into a URL
     client = MlflowClient(uri)
     try:
         exp = _experiment(client, name)

@@ -112,7 +112,7 @@ def check_tracking(uri: str) -> None:
         import base64
         import urllib.request
 
-        from ._tracking import split_credentials
+        from analysis._load import split_credentials
 
         bare, user, password = split_credentials(uri)
         request = urllib.request.Request(bare.rstrip("/") + "/health")

@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from analysis._load import credentials_to_env as _credentials_to_env
 from trainables.config import TrainConfig
 from trainables.ray_trainable import train_config_of
 from trainables.records import (
@@ -62,32 +63,6 @@ def _safe_params(d: Mapping[str, Any]) -> dict[str, str]:
             continue
         out[k] = param_text(v)[:500]
     return out
-
-
-def split_credentials(uri: str) -> tuple[str, str | None, str]:
-    """``http://user:pw@host/p`` -> (``http://host/p``, user, pw); (uri, None, "") otherwise."""
-    import urllib.parse
-
-    parts = urllib.parse.urlsplit(uri)
-    if parts.scheme not in ("http", "https") or parts.username is None:
-        return uri, None, ""
-    host = parts.hostname or ""
-    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
-    bare = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
-    return (bare, urllib.parse.unquote(parts.username),
-            urllib.parse.unquote(parts.password or ""))
-
-
-def _credentials_to_env(uri: str) -> str:
-    """The URI without credentials; these go to MLflow's own environment variables, so no URL
-    MLflow prints or logs can carry them."""
-    import os
-
-    bare, user, password = split_credentials(uri)
-    if user is not None:
-        os.environ.setdefault("MLFLOW_TRACKING_USERNAME", user)
-        os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", password)
-    return bare
 
 
 def read_trial_results(trial_dir: Path) -> list[dict[str, Any]]:

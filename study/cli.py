@@ -241,7 +241,7 @@ def _experiment_id(meta: dict[str, Any]) -> str | None:
 
     from mlflow.tracking import MlflowClient
 
-    from ._tracking import _credentials_to_env
+    from analysis._load import credentials_to_env as _credentials_to_env
 
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")

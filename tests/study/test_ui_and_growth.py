@@ -90,6 +90,10 @@ def test_growing_keeps_history_samples_new_configs_and_runs_no_baseline_twice(
     assert sorted(c.data.tags["mistudy.optuna_trial"] for c in searched) == \
         sorted(str(n) for n in range(4) for _ in range(2))
     assert (out / "ray" / "tiny-more1").is_dir()
+    # the end-of-study summary lists the best trials of every experiment (issue 13, item 14)
+    for res in (study["grown"].stdout, study["first_stdout"]):
+        best = [ln for ln in res.splitlines() if ln.startswith("  ") and "val_ce=" in ln]
+        assert len(best) >= 4, res[-2000:]
 
 
 def test_changing_the_spec_on_resume_is_refused(study: dict) -> None:
