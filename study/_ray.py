@@ -9,7 +9,7 @@ from typing import Any
 from ._folder import StudyError
 
 __all__ = ["ray_environment", "init_ray", "shutdown_ray", "slots", "check_resources",
-           "allow_pending_trials"]
+           "check_local_cpus", "allow_pending_trials"]
 
 
 def ray_environment(address: str | None) -> None:
@@ -82,6 +82,14 @@ def check_resources(cpus: float, gpus: float) -> None:
     if gpus > best_gpu:
         raise StudyError(f"gpus_per_trial={gpus:g} but the largest Ray node has {best_gpu:g} "
                          f"GPUs; allowed: at most {best_gpu:g}")
+
+
+def check_local_cpus(cpus: float, num_cpus: int | None) -> None:
+    """The same refusal for a local Ray, before Ray starts or anything is written."""
+    have = num_cpus if num_cpus is not None else (os.cpu_count() or 1)
+    if cpus > have:
+        raise StudyError(f"cpus_per_trial={cpus:g} but this machine's Ray has {have} CPUs; "
+                         f"allowed: at most {have} (or --address a cluster with more)")
 
 
 def allow_pending_trials(cpus: float, gpus: float) -> None:

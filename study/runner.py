@@ -32,7 +32,14 @@ from ._folder import (
     write_new_study,
     writer_lock,
 )
-from ._ray import allow_pending_trials, check_resources, init_ray, ray_environment, slots
+from ._ray import (
+    allow_pending_trials,
+    check_local_cpus,
+    check_resources,
+    init_ray,
+    ray_environment,
+    slots,
+)
 from ._resume import restore_deleted_checkpoints
 from ._sqlite import ensure_optuna_store
 from .spec import StudySpec, parse_spec
@@ -89,6 +96,9 @@ def run_study(spec: StudySpec | None, out: Path, *, resume: bool = False,
         stored = dict(meta)
         meta["tracking_uri"], meta["artifact_location"] = tracking_uri_of(meta, out)
         check_tracking(meta["tracking_uri"])
+        if address is None:  # a local Ray: its CPUs are known before anything is written
+            check_local_cpus(spec.cpus_per_trial if cpus_per_trial is None else cpus_per_trial,
+                             num_cpus)
         if not resume:
             write_new_study(paths, spec, stored)
         cpus = cpus_per_trial if cpus_per_trial is not None else spec.cpus_per_trial

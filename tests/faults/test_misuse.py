@@ -194,3 +194,12 @@ def test_ctrl_c_during_ray_start_leaves_no_ray_process(tmp_path: Path) -> None:
     # (a SIGINT that lands after Ray started is Tune's to handle: it stops the trials and
     # saves its state; either way no Ray process may outlive the run)
     assert not [p for p in seen if _alive(p)], "Ray processes outlived the interrupted run"
+
+
+# ---- 8: impossible resources --------------------------------------------------------------
+def test_impossible_resources_are_refused_instead_of_waiting_forever(tmp_path: Path) -> None:
+    spec = tiny_spec(tmp_path / "s.yaml", resources={"cpus_per_trial": 1000})
+    t0 = time.time()
+    res = mistudy("run", str(spec), "--out", str(tmp_path / "s"), timeout=120)
+    assert "cpus_per_trial=1000" in _one_error_line(res) and time.time() - t0 < 60
+    assert not (tmp_path / "s").exists()  # refused before anything was written
