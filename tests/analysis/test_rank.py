@@ -117,3 +117,36 @@ def test_bad_studies_exit_2_with_a_message(store, tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and '"closure"' in res.stdout
     assert "no matched baseline" in res.stderr  # partial results, said so
+
+
+def test_ranking_and_mlflow_tag_agree_on_the_saturation_epoch(store, tmp_path: Path) -> None:
+    """Both use the study's own stopper settings (window 1, rel_tol 0.095 here): I(Y;Ŷ) =
+    1.0, 1.1, 1.2, 1.3 changes by 10%, 9.1%, 8.3%, so it saturates at epoch 2 -- and never with
+    the defaults (window 3, rel_tol 0.01), which the ranking used to apply."""
+    import json
+
+    from study._tracking import Tracker
+    from trainables.saturation import saturation_epoch
+
+    uri, client = store
+    folder = tmp_path / "study"
+    folder.mkdir()
+    (folder / "study.json").write_text(json.dumps(
+        {"study_id": "s1", "name": "hand", "experiment": "hand", "tracking_uri": uri}))
+    stopper = {"window": 1, "rel_tol": 0.095}
+    (folder / "spec.yaml").write_text(f"name: hand\nstopper: {json.dumps(stopper)}\n")
+    mi = [1.0 + 0.1 * e for e in range(EPOCHS)]
+    assert saturation_epoch(mi) is None and saturation_epoch(mi, **stopper) == 2
+    a = analyze(str(folder), last_k=2)
+    ranked = a.trials.set_index("trial_id")
+    assert ranked.loc["p0", "saturation_epoch"] == 2
+    tracker = Tracker(uri, "hand", "s1", saturation=stopper)
+    run_id = tracker.trial_runs()["p0"]
+    hist = client.get_metric_history(run_id, "mi_y_yhat")
+    records = [{k: 0.5 for k in RECORD_KEYS} | {"epoch": m.step, "mi_y_yhat": m.value,
+                                                  "gap": 0.1, "test_acc": 0.9}
+               for m in sorted(hist, key=lambda m: m.step)]
+    tracker.finish_trial(run_id, records, {"transition": {"family": "power"}, "seed": 0,
+                                           "batch_size": 64}, "FINISHED")
+    tag = client.get_run(run_id).data.tags["mistudy.saturation_epoch"]
+    assert tag == str(int(ranked.loc["p0", "saturation_epoch"]))
