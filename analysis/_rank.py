@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trainables.records import OPTIONAL_RECORD_KEYS, RECORD_KEYS
+from trainables.records import DEFAULT_LAST_K, OPTIONAL_RECORD_KEYS, RECORD_KEYS
 from trainables.saturation import saturation_epoch
 
 __all__ = ["trial_table", "match_baselines", "rank_schedules", "bootstrap_ci", "pareto_front",
@@ -58,7 +58,7 @@ def pareto_front(x: Any, y: Any) -> np.ndarray:
     return front
 
 
-def trial_table(runs: pd.DataFrame, history: pd.DataFrame, last_k: int = 3,
+def trial_table(runs: pd.DataFrame, history: pd.DataFrame, last_k: int = DEFAULT_LAST_K,
                 saturation: dict[str, Any] | None = None) -> tuple[pd.DataFrame, list[str]]:
     """One row per usable trial run, and notes about the runs left out."""
     notes: list[str] = []

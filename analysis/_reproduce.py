@@ -19,7 +19,13 @@ import numpy as np
 
 from trainables.config import TrainConfig
 from trainables.locks import folder_lock
-from trainables.records import DEFAULT_ALPHA, read_metrics, write_metrics
+from trainables.records import (
+    DEFAULT_ALPHA,
+    DEFAULT_LAST_K,
+    NUM_CLASSES,
+    read_metrics,
+    write_metrics,
+)
 
 from ._rank import bootstrap_ci
 
@@ -209,7 +215,8 @@ def _fig4(reg: list, out: Path, title: str) -> FigureResult:
     return FigureResult(4, png, verdict, {"mi_change_bits": d_mi, "train_ce_change": d_ce})
 
 
-def _fig5(ce: list, reg: list, out: Path, title: str, last_k: int = 5) -> FigureResult:
+def _fig5(ce: list, reg: list, out: Path, title: str, last_k: int = DEFAULT_LAST_K
+          ) -> FigureResult:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     for runs, color, name in ((ce, "black", "CE"), (reg, "C0", "regularized")):
@@ -359,8 +366,8 @@ def cpu_estimate_seconds(model: str, input_size: int, epochs: int, seeds: int,
 
     from trainables.models import build_model
 
-    net = build_model(model, 10, input_size)
-    x, y = torch.rand(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
+    net = build_model(model, NUM_CLASSES, input_size)
+    x, y = torch.rand(batch, 1, 28, 28), torch.randint(0, NUM_CLASSES, (batch,))
     t0 = time.perf_counter()
     torch.nn.functional.cross_entropy(net(x), y).backward()
     step = time.perf_counter() - t0

@@ -31,7 +31,7 @@ import yaml
 
 from trainables._yaml import MAX_BYTES, YamlLimitError, safe_load
 from trainables.config import MAX_SEED, ConfigError, TrainConfig
-from trainables.records import DEFAULT_ALPHA, DEFAULT_LAST_K
+from trainables.records import DEFAULT_ALPHA, DEFAULT_LAST_K, NUM_CLASSES
 from trainables.schedules import FAMILIES
 
 __all__ = ["StudySpec", "SpecError", "load_spec", "parse_spec", "PRESETS", "OBJECTIVE_METRICS"]
@@ -208,8 +208,8 @@ def _search(c: _Checker, raw: dict[str, Any]) -> tuple[Any, tuple[float, float],
         alpha = (DEFAULT_ALPHA, DEFAULT_ALPHA)
     bs = search.get("batch_size", [256])
     bs = [bs] if _int(bs) else bs
-    if not (isinstance(bs, list) and bs and all(_int(b) and b >= 10 for b in bs)):
-        c.bad("search.batch_size", bs, "a list of integers >= 10 (the class count)")
+    if not (isinstance(bs, list) and bs and all(_int(b) and b >= NUM_CLASSES for b in bs)):
+        c.bad("search.batch_size", bs, f"a list of integers >= {NUM_CLASSES} (the class count)")
         bs = [256]
     return families, (float(alpha[0]), float(alpha[1])), tuple(bs)
 

@@ -7,6 +7,8 @@ from collections.abc import Callable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .records import NUM_CLASSES
+
 __all__ = ["MODELS", "ShallowCNN", "build_model"]
 
 
@@ -14,7 +16,7 @@ class ShallowCNN(nn.Module):
     """Two conv + max-pool blocks, two fully connected hidden layers (ReLU after every hidden
     layer), a linear prediction layer. 45,278 parameters for 1x28x28 inputs (paper: ~44K)."""
 
-    def __init__(self, num_classes: int = 10) -> None:
+    def __init__(self, num_classes: int = NUM_CLASSES) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(1, 8, 5)  # 28 -> 24, pool -> 12
         self.conv2 = nn.Conv2d(8, 16, 5)  # 12 -> 8, pool -> 4
@@ -34,7 +36,7 @@ class ResizedResNet18(nn.Module):
     """torchvision's ResNet18 fed like the paper: grayscale replicated to 3 channels and
     resized to ``input_size`` on the device, per batch (the stored data stay 1x28x28)."""
 
-    def __init__(self, num_classes: int = 10, input_size: int = 224) -> None:
+    def __init__(self, num_classes: int = NUM_CLASSES, input_size: int = 224) -> None:
         super().__init__()
         from torchvision.models import resnet18
 
@@ -54,7 +56,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build_model(name: str, num_classes: int = 10, input_size: int = 224) -> nn.Module:
+def build_model(name: str, num_classes: int = NUM_CLASSES, input_size: int = 224) -> nn.Module:
     if name not in MODELS:
         raise ValueError(f"model={name!r} is unknown; allowed: {sorted(MODELS)}")
     return MODELS[name](num_classes, input_size)
