@@ -296,6 +296,9 @@ def analysis_command(args: argparse.Namespace) -> int:
         return _err(f"--last-k={args.last_k} -- allowed: an integer >= 1")
     if not 0 <= args.acc_tolerance <= 1:  # NaN fails this too
         return _err(f"--acc-tolerance={args.acc_tolerance} -- allowed: a number in [0, 1]")
+    out = getattr(args, "out", None)
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        return _err(f"--out {out!r} is a file; give a folder")
     if getattr(args, "top", 1) < 1:
         return _err(f"--top={args.top} -- allowed: an integer >= 1")
     try:
@@ -308,8 +311,6 @@ def analysis_command(args: argparse.Namespace) -> int:
         print(format_ranking(a.ranking, args.format))
         log_ranking(a)
     elif args.command == "export":
-        if Path(args.out).exists() and not Path(args.out).is_dir():
-            return _err(f"--out {args.out!r} is a file; give a folder")
         for path in export_configs(a, Path(args.out), args.top, args.include_flagged,
                                    args.seeds):
             print(f"wrote {path}")

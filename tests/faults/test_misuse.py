@@ -123,6 +123,8 @@ def test_known_errors_are_one_line_not_tracebacks(tmp_path: Path) -> None:
         mistudy("run", str(spec), "--out", str(afile / "sub")))
     assert "--num-cpus=-1" in _one_error_line(
         mistudy("run", str(spec), "--out", str(tmp_path / "n"), "--num-cpus", "-1"))
+    assert "is a file" in _one_error_line(
+        mistudy("export", str(tmp_path), "--out", str(afile)))
     big = tiny_spec(tmp_path / "big.yaml", seeds=[2**63])
     assert "seeds" in _one_error_line(mistudy("run", str(big), "--out", str(tmp_path / "b")))
     broken = tmp_path / "broken"
