@@ -51,13 +51,14 @@ def _sync() -> None:
 
 
 def _trainer(splits: Splits, model: str, batch: int, schedule: str, precision: str,
-             size: int, epochs: int, device: str) -> Trainer:
+             size: int, epochs: int, device: str, probes: int = 2) -> Trainer:
     cfg = TrainConfig.from_dict({
         "model": model, "batch_size": batch, "epochs": epochs, "device": device,
         "transition": SCHEDULES[schedule], "precision": precision, "input_size": size,
         "train_size": len(splits.train_y), "val_size": len(splits.val_y),
-        "test_size": len(splits.test_y), "kernel": {"horizon": 1, "calibration_batches": 2},
-        "mi_grad_batches": 2, "eval_batch_size": 500})
+        "test_size": len(splits.test_y),
+        "kernel": {"horizon": 1, "calibration_batches": probes},
+        "mi_grad_batches": probes, "eval_batch_size": 500})
     return Trainer(cfg, splits)
 
 
@@ -84,12 +85,12 @@ def shallow_ratio(splits: Splits, batches: list[int], epochs: int, device: str) 
     return rows
 
 
-def resnet_epochs(splits: Splits, size: int, epochs: int, device: str, batch: int = 128
-                  ) -> list[dict]:
+def resnet_epochs(splits: Splits, size: int, epochs: int, device: str, batch: int = 128,
+                  probes: int = 2) -> list[dict]:
     rows = []
     for precision in ("fp32", "bf16"):
         t = _interleaved({s: _trainer(splits, "resnet18", batch, s, precision, size, epochs,
-                                      device) for s in SCHEDULES}, epochs)
+                                      device, probes) for s in SCHEDULES}, epochs)
         rows.append({"precision": precision, "input_size": size, "batch": batch,
                      "ce_epoch_s": t["ce"], "reg_epoch_s": t["reg"],
                      "ratio": t["reg"] / t["ce"]})
@@ -169,9 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(1)
         # bf16 convolutions are emulated on most CPUs (30x slower here): the ResNet part is
         # a few images, one epoch -- it checks that the code runs, not its speed.
-        splits, r_splits = synthetic_splits(600, 100, 100), synthetic_splits(20, 10, 10)
+        splits, r_splits = synthetic_splits(600, 100, 100), synthetic_splits(10, 10, 10)
         res = {"shallow": shallow_ratio(splits, [100, 200], 2, device),
-               "resnet18": resnet_epochs(r_splits, 32, 1, device, batch=10),
+               "resnet18": resnet_epochs(r_splits, 32, 1, device, batch=10, probes=1),
                "eigh": eigh_times([64, 128], 3),
                "shared": shared_device([1, 2], 2, 600, device)}
     else:

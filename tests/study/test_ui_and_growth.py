@@ -44,8 +44,14 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     deadline = time.time() + 300
     while time.time() < deadline and not list((out / "ray").glob("*/*/result.json")):
         time.sleep(0.2)  # the first writer is training
-    second = mistudy("run", "--resume", "--out", str(out), timeout=300)
-    racer = mistudy("run", str(spec), "--out", str(out), timeout=300)
+    # both at once, while the first trains: a resume, and a plain run racing for the folder
+    procs = [subprocess.Popen([str(BIN / "mistudy"), *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+             for args in (("run", "--resume", "--out", str(out)),
+                          ("run", str(spec), "--out", str(out)))]
+    second, racer = (subprocess.CompletedProcess(p.args, p.wait(timeout=300),
+                                                 *p.communicate()) for p in procs)
+    assert first.poll() is None, "the first writer ended before the others tried"
     stdout, stderr = first.communicate(timeout=600)
     assert first.returncode == 0, stderr[-3000:]
     before = _optuna(out)
