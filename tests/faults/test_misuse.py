@@ -4,6 +4,7 @@ would (issue 13). Every test here failed on the code before the fix it names."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 
-from tests.conftest import write_idx
-from tests.study.conftest import BIN, free_port, mistudy, tiny_spec
+from tests.conftest import EPOCHS, tune_epochs, write_idx
+from tests.study.conftest import BIN, free_port, mistudy, store_uri, study_runs, tiny_spec
 
 pytestmark = pytest.mark.faults
 
@@ -205,3 +207,36 @@ def test_impossible_resources_are_refused_instead_of_waiting_forever(tmp_path: P
     res = mistudy("run", str(spec), "--out", str(tmp_path / "s"), timeout=120)
     assert "cpus_per_trial=1000" in _one_error_line(res) and time.time() - t0 < 60
     assert not (tmp_path / "s").exists()  # refused before anything was written
+
+
+# ---- 1 and 5: one writer per folder; a copied folder (on the shared real study) ------------
+@pytest.mark.slow
+def test_a_second_writer_is_refused_and_the_first_records_stay_whole(grown_study: dict) -> None:
+    for res in (grown_study["second"], grown_study["racer"]):
+        assert res.returncode == 2, res.stderr[-2000:]
+        assert f"PID {grown_study['first_pid']}" in res.stderr, res.stderr[-2000:]
+    for trial, epochs in tune_epochs(grown_study["out"]).items():
+        assert epochs == list(range(EPOCHS)), (trial, epochs)  # none missing, none twice
+
+
+@pytest.mark.slow
+def test_a_copied_folder_works_on_its_own_store(grown_study: dict) -> None:
+    copy = grown_study["root"] / "copy"
+    shutil.copytree(grown_study["out"], copy)
+    original = grown_study["out"] / "mlflow.db"
+    stamp = original.stat().st_mtime_ns
+    client = MlflowClient(store_uri(copy))
+    assert store_uri(copy).endswith(f"{copy.resolve()}/mlflow.db")
+    _, children = study_runs(store_uri(copy), "tiny", copy)
+    client.delete_run(children[0].info.run_id)  # damage the copy's store only
+    res = mistudy("sync", "--out", str(copy))
+    assert res.returncode == 0, res.stderr[-2000:]
+    _, again = study_runs(store_uri(copy), "tiny", copy)
+    assert len(again) == len(children)  # sync put the run back, in the copy
+    assert original.stat().st_mtime_ns == stamp  # the original store was not touched
+    elsewhere = grown_study["root"] / "elsewhere"
+    elsewhere.mkdir()
+    rank = subprocess.run([str(BIN / "mistudy"), "rank", str(copy.resolve())], cwd=elsewhere,
+                          capture_output=True, text=True, timeout=300)
+    assert rank.returncode == 0, rank.stderr[-2000:]
+    assert not (elsewhere / "mlflow.db").exists()

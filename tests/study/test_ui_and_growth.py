@@ -1,5 +1,5 @@
-"""One real study, shared by the tests that only read it: two writers on its folder, growing
-it, the MLflow layout a user compares schedules in, a copied folder, and the UI in Chromium."""
+"""The shared real study (``grown_study`` in tests/conftest.py): growing it, the MLflow layout a
+user compares schedules in, and the UI in Chromium."""
 
 from __future__ import annotations
 
@@ -11,79 +11,23 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.conftest import EPOCHS, optuna_trials
 from tests.study.conftest import BIN, free_port, mistudy, store_uri, study_runs, tiny_spec
 from trainables.records import run_name
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
-EPOCHS = 2
-
-
-def _results(out: Path) -> dict[str, list[int]]:
-    """trial id -> the epochs in Tune's result.json, in order (every experiment)."""
-    found = {}
-    for path in (out / "ray").glob("*/*/result.json"):
-        found[path.parent.name] = [json.loads(ln)["epoch"] for ln in path.read_text().splitlines()
-                                   if ln.strip()]
-    return found
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A 2-configuration study (seeds 0 and 1) that a second writer tried to join while it ran,
-    then grown to 4 configurations."""
-    root = tmp_path_factory.mktemp("grow")
-    out = root / "study"
-    spec = tiny_spec(root / "spec.yaml", trials=2, seeds=[0, 1])
-    first = subprocess.Popen([str(BIN / "mistudy"), "run", str(spec), "--out", str(out)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and not list((out / "ray").glob("*/*/result.json")):
-        time.sleep(0.2)  # the first writer is training
-    # both at once, while the first trains: a resume, and a plain run racing for the folder
-    procs = [subprocess.Popen([str(BIN / "mistudy"), *args], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-             for args in (("run", "--resume", "--out", str(out)),
-                          ("run", str(spec), "--out", str(out)))]
-    second, racer = (subprocess.CompletedProcess(p.args, p.wait(timeout=300),
-                                                 *p.communicate()) for p in procs)
-    assert first.poll() is None, "the first writer ended before the others tried"
-    stdout, stderr = first.communicate(timeout=600)
-    assert first.returncode == 0, stderr[-3000:]
-    before = _optuna(out)
-    grown = mistudy("run", "--resume", "--out", str(out), "--trials", "4", timeout=900)
-    assert grown.returncode == 0, grown.stderr[-3000:]
-    return {"root": root, "out": out, "first_pid": first.pid, "second": second,
-            "racer": racer, "first_stdout": stdout, "optuna_before": before,
-            "grown": grown}
-
-
-def _optuna(out: Path) -> dict[int, tuple[float | None, dict]]:
-    import optuna
-
-    sid = json.loads((out / "study.json").read_text())["study_id"]
-    st = optuna.load_study(study_name=sid, storage=f"sqlite:///{out / 'optuna.db'}")
-    return {t.number: (t.value, t.params) for t in st.trials}
-
-
-def test_a_second_writer_is_refused_and_the_first_records_stay_whole(study: dict) -> None:
-    for res in (study["second"], study["racer"]):
-        assert res.returncode == 2, res.stderr[-2000:]
-        assert f"PID {study['first_pid']}" in res.stderr, res.stderr[-2000:]
-    for trial, epochs in _results(study["out"]).items():
-        assert epochs == list(range(EPOCHS)), (trial, epochs)  # none missing, none twice
 
 
 def test_growing_keeps_history_samples_new_configs_and_runs_no_baseline_twice(
-        study: dict) -> None:
-    out = study["out"]
-    after = _optuna(out)
+        grown_study: dict) -> None:
+    out = grown_study["out"]
+    after = optuna_trials(out)
     assert sorted(after) == [0, 1, 2, 3]
-    for n, (value, params) in study["optuna_before"].items():
+    for n, (value, params) in grown_study["optuna_before"].items():
         assert after[n] == (value, params)  # the first two trials' values unchanged
     assert len({json.dumps(p, sort_keys=True) for _, p in after.values()}) == 4  # no re-sample
     parents, children = study_runs(store_uri(out), "tiny", out)
@@ -97,21 +41,22 @@ def test_growing_keeps_history_samples_new_configs_and_runs_no_baseline_twice(
         sorted(str(n) for n in range(4) for _ in range(2))
     assert (out / "ray" / "tiny-more1").is_dir()
     # the end-of-study summary lists the best trials of every experiment (issue 13, item 14)
-    for res in (study["grown"].stdout, study["first_stdout"]):
+    for res in (grown_study["grown"].stdout, grown_study["first_stdout"]):
         best = [ln for ln in res.splitlines() if ln.startswith("  ") and "val_ce=" in ln]
         assert len(best) >= 4, res[-2000:]
 
 
-def test_changing_the_spec_on_resume_is_refused(study: dict) -> None:
-    other = tiny_spec(study["root"] / "other.yaml", trials=2, seeds=[0, 1, 2])
-    res = mistudy("run", str(other), "--resume", "--out", str(study["out"]))
+def test_changing_the_spec_on_resume_is_refused(grown_study: dict) -> None:
+    other = tiny_spec(grown_study["root"] / "other.yaml", trials=2, seeds=[0, 1, 2])
+    res = mistudy("run", str(other), "--resume", "--out", str(grown_study["out"]))
     assert res.returncode == 2 and "only --trials may change" in res.stderr
-    res = mistudy("run", "--resume", "--out", str(study["out"]), "--trials", "3")
+    res = mistudy("run", "--resume", "--out", str(grown_study["out"]), "--trials", "3")
     assert res.returncode == 2 and "--trials=3" in res.stderr
 
 
-def test_runs_carry_readable_names_a_schedule_tag_and_sortable_summaries(study: dict) -> None:
-    out = study["out"]
+def test_runs_carry_readable_names_a_schedule_tag_and_sortable_summaries(
+        grown_study: dict) -> None:
+    out = grown_study["out"]
     client = MlflowClient(store_uri(out))
     exp = client.get_experiment_by_name("tiny")
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
@@ -151,28 +96,6 @@ def test_runs_carry_readable_names_a_schedule_tag_and_sortable_summaries(study: 
     assert "best_gap_closure" in parent[0].data.metrics
 
 
-def test_a_copied_folder_works_on_its_own_store(study: dict) -> None:
-    copy = study["root"] / "copy"
-    shutil.copytree(study["out"], copy)
-    original = study["out"] / "mlflow.db"
-    stamp = original.stat().st_mtime_ns
-    client = MlflowClient(store_uri(copy))
-    assert store_uri(copy).endswith(f"{copy.resolve()}/mlflow.db")
-    _, children = study_runs(store_uri(copy), "tiny", copy)
-    client.delete_run(children[0].info.run_id)  # damage the copy's store only
-    res = mistudy("sync", "--out", str(copy))
-    assert res.returncode == 0, res.stderr[-2000:]
-    _, again = study_runs(store_uri(copy), "tiny", copy)
-    assert len(again) == len(children)  # sync put the run back, in the copy
-    assert original.stat().st_mtime_ns == stamp  # the original store was not touched
-    elsewhere = study["root"] / "elsewhere"
-    elsewhere.mkdir()
-    rank = subprocess.run([str(BIN / "mistudy"), "rank", str(copy.resolve())], cwd=elsewhere,
-                          capture_output=True, text=True, timeout=300)
-    assert rank.returncode == 0, rank.stderr[-2000:]
-    assert not (elsewhere / "mlflow.db").exists()
-
-
 def _tree(pid: int) -> list[int]:
     from study._ui import descendants
 
@@ -187,13 +110,13 @@ def _alive(pid: int) -> bool:
 
 
 def test_the_ui_link_opens_the_charted_trial_runs_and_sigterm_stops_everything(
-        study: dict, tmp_path: Path) -> None:
+        grown_study: dict, tmp_path: Path) -> None:
     from study._ui import port_free
 
     port = free_port()
-    proc = subprocess.Popen([str(BIN / "mistudy"), "ui", "--out", str(study["out"]), "--port",
-                             str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    out = str(grown_study["out"])
+    proc = subprocess.Popen([str(BIN / "mistudy"), "ui", "--out", out, "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     tree: list[int] = []
     try:
         line = ""
@@ -209,7 +132,7 @@ def test_the_ui_link_opens_the_charted_trial_runs_and_sigterm_stops_everything(
             if 'title="mi_y_yhat"' in dom:
                 break
         assert "Welcome to MLflow" not in dom and "Traces 0" not in dom  # not the GenAI view
-        _, children = study_runs(store_uri(study["out"]), "tiny", study["out"])
+        _, children = study_runs(store_uri(grown_study["out"]), "tiny", grown_study["out"])
         for c in children[:3]:
             assert c.info.run_name in dom  # readable names, listed flat (not collapsed)
         a = dom.index('title="mi_y_yhat"')
