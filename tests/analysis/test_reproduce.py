@@ -52,10 +52,17 @@ class _Stop(Exception):
     pass
 
 
-def test_runs_killed_mid_way_resume_to_the_same_numbers(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One uninterrupted CE and regularized run (3 epochs), read by the tests below."""
+    out = tmp_path_factory.mktemp("whole")
+    train_runs(_plan(out, seeds=1), log=lambda *_: None)
+    return out
+
+
+def test_runs_killed_mid_way_resume_to_the_same_numbers(tmp_path: Path, whole: Path) -> None:
     """Round-robin runs stopped after 3 of 6 epoch-steps continue from their checkpoints and end
     with the records of an uninterrupted run (the second computation), epoch for epoch."""
-    train_runs(_plan(tmp_path / "whole", seeds=1), log=lambda *_: None)
     calls = []
 
     def stop_after_three(msg: str) -> None:
@@ -68,14 +75,14 @@ def test_runs_killed_mid_way_resume_to_the_same_numbers(tmp_path: Path) -> None:
     partial = sorted((tmp_path / "cut" / "runs").glob("*/state.pt"))
     assert len(partial) == 2  # both runs hold a checkpoint, neither is finished
     train_runs(_plan(tmp_path / "cut", seeds=1), log=lambda *_: None)
-    for whole in sorted((tmp_path / "whole" / "runs").iterdir()):
-        a = read_metrics(whole / "metrics.csv")
-        b = read_metrics(tmp_path / "cut" / "runs" / whole.name / "metrics.csv")
+    for run in sorted((whole / "runs").iterdir()):
+        a = read_metrics(run / "metrics.csv")
+        b = read_metrics(tmp_path / "cut" / "runs" / run.name / "metrics.csv")
         assert len(a) == len(b) == 3
         for ra, rb in zip(a, b):
             assert {k: v for k, v in ra.items() if k != "epoch_seconds"} == \
                 {k: v for k, v in rb.items() if k != "epoch_seconds"}
-        assert not (tmp_path / "cut" / "runs" / whole.name / "state.pt").exists()
+        assert not (tmp_path / "cut" / "runs" / run.name / "state.pt").exists()
 
 
 def test_a_run_held_by_another_process_is_refused(tmp_path: Path) -> None:
@@ -85,9 +92,8 @@ def test_a_run_held_by_another_process_is_refused(tmp_path: Path) -> None:
             train_runs(runs, log=lambda *_: None)
 
 
-def test_fig6_starts_at_initialization_and_weighted_norm_starts_at_zero(tmp_path: Path) -> None:
-    train_runs(_plan(tmp_path, seeds=1), log=lambda *_: None)
-    reg = read_metrics(next((tmp_path / "runs").glob("*-reg-*")) / "metrics.csv")
+def test_fig6_starts_at_initialization_and_weighted_norm_starts_at_zero(whole: Path) -> None:
+    reg = read_metrics(next((whole / "runs").glob("*-reg-*")) / "metrics.csv")
     # the probe before epoch e+1 is the probe after epoch e (same network, same width)
     for prev, nxt in zip(reg, reg[1:]):
         assert nxt["mi_grad_norm_start"] == prev["mi_grad_norm"]

@@ -117,24 +117,39 @@ def test_wrong_shape_or_label_data_is_refused_before_output(tmp_path: Path, dama
 
 
 # ---- 11: tracebacks turned into one line --------------------------------------------------
-def test_known_errors_are_one_line_not_tracebacks(tmp_path: Path) -> None:
+def _in_process(capsys: pytest.CaptureFixture, *args: str) -> subprocess.CompletedProcess:
+    """``mistudy ARGS`` through the same ``main`` (its error boundary) without a new
+    interpreter; an exception that escaped the boundary would fail the test here."""
+    from study.cli import main
+
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), code, out, err)
+
+
+def test_known_errors_are_one_line_not_tracebacks(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
     afile = tmp_path / "file"
     afile.write_text("x")
     spec = tiny_spec(tmp_path / "s.yaml")
     assert "cannot be made a folder" in _one_error_line(
-        mistudy("run", str(spec), "--out", str(afile / "sub")))
+        _in_process(capsys, "run", str(spec), "--out", str(afile / "sub")))
     assert "--num-cpus=-1" in _one_error_line(
-        mistudy("run", str(spec), "--out", str(tmp_path / "n"), "--num-cpus", "-1"))
+        _in_process(capsys, "run", str(spec), "--out", str(tmp_path / "n"), "--num-cpus", "-1"))
     assert "is a file" in _one_error_line(
-        mistudy("export", str(tmp_path), "--out", str(afile)))
+        _in_process(capsys, "export", str(tmp_path), "--out", str(afile)))
     big = tiny_spec(tmp_path / "big.yaml", seeds=[2**63])
-    assert "seeds" in _one_error_line(mistudy("run", str(big), "--out", str(tmp_path / "b")))
+    assert "seeds" in _one_error_line(
+        _in_process(capsys, "run", str(big), "--out", str(tmp_path / "b")))
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "study.json").write_text("{not json")
     tiny_spec(broken / "spec.yaml")
-    for cmd in (("run", "--resume", "--out"), ("sync", "--out"), ("ui", "--out")):
-        assert "damaged" in _one_error_line(mistudy(*cmd, str(broken)))
+    for cmd in (("sync", "--out"), ("ui", "--out")):
+        assert "damaged" in _one_error_line(_in_process(capsys, *cmd, str(broken)))
+    # and once as a real process, as a user meets it
+    assert "damaged" in _one_error_line(mistudy("run", "--resume", "--out", str(broken)))
 
 
 # ---- 12 and 13: floats as users write them; sanity bounds ---------------------------------

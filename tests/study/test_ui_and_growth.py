@@ -139,8 +139,6 @@ def test_the_ui_link_opens_the_charted_trial_runs_and_sigterm_stops_everything(
         b = dom.index("(mi_y_yhat)", a)
         assert re.search(r'class="js-line" d="M[\d.]+,[\d.]+L', dom[a:b]), \
             "no line drawn in the mi_y_yhat chart"
-        _chromium(link, tmp_path / "shot", f"--screenshot={tmp_path / 'ui.png'}", port)
-        assert (tmp_path / "ui.png").stat().st_size > 20_000
         tree = sorted(set(tree) | set(_tree(proc.pid)))
         assert len(tree) >= 3  # mistudy, the MLflow server, its workers
     finally:
