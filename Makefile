@@ -7,6 +7,11 @@ STAMP := $(VENV)/.mistudy-setup
 # torch comes from this machine's disk (a pip constraint caps it there); elsewhere pip fetches it.
 TORCH := torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
+# Two pytest-xdist workers: a study test mostly waits on processes (Ray starting, a killed
+# driver, a server); tests sharing an expensive fixture go to one worker (tests/conftest.py).
+# `make test TEST_WORKERS=0` runs the suite in one process.
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadgroup)
 
 .PHONY: setup data test test-fast lint study bench bench-quick clean
 
@@ -42,10 +47,10 @@ data:
 	fi
 
 test: setup
-	tests/netns.sh $(PY) -m pytest $(PYTEST_ARGS)
+	tests/netns.sh $(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: setup
-	tests/netns.sh $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	tests/netns.sh $(PY) -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check trainables study analysis tests benchmarks

@@ -57,7 +57,7 @@ def _trainer(splits: Splits, model: str, batch: int, schedule: str, precision: s
         "transition": SCHEDULES[schedule], "precision": precision, "input_size": size,
         "train_size": len(splits.train_y), "val_size": len(splits.val_y),
         "test_size": len(splits.test_y),
-        "kernel": {"horizon": 1, "calibration_batches": probes},
+        "kernel": {"horizon": 1, "calibration_batches": max(1, probes)},
         "mi_grad_batches": probes, "eval_batch_size": 500})
     return Trainer(cfg, splits)
 
@@ -86,11 +86,13 @@ def shallow_ratio(splits: Splits, batches: list[int], epochs: int, device: str) 
 
 
 def resnet_epochs(splits: Splits, size: int, epochs: int, device: str, batch: int = 128,
-                  probes: int = 2) -> list[dict]:
+                  probes: dict[str, int] | None = None) -> list[dict]:
+    """``probes``: the gradient-norm probe's batches per precision (default 2 each)."""
     rows = []
     for precision in ("fp32", "bf16"):
+        n = (probes or {}).get(precision, 2)
         t = _interleaved({s: _trainer(splits, "resnet18", batch, s, precision, size, epochs,
-                                      device, probes) for s in SCHEDULES}, epochs)
+                                      device, n) for s in SCHEDULES}, epochs)
         rows.append({"precision": precision, "input_size": size, "batch": batch,
                      "ce_epoch_s": t["ce"], "reg_epoch_s": t["reg"],
                      "ratio": t["reg"] / t["ce"]})
@@ -168,13 +170,16 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     if args.smoke:
         torch.set_num_threads(1)
-        # bf16 convolutions are emulated on most CPUs (30x slower here): the ResNet part is
-        # a few images, one epoch -- it checks that the code runs, not its speed.
+        # bf16 convolutions are emulated on most CPUs (30x slower here; a backward pass of 10
+        # images at 32x32 takes ~3.5 s): the ResNet part is one batch, one epoch, and bf16
+        # leaves out the probe's two extra backward passes (fp32 runs them) -- it checks that
+        # the code runs, not its speed.
         splits, r_splits = synthetic_splits(600, 100, 100), synthetic_splits(10, 10, 10)
         res = {"shallow": shallow_ratio(splits, [100, 200], 2, device),
-               "resnet18": resnet_epochs(r_splits, 32, 1, device, batch=10, probes=1),
+               "resnet18": resnet_epochs(r_splits, 32, 1, device, batch=10,
+                                         probes={"fp32": 1, "bf16": 0}),
                "eigh": eigh_times([64, 128], 3),
-               "shared": shared_device([1, 2], 2, 600, device)}
+               "shared": shared_device([1, 2], 2, 300, device)}
     else:
         splits = synthetic_splits(5000, 1000, 1000)
         res = {"shallow": shallow_ratio(splits, [256, 512], 4, device),

@@ -198,10 +198,19 @@ def writer_lock(out: Path) -> Iterator[None]:
 
 def write_new_study(paths: StudyPaths, spec: StudySpec, meta: dict[str, Any]) -> None:
     """spec.yaml, then study.json (its presence marks a study), each atomically."""
+    write_spec(paths, spec)
+    _write_atomic(paths.meta, json.dumps(meta, indent=2))
+
+
+def write_spec(paths: StudyPaths, spec: StudySpec) -> None:
+    """The spec as run, atomically (``--trials N`` rewrites it before the extension runs)."""
     import yaml
 
-    for path, text in ((paths.spec, yaml.safe_dump(spec.raw, sort_keys=False)),
-                       (paths.meta, json.dumps(meta, indent=2))):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+    _write_atomic(paths.spec, yaml.safe_dump(spec.raw, sort_keys=False))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """A reader sees the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

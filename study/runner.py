@@ -30,6 +30,7 @@ from ._folder import (
     record_timings,
     tracking_uri_of,
     write_new_study,
+    write_spec,
     writer_lock,
 )
 from ._ray import (
@@ -112,7 +113,7 @@ def run_study(spec: StudySpec | None, out: Path, *, resume: bool = False,
         if not resume or _unfinished(first):
             fit(first, spec, resume)
         if grown is not None:
-            _grow(paths, spec, grown, fit)
+            _grow(paths, spec, grown, fit, meta["study_id"])
             spec = grown
         t_sync = time.time()
         sync_study(out, locked=True)
@@ -176,28 +177,18 @@ def _fitter(spec: StudySpec, paths: StudyPaths, tracker: Any, cpus: float, gpus:
     return fit  # type: ignore[return-value]
 
 
-def _grow(paths: StudyPaths, spec: StudySpec, grown: StudySpec, fit: Callable) -> None:
+def _grow(paths: StudyPaths, spec: StudySpec, grown: StudySpec, fit: Callable,
+          study_id: str) -> None:
     """One more experiment for the configurations ``grown`` adds; its searcher continues the
     stored Optuna study (``asked`` counts the ones sampled before, baselines already ran)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=_optuna_name(paths), storage=paths.optuna)
-    asked = len(study.trials)
+    asked = len(optuna.load_study(study_name=study_id, storage=paths.optuna).trials)
     k = len(experiment_dirs(paths, spec))
     exp_dir = (paths.ray / f"{spec.name}-more{k}").resolve()
-    tmp = paths.spec.with_name(".spec.yaml.tmp")
-    import yaml
-
-    tmp.write_text(yaml.safe_dump(grown.raw, sort_keys=False), encoding="utf-8")
-    tmp.replace(paths.spec)  # the spec now says N; a kill from here resumes the extension
+    write_spec(paths, grown)  # the spec now says N; a kill from here resumes the extension
     fit(exp_dir, grown, False, asked=asked, baselines=False)
-
-
-def _optuna_name(paths: StudyPaths) -> str:
-    import json
-
-    return str(json.loads(paths.meta.read_text())["study_id"])
 
 
 def _trainable(cpus: float, gpus: float) -> Any:

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +14,12 @@ import numpy as np
 import pytest
 
 from tests.study.conftest import MlflowServer, RayCluster, require_loopback
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers share the cores: one compute thread each, for torch here and for the
+    # processes the tests start (OpenMP threads spinning on a busy core made in-process
+    # training 30x slower). Set before torch is first imported.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -41,6 +49,70 @@ def synthetic_idx(tmp_path: Path) -> Path:
         write_idx(folder / f"{prefix}-images-idx3-ubyte{ext}", images)
         write_idx(folder / f"{prefix}-labels-idx1-ubyte{ext}", labels)
     return folder
+
+
+# `make test` runs the suite on two pytest-xdist workers (most of a study test's time is spent
+# waiting on processes: Ray starting, a killed driver, a server). A session or module fixture
+# is built once per worker that needs it, so the tests sharing an expensive one are sent to
+# the same worker: one group per shared session fixture, one per module with a module
+# fixture. The workers know the fixtures and write each test's group to a file; the
+# controller's scheduler reads it. (xdist's own `xdist_group` mark is lost under pytest 9:
+# xdist 3.8 renames the node id through an attribute pytest no longer reads.)
+SHARED_GROUPS = {"grown_study": "grown-study", "ray_cluster": "ray-cluster"}
+
+
+def _groups_file() -> Path:
+    return Path(tempfile.gettempdir()) / f"mistudy-test-groups-{os.getpid()}.json"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:  # controller: tells each worker where to write
+    node.workerinput["mistudy_groups"] = str(_groups_file())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    target = getattr(config, "workerinput", {}).get("mistudy_groups")
+    if target:  # an xdist worker
+        groups = {item.nodeid: g for item in items if (g := _shared_group(item))}
+        tmp = Path(f"{target}.{os.getpid()}")
+        tmp.write_text(json.dumps(groups))
+        os.replace(tmp, target)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class SharedFixtureScheduling(LoadGroupScheduling):
+        groups: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.groups is None:  # the workers' collections are complete by now
+                path = _groups_file()
+                self.groups = json.loads(path.read_text()) if path.exists() else {}
+            return self.groups.get(nodeid) or super()._split_scope(nodeid)
+
+    return SharedFixtureScheduling(config, log)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):
+        _groups_file().unlink(missing_ok=True)
+
+
+def _shared_group(item: pytest.Item) -> str | None:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return None
+    groups = [SHARED_GROUPS[name] for name in info.names_closure if name in SHARED_GROUPS]
+    if groups:
+        return "+".join(sorted(set(groups)))
+    for defs in info.name2fixturedefs.values():
+        if defs and defs[-1].scope == "module":
+            return item.nodeid.split("::", 1)[0]
+    return None
 
 
 # Shared by tests/study and tests/faults: one MLflow server and one Ray cluster per session.

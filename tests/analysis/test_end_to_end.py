@@ -1,5 +1,5 @@
-"""On a tiny real study: rank -> export -> `mistudy train --config` reproduces the exported
-trial's numbers; the HTML report renders in a real headless Chromium."""
+"""On the shared tiny real study: rank -> export -> `mistudy train --config` reproduces the
+exported trial's numbers; the HTML report renders in a real headless Chromium."""
 
 from __future__ import annotations
 
@@ -14,21 +14,17 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from analysis import analyze
-from tests.study.conftest import mistudy, tiny_spec
+from tests.study.conftest import mistudy
 from trainables.loop import RECORD_KEYS
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 
-@pytest.fixture(scope="module")
-def finished_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("e2e")
-    spec = tiny_spec(root / "spec.yaml", trials=2, seeds=[0, 1],
-                     fixed={"epochs": 3, "mi_grad_batches": 1})
-    out = root / "study"
-    res = mistudy("run", str(spec), "--out", str(out), "--num-cpus", "2")
-    assert res.returncode == 0, res.stderr[-3000:]
-    return out
+@pytest.fixture
+def finished_study(grown_study: dict) -> Path:
+    """The session's shared real study (tests/conftest.py): 4 configurations x seeds 0 and 1
+    plus baselines, 2 epochs, grown from 2 configurations by a second Tune experiment."""
+    return Path(grown_study["out"])
 
 
 def test_rank_export_and_rerun_reproduces_the_trial(finished_study: Path, tmp_path: Path
@@ -37,7 +33,7 @@ def test_rank_export_and_rerun_reproduces_the_trial(finished_study: Path, tmp_pa
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("| rank | schedule | closure")
     a = analyze(str(finished_study), last_k=2)
-    assert len(a.ranking) == 2 and (a.ranking.n_seeds == 2).all()
+    assert len(a.ranking) == 4 and (a.ranking.n_seeds == 2).all()
     # The ranking is logged to the parent run.
     client = MlflowClient(a.data.tracking_uri)
     assert {"ranking.csv", "ranking.md"} <= {x.path for x in
@@ -83,7 +79,7 @@ def test_report_renders_in_headless_chromium(finished_study: Path, tmp_path: Pat
     dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True,
                          text=True, timeout=120).stdout
     assert 'class="dataframe ranking"' in dom and dom.count("<img") == 4
-    assert dom.count("<tr") >= 3  # header + two schedules
+    assert dom.count("<tr") >= 5  # header + four schedules
     shot = tmp_path / "shot.png"
     subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1400,2400", page.as_uri()],
                    capture_output=True, timeout=120)

@@ -17,6 +17,8 @@ from mlflow.tracking import MlflowClient
 from tests.study.conftest import (
     BIN,
     MlflowServer,
+    epochs_reported,
+    kill_driver_when,
     mistudy,
     require_loopback,
     store_uri,
@@ -24,7 +26,6 @@ from tests.study.conftest import (
     tiny_spec,
     tune_trial_ids,
 )
-from tests.study.test_resume import epochs_reported, kill_driver_when
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.cluster]
 
@@ -40,8 +41,9 @@ def _check_one_run_per_trial(out: Path, epochs: int, expect_failed: int = 0) -> 
         if c.info.status == "FAILED":
             continue
         assert c.info.status == "FINISHED"
-        steps = [m.step for m in client.get_metric_history(c.info.run_id, "epoch")]
-        assert sorted(steps) == list(range(epochs)), (c.info.run_name, steps)
+        for key in ("epoch", "mi_y_yhat", "test_ce", "gap"):
+            steps = [m.step for m in client.get_metric_history(c.info.run_id, key)]
+            assert sorted(steps) == list(range(epochs)), (c.info.run_name, key, steps)
     failed = {c.info.run_name: c.data.tags.get("mistudy.error", "")[-1500:]
               for c in children if c.info.status == "FAILED"}
     assert len(failed) == expect_failed, failed
@@ -62,6 +64,9 @@ def test_diverging_trial_fails_with_its_reason_and_the_study_goes_on(tmp_path: P
 
 
 def test_driver_sigkilled_at_five_points_then_resumed(tmp_path: Path) -> None:
+    # The driver dies without cleanup before any result, then ever later; each time the
+    # study resumes. At the end: one MLflow run per Tune trial, each epoch of each metric
+    # logged exactly once (this also covers the single kill-and-resume of earlier rounds).
     epochs, trials = 4, 3
     spec = tiny_spec(tmp_path / "spec.yaml", fixed={"epochs": epochs}, trials=trials)
     out = tmp_path / "study"
@@ -109,7 +114,7 @@ def test_resume_from_a_stale_state_whose_checkpoints_tune_deleted(tmp_path: Path
     # folder. Made certain here: session 1 is killed early, session 2 runs each trial on by
     # several epochs (Tune deletes what session 1's state named) and is killed, and session
     # 2's state files are removed, so session 3 resumes from session 1's stale state.
-    epochs = 30
+    epochs = 20  # room for session 2's 12 epochs (2 trials) with some left for session 3
     spec = tiny_spec(tmp_path / "spec.yaml", fixed={"epochs": epochs}, trials=1)
     out = tmp_path / "study"
     kill_driver_when(out, spec, min_epochs=4)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -111,8 +112,32 @@ class RayCluster:
         self.ray("start", f"--address={self.address}", "--node-ip-address=127.0.0.1", *common)
 
     def stop(self) -> None:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=self.env,
-                       capture_output=True, timeout=120)
+        """SIGKILL this cluster's processes only (`ray stop` would stop every Ray on the
+        machine, the local Rays of tests running alongside included): they are the ones whose
+        environment holds this cluster's token -- workers too, whose command line Ray
+        rewrites."""
+        mark = f"RAY_AUTH_TOKEN={self.env['RAY_AUTH_TOKEN']}".encode()
+        for _ in range(3):  # a dying raylet may still be starting a worker
+            pids = [p for p in _pids() if p != os.getpid() and mark in _environ(p)]
+            for pid in pids:
+                try:
+                    os.kill(pid, 9)
+                except ProcessLookupError:
+                    pass
+            if not pids:
+                return
+            time.sleep(0.5)
+
+
+def _pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
+def _environ(pid: int) -> bytes:
+    try:
+        return (Path("/proc") / str(pid) / "environ").read_bytes()
+    except OSError:
+        return b""
 
 
 def mistudy(*args: str, env: dict | None = None, timeout: float = 600
@@ -146,6 +171,35 @@ def study_runs(tracking_uri: str, experiment: str, study_dir: Path | None = None
     parents = [r for r in runs if r.data.tags.get("mistudy.role") == "parent"]
     children = [r for r in runs if r.data.tags.get("mistudy.role") == "trial"]
     return parents, children
+
+
+def epochs_reported(study_dir: Path) -> int:
+    exp = study_dir / "ray" / "tiny"
+    if not exp.exists():
+        return 0
+    return sum(len((t / "result.json").read_text().splitlines())
+               for t in exp.iterdir() if (t / "result.json").exists())
+
+
+def kill_driver_when(study_dir: Path, spec: Path | None, min_epochs: int) -> None:
+    """Start ``mistudy run SPEC`` (``--resume`` when ``spec`` is None) and SIGKILL the driver,
+    then its process group, once ``min_epochs`` results are on disk."""
+    args = [str(spec)] if spec is not None else ["--resume"]
+    proc = subprocess.Popen([str(BIN / "mistudy"), "run", *args, "--out", str(study_dir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while epochs_reported(study_dir) < min_epochs:
+        assert proc.poll() is None, "the study ended before the kill"
+        assert time.time() < deadline
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)  # the driver dies without any cleanup
+    proc.wait()
+    time.sleep(1)
+    try:  # then the rest of its machine: the local Ray it started
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def tune_trial_ids(study_dir: Path, name: str = "tiny") -> set[str]:
