@@ -2,7 +2,8 @@
 trial's epoch, and an ETA from the epoch times measured so far.
 
 On a terminal it is one tqdm bar (trials done out of all) whose text lists the running trials
-(``power p=0.5 α=1.01 b256 s0 epoch 12/50``); elsewhere (CI logs, ``| tee``) one plain line
+(``power p=0.5 α=1.01 b256 s0 epoch 12/50``), with a line above it as each trial starts and
+ends; elsewhere (CI logs, ``| tee``) one plain line
 per event: a trial started, an epoch reported, a trial finished or failed.
 """
 
@@ -62,7 +63,7 @@ class StudyProgress(Callback):
         self.names[trial.trial_id] = run_name(trial.config)
         self.running.setdefault(trial.trial_id, 0)
         self.slots = max(self.slots, len(self.running))
-        self._event(f"start  {self.names[trial.trial_id]}")
+        self._event(f"start  {self.names[trial.trial_id]}", line=True)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
@@ -77,14 +78,15 @@ class StudyProgress(Callback):
         self.done += 1
         r = trial.last_result or {}
         self._event(f"done   {self._name(trial)}: gap {r.get('gap', float('nan')):.4f}, "
-                    f"test acc {r.get('test_acc', float('nan')):.3f}", advance=True)
+                    f"test acc {r.get('test_acc', float('nan')):.3f}", advance=True, line=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         from ._callbacks import trial_error_text
 
         self.running.pop(trial.trial_id, None)
         self.failed += 1
-        self._event(f"FAILED {self._name(trial)}: {trial_error_text(trial)}", advance=True)
+        self._event(f"FAILED {self._name(trial)}: {trial_error_text(trial)}", advance=True,
+                    line=True)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         if self._bar is not None:
@@ -106,7 +108,9 @@ class StudyProgress(Callback):
         return (f"{c['finished']} finished, {c['running']} running, {c['pending']} pending, "
                 f"{c['failed']} failed, ETA {c['eta']}")
 
-    def _event(self, text: str, advance: bool = False) -> None:
+    def _event(self, text: str, advance: bool = False, line: bool = False) -> None:
+        """A line per event when piped; on a terminal the bar, with a line above it for a
+        trial's start and end (``line``)."""
         if not self.tty:
             print(f"[{time.time() - self.t0:7.0f}s] {text} | {self._summary()}",
                   file=self.stream, flush=True)
@@ -115,13 +119,16 @@ class StudyProgress(Callback):
 
         if self._bar is None:
             self._bar = tqdm(total=self.total, file=self.stream, unit="trial",
-                             dynamic_ncols=True, bar_format="{l_bar}{bar}| {n}/{total} "
-                             "[{elapsed}] {postfix}")
+                             dynamic_ncols=True,  # tqdm puts ", " before the postfix itself
+                             # a fixed-width bar: the running trials' names, cut at the
+                             # terminal's edge, must not squeeze it to nothing
+                             bar_format="{l_bar}{bar:20}| {n}/{total} [{elapsed}]{postfix}")
         if advance:
             self._bar.update(1)
+        if line:
             self._bar.write(text, file=self.stream)
         epochs = ", ".join(f"{self.names.get(t, t)} epoch {e}/{self.epochs}"
                            for t, e in list(self.running.items())[:3])
         more = f" +{len(self.running) - 3}" if len(self.running) > 3 else ""
         self._bar.set_description("trials", refresh=False)
-        self._bar.set_postfix_str(f"{self._summary()} | {epochs}{more}")
+        self._bar.set_postfix_str(f"{self._summary()}{' | ' if epochs else ''}{epochs}{more}")
