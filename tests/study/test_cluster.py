@@ -26,13 +26,18 @@ def _intervals(study_dir: Path) -> list[tuple[float, float]]:
 
 def test_two_node_cluster_trials_on_both_nodes_one_server(tmp_path: Path, ray_cluster,
                                                           mlflow_server) -> None:
-    spec = tiny_spec(tmp_path / "spec.yaml", name="tiny")
+    # Trials long enough (seconds each) that the second node's actor is up before the first
+    # node's reused actor has run them all: on a loaded machine 2-epoch trials of 500 images
+    # once all ran on one node.
+    epochs = 3
+    spec = tiny_spec(tmp_path / "spec.yaml", name="tiny",
+                     fixed={"epochs": epochs, "train_size": 1500})
     out = tmp_path / "study"
     res = mistudy("run", str(spec), "--out", str(out), "--address", ray_cluster.address,
                   "--tracking-uri", mlflow_server.uri, "--cpus-per-trial", "1",
                   env=ray_cluster.env)
     assert res.returncode == 0, res.stderr[-3000:]
-    children = check_study_store(mlflow_server.uri, out, epochs=2)
+    children = check_study_store(mlflow_server.uri, out, epochs=epochs)
     nodes = {c.data.tags["mistudy.node"] for c in children}
     assert nodes == {"127.0.0.1"}  # both nodes live on loopback ...
     hosts = {c.data.tags["mistudy.hostname"] for c in children}
