@@ -12,10 +12,13 @@ earlier trial, baselines are not run again, MLflow runs go under the same parent
 from __future__ import annotations
 
 import shutil
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +42,7 @@ from ._ray import (
     check_resources,
     init_ray,
     ray_environment,
+    shutdown_ray,
     slots,
 )
 from ._resume import restore_deleted_checkpoints
@@ -136,12 +140,39 @@ def _start(spec: StudySpec, paths: StudyPaths, tracker: Any, address: str | None
         tracker.parent_run(spec.raw)
         ensure_optuna_store(paths.optuna)
 
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        stores = pool.submit(prepare_stores)
-        init_ray(address, num_cpus)
-        stores.result()  # re-raises what the thread raised
+    with _deferred_interrupt() as interrupted:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            stores = pool.submit(prepare_stores)
+            init_ray(address, num_cpus)
+            stores.result()  # re-raises what the thread raised
+    if interrupted():
+        shutdown_ray()
+        raise KeyboardInterrupt
     check_resources(cpus, gpus)
     allow_pending_trials(cpus, gpus)
+
+
+@contextmanager
+def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
+    """Ctrl-C while Ray starts is acted on once the start returns (a second Ctrl-C at once).
+    Raised as it lands, the KeyboardInterrupt can hit logging's after-fork lock release, where
+    Python ignores it: the interrupt is lost and the logging lock stays held, so the thread
+    preparing the stores blocks on its next logger forever (seen under load)."""
+    hits: list[int] = []
+
+    def on_sigint(signum: int, frame: object) -> None:
+        hits.append(signum)
+        if len(hits) > 1:
+            raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    old = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield lambda: bool(hits)
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def _unfinished(exp_dir: Path) -> bool:
