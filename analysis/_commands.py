@@ -17,13 +17,16 @@ from trainables.records import DEFAULT_LAST_K
 
 from . import _figures as fig
 from ._load import AnalysisError, StudyData, load_study, study_settings
-from ._rank import match_baselines, rank_schedules, trial_table
+from ._rank import Selection, match_baselines, rank_schedules, trial_table
 
 __all__ = ["Analysis", "analyze", "format_ranking", "export_configs", "write_report",
            "log_ranking"]
 
-COLUMNS = ("schedule", "closure", "ci_low", "ci_high", "n_seeds", "delta_test_acc", "acc_drop",
-           "pareto", "gap", "gap_baseline", "test_acc", "dpi_violation_rate",
+# Selected on validation (val_*), the held-out test reading beside it (test_*).
+COLUMNS = ("schedule", "val_closure", "val_ci_low", "val_ci_high", "test_closure",
+           "test_ci_low", "test_ci_high", "val_gap_reduction", "test_gap_reduction",
+           "delta_val_acc", "delta_val_ce", "delta_test_acc", "feasible", "acc_drop", "pareto",
+           "enqueued", "n_seeds", "gap", "gap_baseline", "test_acc", "dpi_violation_rate",
            "saturation_epoch", "final_mi", "n_unmatched")
 
 
@@ -33,16 +36,22 @@ class Analysis(NamedTuple):
     matched: pd.DataFrame  # searched trials with their baselines
     ranking: pd.DataFrame  # one row per schedule
     notes: list[str]
+    selection: Selection  # the validation metric and guards that order the ranking
 
 
 def analyze(study: str, tracking_uri: str | None = None, last_k: int | None = None,
-            acc_tolerance: float = 0.02) -> Analysis:
-    """Load and rank. ``last_k`` and the saturation settings default to the study folder's
-    own (its spec), else ``records.DEFAULT_LAST_K`` and the stopper's defaults -- so the
-    ranking and the MLflow tags agree on every trial's saturation epoch."""
+            acc_tolerance: float = 0.02, phase: str = "search") -> Analysis:
+    """Load and rank the runs of one phase (``search`` or ``confirm``). ``last_k``, the
+    saturation settings, the selection metric and the guards default to the study's own (its
+    spec), else ``records.DEFAULT_LAST_K``, the stopper's defaults and ``val_closure`` -- so the
+    ranking agrees with what the search was told and with the MLflow tags."""
     settings = study_settings(study)
     last_k = last_k or settings.get("last_k", DEFAULT_LAST_K)
+    selection = Selection(settings.get("select", "val_closure"),
+                          settings.get("max_acc_drop"), settings.get("max_ce_rise"))
     data = load_study(study, tracking_uri)
+    if not data.runs.empty:
+        data = data._replace(runs=data.runs[data.runs.phase == phase].reset_index(drop=True))
     if data.runs.empty:
         raise AnalysisError(f"study {study!r} has no trial runs in {data.tracking_uri}")
     trials, notes = trial_table(data.runs, data.history, last_k, settings.get("saturation"))
@@ -52,13 +61,14 @@ def analyze(study: str, tracking_uri: str | None = None, last_k: int | None = No
     if not trials.baseline.any():
         notes.append("no cross-entropy baseline in this study: closure is undefined; "
                      "run baselines (constant, c = 1) with the same batch sizes and seeds")
-    matched = match_baselines(trials, data.history)
+    matched = match_baselines(trials, data.history, last_k)
     for row in matched[~matched.matched].to_dict("records"):
         notes.append(f"trial {row['trial_id']}: no matched baseline "
                      f"(batch {row['p.batch_size']}, seed {row['p.seed']})")
     if matched.empty:
         raise AnalysisError(f"study {study!r} has only baselines: nothing to rank")
-    return Analysis(data, trials, matched, rank_schedules(matched, acc_tolerance), notes)
+    ranking = rank_schedules(matched, acc_tolerance, selection=selection)
+    return Analysis(data, trials, matched, ranking, notes, selection)
 
 
 def format_ranking(ranking: pd.DataFrame, fmt: str = "table") -> str:
@@ -125,17 +135,19 @@ def export_configs(a: Analysis, out: Path, top: int = 3, include_flagged: bool =
                    seeds: int = 5) -> list[Path]:
     """The best schedules' configs (``mistudy train --config``) and rerun specs
     (``mistudy run``), ranked by closure; flagged schedules only when asked."""
-    rows = a.ranking if include_flagged else a.ranking[~a.ranking.acc_drop]
-    rows = rows[rows.closure.notna()].head(top)
+    rows = a.ranking if include_flagged else a.ranking[a.ranking.feasible]
+    rows = rows[rows[a.selection.metric].notna()].head(top)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for i, row in enumerate(rows.to_dict("records"), 1):
         cfg = _trial_config(a, row["run_ids"][0])
         stem = f"{i:02d}-{cfg['transition']['family']}"
         path = out / f"{stem}.yaml"
-        head = (f"# rank {i}: {row['schedule']}\n# gap closure {row['closure']:.4f} "
-                f"(95% CI {row['ci_low']:.4f}..{row['ci_high']:.4f}, n={row['n_seeds']}), "
-                f"Δ test acc {row['delta_test_acc']:+.4f}\n")
+        head = (f"# rank {i} (selected on validation by {a.selection.metric}): "
+                f"{row['schedule']}\n# validation closure {row['val_closure']:.4f} (95% CI "
+                f"{row['val_ci_low']:.4f}..{row['val_ci_high']:.4f}, n={row['n_val']}), "
+                f"test closure {row['test_closure']:.4f}, Δ test acc "
+                f"{row['delta_test_acc']:+.4f}\n")
         path.write_text(head + yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
         spec = out / f"{stem}.study.yaml"
         spec.write_text(head + yaml.safe_dump(_rerun_spec(cfg, f"rerun-{stem}", seeds),
@@ -169,6 +181,7 @@ def write_report(a: Analysis, out: Path, top: int = 3) -> Path:
                                              classes="ranking", border=0)
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in a.notes) or "<li>none</li>"
     page = _HTML.format(title=html.escape(a.data.experiment), n=len(a.trials),
+                        select=html.escape(a.selection.metric),
                         table=table, imgs=imgs, notes=notes)
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")
@@ -182,9 +195,11 @@ table.ranking td,table.ranking th{{padding:3px 8px;border-bottom:1px solid #ddd}
 figure{{display:inline-block;margin:0.5em}} img{{max-width:100%}}</style></head><body>
 <h1>mistudy report: {title}</h1>
 <p>{n} trials. Schedules ranked by train–test gap closure against matched cross-entropy
-baselines: closure = (gap<sub>baseline</sub> − gap) / gap<sub>baseline</sub>, gap = test CE −
-train CE over the last epochs; 95% bootstrap interval over seeds; Δ test accuracy guards
-against closing the gap by not learning.</p>
+baselines, <b>selected on validation</b> ({select}): closure = (gap<sub>baseline</sub> − gap) /
+gap<sub>baseline</sub>, gap = CE − train CE over the last epochs; 95% bootstrap interval over
+seeds; schedules breaking the guards (Δ validation accuracy, Δ validation CE) are infeasible and
+ranked after the feasible ones. The test columns are the held-out reading, never used to
+order.</p>
 <h2>Ranking</h2>{table}
 <h2>Figures</h2>{imgs}
 <h2>Notes</h2><ul>{notes}</ul>

@@ -42,7 +42,7 @@ class ParetoInfo(NamedTuple):
     closure: np.ndarray
     delta_acc: np.ndarray
     front: np.ndarray  # bool
-    flagged: np.ndarray  # bool: accuracy drop beyond the tolerance
+    flagged: np.ndarray  # bool: breaks the study's guards (infeasible)
 
 
 class TransitionInfo(NamedTuple):
@@ -83,9 +83,9 @@ def get_trajectory_info(ranking: pd.DataFrame, trials: pd.DataFrame, history: pd
 
 
 def get_pareto_info(ranking: pd.DataFrame) -> ParetoInfo:
-    return ParetoInfo(list(ranking.schedule), ranking.closure.to_numpy(float),
-                      ranking.delta_test_acc.to_numpy(float), ranking.pareto.to_numpy(bool),
-                      ranking.acc_drop.to_numpy(bool))
+    return ParetoInfo(list(ranking.schedule), ranking.val_closure.to_numpy(float),
+                      ranking.delta_val_acc.to_numpy(float), ranking.pareto.to_numpy(bool),
+                      ~ranking.feasible.to_numpy(bool))
 
 
 def get_transition_info(ranking: pd.DataFrame, trials: pd.DataFrame, top: int = 5,
@@ -175,13 +175,13 @@ def plot_pareto(info: ParetoInfo, path: Path) -> Path:
     ok = ~info.flagged
     ax.scatter(info.closure[ok], info.delta_acc[ok], color="C0", label="schedules")
     ax.scatter(info.closure[~ok], info.delta_acc[~ok], color="C3", marker="x",
-               label="accuracy drop > tolerance")
+               label="infeasible (guard broken)")
     order = np.argsort(info.closure[info.front])
     ax.plot(info.closure[info.front][order], info.delta_acc[info.front][order], "k--o",
             markerfacecolor="none", markersize=11, label="Pareto front")
     ax.axvline(0, color="grey", linewidth=0.5)
     ax.axhline(0, color="grey", linewidth=0.5)
-    ax.set_xlabel("gap closure vs matched CE baseline")
-    ax.set_ylabel("Δ test accuracy vs baseline")
+    ax.set_xlabel("validation gap closure vs matched CE baseline")
+    ax.set_ylabel("Δ validation accuracy vs baseline")
     ax.legend(fontsize=7)
     return _save(plt, fig, path)

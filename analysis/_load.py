@@ -109,6 +109,16 @@ def study_settings(study: str) -> dict[str, Any]:
         out: dict[str, Any] = {"saturation": stop}
         if isinstance(obj, dict) and "last_k" in obj:
             out["last_k"] = int(obj["last_k"])
+        items = raw.get("objective") or {}
+        items = items if isinstance(items, list) else [items]
+        for item in items:
+            if isinstance(item, dict):
+                if item.get("metric") in ("val_closure", "val_gap_reduction") \
+                        and "select" not in out:
+                    out["select"] = item["metric"]
+                for g in ("max_acc_drop", "max_ce_rise"):
+                    if item.get(g) is not None:
+                        out[g] = float(item[g])
         return out
     except (ValueError, TypeError, AttributeError):
         return {}
@@ -152,6 +162,8 @@ def _runs_frame(runs: list[Any]) -> pd.DataFrame:
             "study_id": tags.get(tag("study_id")), "trial_id": tags.get(tag("trial_id")),
             "baseline": baseline, "start_time": r.info.start_time,
             "schedule": schedule_text({**config, BASELINE_KEY: baseline}),
+            "phase": tags.get(tag("phase")) or "search",
+            "enqueued": tags.get(tag("enqueued")) == "true",
             "config": config,
         }
         row.update({f"p.{k}": v for k, v in flatten(config).items()})

@@ -1,18 +1,19 @@
 """Ranking schedules by train–test gap closure (pure functions on DataFrames).
 
-Definitions:
+The closure rule itself -- matching keys, the epoch window, the formula, the undefined case --
+is :mod:`trainables.closure`, shared with the searcher and the tracker. Here:
 
-* A trial's **gap** is ``test_ce − train_ce``, averaged over its last ``k`` epochs.
-* Its **matched baseline**: the plain-CE trials (``constant``, ``c = 1``) of the same dataset,
-  model, batch size, epochs and seed; their gap is taken over the *same* epochs as the trial's
-  window (a trial stopped early is compared at equal training time), averaged if several.
-* **Gap closure** ``= (gap_baseline − gap_trial) / gap_baseline``: 1 closes the gap, 0 changes
-  nothing, negative widens it. Undefined (NaN, said so) when the baseline has no positive gap or
-  no baseline matches -- never compared to another trial's baseline.
-* A **schedule**: family + parameters + α + batch size. Its seeds are aggregated: mean closure,
-  a 95% percentile-bootstrap interval of the mean (NaN for one seed), ``n`` seeds.
-* **Guard**: ``delta_test_acc`` (trial − baseline, same window); schedules losing more than the
-  tolerance are flagged ``acc_drop``. The Pareto front of (closure, delta_test_acc) is marked.
+* Per trial run: its window means, and :func:`trainables.closure.compare` against its matched
+  baselines on the **validation** split (what the search selected on) and the **test** split
+  (the held-out reading): ``val_closure``, ``test_closure``, gap reductions, Δ accuracy, Δ CE.
+* A **schedule**: family + parameters + α + batch size. Its seeds are aggregated: mean values,
+  95% percentile-bootstrap intervals of the mean (NaN for one seed), ``n`` seeds.
+* **Selection on validation**: schedules are ordered by the study's selection metric
+  (``val_closure`` unless the study searched ``val_gap_reduction``), schedules that break the
+  study's guards (mean ``val_acc_delta < −max_acc_drop`` or ``val_ce_delta > max_ce_rise``)
+  after the feasible ones. The test columns are only read, never used to order.
+* ``acc_drop``: Δ test accuracy below ``−acc_tolerance`` (a reading). The Pareto front of
+  (validation closure, Δ validation accuracy) is marked.
 * Per schedule also: DPI violation rate (epochs with ``dpi_margin < 0`` / epochs), median
   saturation epoch of ``I(Y;Ŷ)`` (the study stopper's criterion), mean final ``I(Y;Ŷ)``.
 """
@@ -20,18 +21,34 @@ Definitions:
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
+from trainables.closure import MATCH_KEYS as _MATCH
+from trainables.closure import compare, match_key
 from trainables.records import DEFAULT_LAST_K, OPTIONAL_RECORD_KEYS, RECORD_KEYS
 from trainables.saturation import saturation_epoch
 
 __all__ = ["trial_table", "match_baselines", "rank_schedules", "bootstrap_ci", "pareto_front",
-           "MATCH_KEYS"]
+           "MATCH_KEYS", "SELECTION_METRICS", "Selection"]
 
-MATCH_KEYS = ("p.dataset", "p.model", "p.batch_size", "p.epochs", "p.seed")
+MATCH_KEYS = tuple(f"p.{k}" for k in _MATCH)  # the rule's keys as this package's columns
+SELECTION_METRICS = ("val_closure", "val_gap_reduction")
+
+
+class Selection(NamedTuple):
+    """How schedules are selected: the validation metric and the study's guards."""
+
+    metric: str = "val_closure"
+    max_acc_drop: float | None = None
+    max_ce_rise: float | None = None
+
+    def feasible(self, val_acc_delta: float, val_ce_delta: float) -> bool:
+        if self.max_acc_drop is not None and not val_acc_delta >= -self.max_acc_drop:
+            return False
+        return not (self.max_ce_rise is not None and not val_ce_delta <= self.max_ce_rise)
 _REQUIRED = [k for k in RECORD_KEYS if k not in OPTIONAL_RECORD_KEYS]
 
 
@@ -80,7 +97,8 @@ def trial_table(runs: pd.DataFrame, history: pd.DataFrame, last_k: int = DEFAULT
         sat = saturation_epoch(list(h.mi_y_yhat), list(h.mi_grad_norm), **(saturation or {}))
         rows.append({
             **{k: v for k, v in run.items() if k.startswith("p.") or k in (
-                "run_id", "trial_id", "baseline", "study_id", "schedule", "config")},
+                "run_id", "trial_id", "baseline", "study_id", "schedule", "config", "phase",
+                "enqueued")},
             "window": tuple(int(e) for e in window), "epochs_done": len(h),
             "gap": tail.gap.mean(), "test_acc": tail.test_acc.mean(),
             "train_ce": tail.train_ce.mean(), "test_ce": tail.test_ce.mean(),
@@ -91,60 +109,90 @@ def trial_table(runs: pd.DataFrame, history: pd.DataFrame, last_k: int = DEFAULT
     return pd.DataFrame(rows), notes
 
 
-def _window_mean(history: pd.DataFrame, run_ids: list[str], window: tuple[int, ...],
-                 key: str) -> float:
-    sub = history[history.run_id.isin(run_ids) & history.epoch.isin(window)]
-    per_run = sub.groupby("run_id")[key].mean()
-    return float(per_run.mean()) if len(per_run) else float("nan")
+def _records(history: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
+    return {rid: h.sort_values("epoch").to_dict("records")
+            for rid, h in history.groupby("run_id")} if not history.empty else {}
 
 
-def match_baselines(trials: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
-    """Searched trials with their matched baseline's gap and accuracy, closure and Δacc."""
+def _key_of(row: dict[str, Any]) -> tuple[str, ...]:
+    return match_key({k[2:]: row.get(k) for k in MATCH_KEYS})
+
+
+def match_baselines(trials: pd.DataFrame, history: pd.DataFrame,
+                    last_k: int = DEFAULT_LAST_K) -> pd.DataFrame:
+    """Searched trials with every ``trainables.closure.compare`` value against their matched
+    baselines (same window), on validation and test."""
     if trials.empty:
-        return trials.assign(gap_baseline=[], closure=[], delta_test_acc=[], matched=[])
-    base = trials[trials.baseline]
+        return trials.assign(matched=[], val_closure=[], test_closure=[])
+    records = _records(history)
+    base: dict[tuple[str, ...], list[str]] = {}
+    for row in trials[trials.baseline].to_dict("records"):
+        base.setdefault(_key_of(row), []).append(row["run_id"])
     out = trials[~trials.baseline].copy()
-    gb, ab, matched = [], [], []
+    comps, matched = [], []
     for row in out.to_dict("records"):
-        same = base
-        for k in MATCH_KEYS:
-            same = same[same[k] == row[k]]
-        ids = list(same.run_id)
+        ids = base.get(_key_of(row), [])
         matched.append(bool(ids))
-        gb.append(_window_mean(history, ids, row["window"], "gap") if ids else float("nan"))
-        ab.append(_window_mean(history, ids, row["window"], "test_acc") if ids
-                  else float("nan"))
-    out["gap_baseline"], out["acc_baseline"], out["matched"] = gb, ab, matched
-    g = out.gap_baseline
-    out["closure"] = np.where(g > 0, (g - out.gap) / g.where(g > 0), np.nan)
-    out["delta_test_acc"] = out.test_acc - out.acc_baseline
+        comps.append(compare(records.get(row["run_id"], []),
+                             [records.get(i, []) for i in ids], last_k))
+    out["matched"] = matched
+    for k in (comps[0] if comps else {}):
+        out[k] = [c[k] for c in comps]
+    # the test split's older names, kept for readers of earlier rankings
+    out["gap_baseline"], out["delta_test_acc"] = out.test_gap_baseline, out.test_acc_delta
+    out["delta_val_acc"] = out.val_acc_delta
     return out
 
 
+def _mean_ci(values: Any, n_boot: int, seed: int) -> tuple[float, float, float, int]:
+    vals = [float(v) for v in values if not math.isnan(float(v))]
+    lo, hi = bootstrap_ci(vals, n_boot=n_boot, seed=seed)
+    return (float(np.mean(vals)) if vals else float("nan")), lo, hi, len(vals)
+
+
+def _schedule_row(label: str, grp: pd.DataFrame, selection: Selection, acc_tolerance: float,
+                  n_boot: int, seed: int) -> dict[str, Any]:
+    row: dict[str, Any] = {"schedule": label, "family": grp["p.transition.family"].iloc[0]}
+    for split in ("val", "test"):
+        mean, lo, hi, n = _mean_ci(grp[f"{split}_closure"], n_boot, seed)
+        row.update({f"{split}_closure": mean, f"{split}_ci_low": lo, f"{split}_ci_high": hi})
+        red, rlo, rhi, _ = _mean_ci(grp[f"{split}_gap_reduction"], n_boot, seed)
+        row.update({f"{split}_gap_reduction": red, f"{split}_red_ci_low": rlo,
+                    f"{split}_red_ci_high": rhi})
+        row[f"n_{split}"] = n
+    has = grp.matched.any()
+    nan = float("nan")
+    row.update({
+        "n_seeds": int(len(grp)), "n_unmatched": int((~grp.matched).sum()),
+        "delta_val_acc": float(grp.val_acc_delta.mean()) if has else nan,
+        "delta_val_ce": float(grp.val_ce_delta.mean()) if has else nan,
+        "delta_test_acc": float(grp.test_acc_delta.mean()) if has else nan,
+        "gap": float(grp.test_gap.mean()), "gap_baseline": float(grp.test_gap_baseline.mean()),
+        "val_gap": float(grp.val_gap.mean()), "test_acc": float(grp.test_acc.mean()),
+        "dpi_violation_rate": float(grp.dpi_violation_rate.mean()),
+        "saturation_epoch": float(grp.saturation_epoch.median()),
+        "final_mi": float(grp.final_mi.mean()),
+        "enqueued": bool(grp.get("enqueued", pd.Series([False])).fillna(False).any()),
+        "run_ids": list(grp.sort_values("p.seed").run_id),
+    })
+    row["acc_drop"] = bool(row["delta_test_acc"] < -acc_tolerance) if has else False
+    row["feasible"] = bool(has and selection.feasible(row["delta_val_acc"],
+                                                      row["delta_val_ce"]))
+    return row
+
+
 def rank_schedules(matched: pd.DataFrame, acc_tolerance: float = 0.02, n_boot: int = 10_000,
-                   seed: int = 0) -> pd.DataFrame:
-    """One row per schedule, best mean closure first (schedules without a baseline last)."""
-    rows = []
-    for label, grp in matched.groupby("schedule", sort=False):
-        closures = list(grp.closure.dropna())
-        lo, hi = bootstrap_ci(closures, n_boot=n_boot, seed=seed)
-        delta = float(grp.delta_test_acc.mean()) if grp.matched.any() else float("nan")
-        rows.append({
-            "schedule": label, "family": grp["p.transition.family"].iloc[0],
-            "closure": float(np.mean(closures)) if closures else float("nan"),
-            "ci_low": lo, "ci_high": hi, "n_seeds": len(closures),
-            "n_unmatched": int((~grp.matched).sum()),
-            "gap": float(grp.gap.mean()), "gap_baseline": float(grp.gap_baseline.mean()),
-            "test_acc": float(grp.test_acc.mean()), "delta_test_acc": delta,
-            "acc_drop": bool(delta < -acc_tolerance) if not math.isnan(delta) else False,
-            "dpi_violation_rate": float(grp.dpi_violation_rate.mean()),
-            "saturation_epoch": float(grp.saturation_epoch.median()),
-            "final_mi": float(grp.final_mi.mean()),
-            "run_ids": list(grp.sort_values("p.seed").run_id),
-        })
+                   seed: int = 0, selection: Selection | None = None) -> pd.DataFrame:
+    """One row per schedule, selected on validation: feasible schedules first, then by the
+    selection metric (best first); schedules without a baseline last."""
+    selection = selection or Selection()
+    rows = [_schedule_row(str(label), grp, selection, acc_tolerance, n_boot, seed)
+            for label, grp in matched.groupby("schedule", sort=False)]
     ranked = pd.DataFrame(rows)
     if ranked.empty:
         return ranked
-    ranked["pareto"] = pareto_front(ranked.closure, ranked.delta_test_acc)
-    ranked = ranked.sort_values("closure", ascending=False, na_position="last")
-    return ranked.reset_index(drop=True)
+    ranked["pareto"] = pareto_front(ranked.val_closure, ranked.delta_val_acc)
+    ranked["_nan"] = ranked[selection.metric].isna()
+    ranked = ranked.sort_values(["_nan", "feasible", selection.metric],
+                                ascending=[True, False, False], kind="stable")
+    return ranked.drop(columns="_nan").reset_index(drop=True)

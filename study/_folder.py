@@ -130,10 +130,18 @@ def check_tracking(uri: str) -> None:
 def new_meta(spec: StudySpec, tracking_uri: str | None) -> dict[str, Any]:
     return {
         "study_id": uuid.uuid4().hex[:12], "name": spec.name, "experiment": spec.name,
+        # the stored Optuna study's name: readable in optuna-dashboard (older folders: the id)
+        "optuna_study": spec.name,
         "tracking_uri": normalize_tracking_uri(tracking_uri) if tracking_uri else FOLDER_STORE,
         "artifact_location": None if tracking_uri else FOLDER_STORE,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+
+
+def optuna_study_name(meta: dict[str, Any]) -> str:
+    """The Optuna study's name in ``optuna.db``: the spec's name (folders made before that
+    used the study id)."""
+    return str(meta.get("optuna_study") or meta["study_id"])
 
 
 def open_study(out: Path) -> tuple[dict[str, Any], StudySpec]:

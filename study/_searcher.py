@@ -11,21 +11,94 @@ Tune with the experiment state.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 from collections import deque
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import optuna
 from ray.tune.search import Searcher
 
-from trainables.records import BASELINE_KEY, DEFAULT_ALPHA
+from trainables.closure import compare, last_k_mean, match_key, mean_defined
+from trainables.records import BASELINE_KEY, DEFAULT_ALPHA, ENQUEUED_KEY, schedule_text
 from trainables.schedules import FAMILIES
 
 from ._sqlite import ensure_optuna_store
 from .spec import StudySpec, parse_spec
 
-__all__ = ["StudySearcher", "sample_config", "baseline_configs", "objective_value"]
+__all__ = ["StudySearcher", "sample_config", "baseline_configs", "objective_value",
+           "configuration_outcome", "Outcome", "make_sampler", "guard_constraints"]
+
+_NEW_STATE: dict[str, Any] = {"base_map": dict, "base_done": dict, "told": list,
+                              "tracker": None}
+
+
+def _key(config: Mapping[str, Any]) -> str:
+    return json.dumps(match_key(config))
+
+
+def make_sampler(spec: StudySpec, seed: int) -> optuna.samplers.BaseSampler:
+    """TPE (NSGA-II for two objectives), with the guards as constraints when set."""
+    constraints = guard_constraints if spec.guards.active else None
+    if len(spec.objectives) > 1:
+        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, spec.trials),
+                                      constraints_func=constraints)
+
+
+class Outcome(NamedTuple):
+    """What Optuna is told about one configuration, and why."""
+
+    values: list[float] | None  # None: told FAIL
+    state: str  # COMPLETE | FAIL
+    reason: str  # why FAIL ("" otherwise)
+    attrs: dict[str, Any]  # Optuna user attrs (means over seeds, constraints, seeds)
+    per_trial: dict[str, dict[str, float]]  # tune trial id -> that seed's values
+
+
+def _seed_values(spec: StudySpec, records: list[dict[str, Any]],
+                 baseline: list[dict[str, Any]] | None) -> dict[str, float]:
+    out = {o.metric: last_k_mean(records, o.metric, spec.last_k)
+           for o in spec.objectives if not o.relative}
+    if baseline is not None:
+        comp = compare(records, [baseline], spec.last_k)
+        out.update({k: v for k, v in comp.items() if k.startswith("val_")})
+    return out
+
+
+def configuration_outcome(spec: StudySpec, config: Mapping[str, Any],
+                          seeds: Mapping[int, dict[str, Any] | None],
+                          base_done: Mapping[str, list[dict[str, Any]] | None]) -> Outcome:
+    """The mean over seeds of each objective (``trainables.closure``'s rule against each
+    seed's matched baseline), the guards' constraints, or FAIL with the reason."""
+    per_trial: dict[str, dict[str, float]] = {}
+    for seed, entry in sorted(seeds.items()):
+        if entry is None:
+            continue
+        base = base_done.get(_key({**spec.fixed, **config, "seed": seed})) \
+            if spec.relative else None
+        if spec.relative and base is None:
+            return Outcome(None, "FAIL", f"the matched baseline of seed {seed} failed", {}, {})
+        per_trial[entry["trial_id"]] = _seed_values(spec, entry["records"], base)
+    if not per_trial:
+        return Outcome(None, "FAIL", "every seed's trial failed", {}, {})
+    keys = sorted({k for v in per_trial.values() for k in v})
+    means = {k: mean_defined(v.get(k, math.nan) for v in per_trial.values()) for k in keys}
+    attrs: dict[str, Any] = {k: v for k, v in means.items() if math.isfinite(v)}
+    attrs["seeds"] = len(per_trial)
+    values = [means.get(o.metric, math.nan) for o in spec.objectives]
+    bad = [o.metric for o, v in zip(spec.objectives, values) if not math.isfinite(v)]
+    if bad:
+        why = ("undefined: the matched baselines have no positive validation gap"
+               if bad == ["val_closure"] else "not finite")
+        return Outcome(None, "FAIL", f"{', '.join(bad)} {why}", attrs, per_trial)
+    if spec.guards.active:
+        attrs["constraints"] = spec.guards.constraints(means["val_acc_delta"],
+                                                       means["val_ce_delta"])
+        attrs["feasible"] = all(c <= 0 for c in attrs["constraints"])
+    return Outcome(values, "COMPLETE", "", attrs, per_trial)
 
 
 def sample_config(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
@@ -60,17 +133,34 @@ def baseline_configs(spec: StudySpec) -> list[dict[str, Any]]:
 
 def objective_value(history: list[dict[str, Any]], metric: str, last_k: int) -> float:
     """Mean of ``metric`` over the last ``last_k`` epochs of a trial's results."""
-    vals = [float(r[metric]) for r in history if metric in r][-last_k:]
-    return sum(vals) / len(vals) if vals else float("nan")
+    return last_k_mean(history, metric, last_k)
+
+
+def guard_constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
+    """Optuna's ``constraints_func``: the guards' values the searcher stored before telling
+    (<= 0 is feasible; see ``spec.Guards``)."""
+    return list(trial.user_attrs.get("constraints", []))
+
+
+# Per-epoch keys the searcher keeps: validation and training only -- the test split never
+# reaches the sampler.
+_KEPT = ("epoch", "train_ce", "val_ce", "val_acc", "val_gap")
+
+
+def _kept(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: result[k] for k in _KEPT if k in result}
 
 
 class StudySearcher(Searcher):
     def __init__(self, spec: StudySpec, storage_url: str, study_name: str, asked: int = 0,
-                 baselines: bool = True) -> None:
+                 baselines: bool = True,
+                 baseline_records: dict[str, list[dict[str, Any]]] | None = None,
+                 tracker: Any = None) -> None:
         """``asked``: configurations sampled by earlier experiments of this study (a grown
-        study continues after them); ``baselines``: False when they ran already."""
+        study continues after them); ``baselines``: False when they ran already, and then
+        ``baseline_records`` holds their records (match key -> records)."""
         obj = spec.objectives[0]
-        super().__init__(metric=obj.metric, mode=obj.mode)
+        super().__init__(metric=obj.record_metric[0], mode=obj.record_metric[1])
         self.spec = spec
         self.storage_url = storage_url
         self.study_name = study_name
@@ -79,33 +169,42 @@ class StudySearcher(Searcher):
         self.pending_seeds: deque[tuple[int, int]] = deque()  # (optuna number, seed) to emit
         self.configs: dict[int, dict[str, Any]] = {}  # optuna number -> sampled config
         self.trial_map: dict[str, tuple[int, int]] = {}  # tune trial id -> (number, seed)
-        self.histories: dict[str, list[dict[str, Any]]] = {}  # tune trial id -> results
-        self.done: dict[int, dict[int, list[float] | None]] = {}  # number -> seed -> values
+        # tune trial id -> epoch -> kept record (an epoch re-reported after a resume once)
+        self.histories: dict[str, dict[str, dict[str, Any]]] = {}
+        # number -> seed -> {"trial_id", "records"} (None: the trial failed)
+        self.done: dict[int, dict[int, dict[str, Any] | None]] = {}
+        self.base_map: dict[str, str] = {}  # tune trial id of a baseline -> match key
+        # match key -> records of a finished baseline, or None when it failed
+        self.base_done: dict[str, list[dict[str, Any]] | None] = dict(baseline_records or {})
+        self.told: list[int] = []
         self.asked = asked
         # A grown study's sampler must not replay the first experiment's random draws (the
         # same seed would re-sample its startup configurations): seed + configurations so far.
         self.sampler_seed = spec.sampler_seed + asked
+        self.tracker = tracker  # MLflow: the told values and failures (optional)
         self._study: optuna.Study | None = None
 
     # ---- Optuna --------------------------------------------------------------------------
     @property
     def study(self) -> optuna.Study:
         if self._study is None:
-            sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(
-                seed=self.sampler_seed, n_startup_trials=min(10, self.spec.trials))
-            if len(self.spec.objectives) > 1:
-                sampler = optuna.samplers.NSGAIISampler(seed=self.sampler_seed)
             ensure_optuna_store(self.storage_url)
             self._study = optuna.create_study(
                 storage=self.storage_url, study_name=self.study_name, load_if_exists=True,
                 directions=["minimize" if o.mode == "min" else "maximize"
                             for o in self.spec.objectives],
-                sampler=sampler)
+                sampler=make_sampler(self.spec, self.sampler_seed))
+            if self.asked == 0 and not self._study.trials:  # a new study: enqueued first
+                for params in self.spec.enqueue:
+                    self._study.enqueue_trial(params, user_attrs={"enqueued": True})
         return self._study
 
     def _ask(self) -> None:
         trial = self.study.ask()
-        self.configs[trial.number] = sample_config(trial, self.spec)
+        config = sample_config(trial, self.spec)
+        if trial.user_attrs.get("enqueued"):
+            config[ENQUEUED_KEY] = True
+        self.configs[trial.number] = config
         self.done[trial.number] = {}
         self.pending_seeds.extend((trial.number, s) for s in self.spec.seeds)
         self.asked += 1
@@ -119,7 +218,9 @@ class StudySearcher(Searcher):
         # Every suggestion is a full training config (fixed settings + searched values), so
         # Tune's records hold everything needed to rerun a trial.
         if self.baselines:
-            return {**self.spec.fixed, **self.baselines.popleft()}
+            config = {**self.spec.fixed, **self.baselines.popleft()}
+            self.base_map[trial_id] = _key(config)
+            return config
         if not self.pending_seeds:
             if self.asked >= self.spec.trials:
                 return Searcher.FINISHED
@@ -129,29 +230,68 @@ class StudySearcher(Searcher):
         return {**self.spec.fixed, **self.configs[number], "seed": seed, "optuna_trial": number}
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        if trial_id in self.trial_map:
-            self.histories.setdefault(trial_id, []).append(
-                {o.metric: result[o.metric] for o in self.spec.objectives if o.metric in result})
+        if (trial_id in self.trial_map or trial_id in self.base_map) and "epoch" in result:
+            self.histories.setdefault(trial_id, {})[str(int(result["epoch"]))] = _kept(result)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
-        if trial_id not in self.trial_map:
-            return  # a baseline, or a trial from before a lost searcher save
-        number, seed = self.trial_map.pop(trial_id)
-        history = self.histories.pop(trial_id, [])
-        values = None if error or not history else [
-            objective_value(history, o.metric, self.spec.last_k) for o in self.spec.objectives]
-        self.done.setdefault(number, {})[seed] = values
-        if len(self.done[number]) == len(self.spec.seeds):
+        records = sorted(self.histories.pop(trial_id, {}).values(), key=lambda r: r["epoch"])
+        if trial_id in self.base_map:
+            self.base_done[self.base_map.pop(trial_id)] = None if error or not records \
+                else records
+        elif trial_id in self.trial_map:
+            number, seed = self.trial_map.pop(trial_id)
+            self.done.setdefault(number, {})[seed] = None if error or not records else {
+                "trial_id": trial_id, "records": records}
+        else:
+            return  # a trial from before a lost searcher save
+        self._tell_ready()
+
+    # ---- the deferred tell ---------------------------------------------------------------
+    def _tell_ready(self) -> None:
+        """Tell every configuration whose seeds and matched baselines have all finished."""
+        for number, seeds in sorted(self.done.items()):
+            if number in self.told or len(seeds) < len(self.spec.seeds):
+                continue
+            if self.spec.relative and any(
+                    _key({**self.spec.fixed, **self.configs[number], "seed": s})
+                    not in self.base_done for s, e in seeds.items() if e is not None):
+                continue  # a matched baseline is still running
             self._tell(number)
 
     def _tell(self, number: int) -> None:
-        runs = [v for v in self.done[number].values() if v is not None]
-        if not runs:
-            self.study.tell(number, state=optuna.trial.TrialState.FAIL)
+        state = self.study._storage.get_trial(self._trial_id(number)).state
+        if state.is_finished():  # told before a kill, and the searcher's save came earlier
+            self.told.append(number)
             return
-        means = [sum(r[i] for r in runs) / len(runs) for i in range(len(runs[0]))]
-        self.study.tell(number, means if len(means) > 1 else means[0])
+        outcome = configuration_outcome(self.spec, self.configs[number], self.done[number],
+                                        self.base_done)
+        trial = optuna.trial.Trial(self.study, self._trial_id(number))
+        for k, v in outcome.attrs.items():
+            trial.set_user_attr(k, v)
+        if outcome.values is None:
+            self.study.tell(number, state=optuna.trial.TrialState.FAIL)
+            print(f"mistudy: configuration {number} ({schedule_text(self.configs[number])}) "
+                  f"told FAIL: {outcome.reason}", flush=True)
+        else:
+            v = outcome.values
+            self.study.tell(number, v if len(v) > 1 else v[0])
+        self.told.append(number)
+        if self.tracker is not None:
+            self._log_told(number, outcome)
+
+    def _trial_id(self, number: int) -> int:
+        return int(self.study._storage.get_trial_id_from_study_id_trial_number(
+            self.study._study_id, number))
+
+    def _log_told(self, number: int, outcome: Outcome) -> None:
+        """The told values and any failure reason on the configuration's MLflow runs (a store
+        failure is reported, never fatal: the sync at the end logs them again)."""
+        try:
+            self.tracker.log_objective(outcome.per_trial, outcome.state, outcome.reason)
+        except Exception as exc:  # the study goes on without these columns
+            print(f"mistudy: could not log configuration {number}'s value to MLflow "
+                  f"({type(exc).__name__}: {exc})", flush=True)
 
     # ---- persistence (Tune calls these with the experiment state) ------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -159,19 +299,22 @@ class StudySearcher(Searcher):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self.__dict__.setdefault("sampler_seed", self.spec.sampler_seed)  # older states
+        for k, v in _NEW_STATE.items():  # states saved by older versions
+            self.__dict__.setdefault(k, v() if callable(v) else v)
+        self.__dict__.setdefault("sampler_seed", self.spec.sampler_seed)
         self._study = None
 
     def save(self, checkpoint_path: str) -> None:
         """The searcher's state as JSON (data, never code; Tune's own files are pickles)."""
         state = {
-            "version": 1, "spec": self.spec.raw, "storage_url": self.storage_url,
+            "version": 2, "spec": self.spec.raw, "storage_url": self.storage_url,
             "study_name": self.study_name, "baselines": list(self.baselines),
             "pending_seeds": [list(p) for p in self.pending_seeds],
             "configs": {str(n): c for n, c in self.configs.items()},
             "trial_map": {t: list(p) for t, p in self.trial_map.items()},
             "histories": self.histories,
             "done": {str(n): {str(s): v for s, v in d.items()} for n, d in self.done.items()},
+            "base_map": self.base_map, "base_done": self.base_done, "told": self.told,
             "asked": self.asked, "sampler_seed": self.sampler_seed,
         }
         tmp = f"{checkpoint_path}.tmp"
@@ -187,8 +330,7 @@ class StudySearcher(Searcher):
         except (UnicodeDecodeError, json.JSONDecodeError):
             # A folder made before the JSON state: its pickle. Unpickling runs whatever the
             # file says -- resume only folders you trust (docs/reliability.md).
-            self.__dict__.update(pickle.loads(blob))
-            self.__dict__.setdefault("sampler_seed", self.spec.sampler_seed)
+            self.__setstate__(pickle.loads(blob))
             return
         self.spec = parse_spec(s["spec"])
         self.storage_url, self.study_name = s["storage_url"], s["study_name"]
@@ -196,8 +338,12 @@ class StudySearcher(Searcher):
         self.pending_seeds = deque((int(n), int(sd)) for n, sd in s["pending_seeds"])
         self.configs = {int(n): c for n, c in s["configs"].items()}
         self.trial_map = {t: (int(p[0]), int(p[1])) for t, p in s["trial_map"].items()}
-        self.histories = s["histories"]
-        self.done = {int(n): {int(sd): v for sd, v in d.items()} for n, d in s["done"].items()}
+        # version 1 kept a list of objective values per trial: read as a history-less state
+        self.histories = {t: h for t, h in s["histories"].items() if isinstance(h, dict)}
+        self.done = {int(n): {int(sd): v if isinstance(v, dict) or v is None else None
+                              for sd, v in d.items()} for n, d in s["done"].items()}
+        self.base_map = dict(s.get("base_map", {}))
+        self.base_done = dict(s.get("base_done", {}))
+        self.told = [int(n) for n in s.get("told", [])]
         self.asked, self.sampler_seed = int(s["asked"]), int(s["sampler_seed"])
-        self._study = None
         self._study = None

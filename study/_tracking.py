@@ -26,12 +26,15 @@ from typing import Any
 import yaml
 
 from analysis._load import credentials_to_env as _credentials_to_env
+from trainables.closure import last_k_mean
 from trainables.config import TrainConfig
 from trainables.ray_trainable import train_config_of
 from trainables.records import (
     BASELINE_KEY,
     DEFAULT_LAST_K,
+    ENQUEUED_KEY,
     OPTIONAL_RECORD_KEYS,
+    PHASE_KEY,
     RECORD_KEYS,
     flatten,
     param_text,
@@ -197,6 +200,8 @@ class Tracker:
             "schedule": schedule_text(config),  # top-level: the UI's "Group by" lists it first
             **({tag("optuna_trial"): str(config["optuna_trial"])}
                if "optuna_trial" in config else {}),
+            **({tag("enqueued"): "true"} if config.get(ENQUEUED_KEY) else {}),
+            tag("phase"): str(config.get(PHASE_KEY) or "search"),
             **dict(tags),
         }
         run = self.client.create_run(self.experiment_id(), run_name=run_name(config),
@@ -256,41 +261,33 @@ class Tracker:
     def _log_summary(self, run_id: str, records: list[dict[str, Any]],
                      config: Mapping[str, Any]) -> None:
         """Sortable one-number columns: the final gap and test accuracy (mean of the last
-        ``last_k`` epochs), and the gap closure once matched baselines have finished."""
+        ``last_k`` epochs). Closure columns come from the searcher's tell
+        (:meth:`log_objective`) and the ranking's back-fill, both ``trainables.closure``."""
         from mlflow.entities import Metric
 
-        tail = records[-self.last_k:]
-        gap = sum(float(r["gap"]) for r in tail) / len(tail)
-        acc = sum(float(r["test_acc"]) for r in tail) / len(tail)
         now = int(time.time() * 1000)
-        metrics = [Metric("final_gap", gap, now, 0), Metric("final_test_acc", acc, now, 0)]
-        if not config.get(BASELINE_KEY):
-            closure = self._closure(config, [int(r["epoch"]) for r in tail], gap)
-            if closure is not None:
-                metrics.append(Metric("gap_closure", closure, now, 0))
-        self.client.log_batch(run_id, metrics=metrics)
+        metrics = [Metric("final_gap", last_k_mean(records, "gap", self.last_k), now, 0),
+                   Metric("final_test_acc", last_k_mean(records, "test_acc", self.last_k),
+                          now, 0)]
+        self.client.log_batch(run_id, metrics=[m for m in metrics if math.isfinite(m.value)])
 
-    def _closure(self, config: Mapping[str, Any], window: list[int], gap: float
-                 ) -> float | None:
-        """``(gap_baseline − gap) / gap_baseline`` against the finished baselines of the same
-        dataset, model, batch size and seed, their gap taken over the same epochs
-        (``analysis._rank`` defines it; this is the same rule on one trial)."""
-        keys = ("dataset", "model", "batch_size", "seed")
-        flt = " and ".join([f"tags.`{tag('baseline')}` = 'true'", "attributes.status = "
-                            "'FINISHED'"] + [f"tags.`{tag(k)}` = '{config.get(k)}'"
-                                             for k in keys])
-        gaps = []
-        for run in self._search(flt):
-            if str(run.data.params.get("epochs")) != str(config.get("epochs")):
+    def log_objective(self, per_trial: Mapping[str, Mapping[str, float]], state: str,
+                      reason: str) -> None:
+        """What the searcher told Optuna about one configuration, on each seed's run: that
+        seed's validation values against its matched baseline, the state, any reason."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        runs = self.trial_runs()
+        for trial_id, values in per_trial.items():
+            run_id = runs.get(trial_id)
+            if run_id is None:
                 continue
-            hist = {int(m.step): m.value for m in
-                    self.client.get_metric_history(run.info.run_id, "gap")}
-            if all(e in hist for e in window):
-                gaps.append(sum(hist[e] for e in window) / len(window))
-        if not gaps or sum(gaps) / len(gaps) <= 0:
-            return None
-        base = sum(gaps) / len(gaps)
-        return (base - gap) / base
+            metrics = [Metric(k, float(v), now, 0) for k, v in values.items()
+                       if math.isfinite(float(v))]
+            self.client.log_batch(run_id, metrics=metrics)
+            self.set_tags(run_id, {tag("told"): state, **({tag("told_reason"): reason}
+                                                           if reason else {})})
 
     def _sat_kwargs(self) -> dict[str, Any]:
         return {k: self.saturation[k] for k in ("window", "rel_tol", "grad_tol")

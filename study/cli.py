@@ -210,8 +210,6 @@ def _progress_for(spec: Any, out: Path, trials: int | None, cls: Any) -> Any:
 
 
 def _print_summary(trials: list[dict[str, Any]], out: Path) -> None:
-    from trainables.records import run_name
-
     from ._folder import open_study
     from .runner import best_trials
 
@@ -219,11 +217,14 @@ def _print_summary(trials: list[dict[str, Any]], out: Path) -> None:
     obj = spec.objectives[0]
     errors = sum(1 for t in trials if t["error"])
     print(f"\nstudy {spec.name!r}: {len(trials)} trials ({errors} failed) in {out}")
-    print(f"best trials by {obj.metric} (mean of the last {spec.last_k} epochs, {obj.mode}):")
-    for row in best_trials(trials, spec):
-        last = row["last"]
-        print(f"  {run_name(row['config'])}  {obj.metric}={row['value']:.4f}  "
-              f"gap={last['gap']:.4f} test_acc={last['test_acc']:.3f}  ({row['trial_id']})")
+    guards = " under the guards" if spec.guards.active else ""
+    print(f"best configurations by {obj.metric} ({obj.mode}; selected on validation{guards}; "
+          f"mean over {len(spec.seeds)} seed(s) of the last {spec.last_k} epochs; test only "
+          f"read, in mistudy rank):")
+    for row in best_trials(out):
+        flag = "" if row["feasible"] else "  [infeasible: guard broken]"
+        print(f"  #{row['number']:<3} {_params_text(row['params'])}  "
+              f"{obj.metric}={row['value']:.4f}{flag}")
     uri = meta["tracking_uri"]
     if uri.startswith(("http://", "https://")):
         from ._folder import redact
@@ -232,6 +233,11 @@ def _print_summary(trials: list[dict[str, Any]], out: Path) -> None:
         print(f"MLflow UI: {runs_link(redact(uri), _experiment_id(meta))}")
     else:
         print(f"MLflow UI:  mistudy ui --out {out}")
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    return " ".join(f"{k.split('.')[-1]}={v:.4g}" if isinstance(v, float) else
+                    f"{k.split('.')[-1]}={v}" for k, v in params.items())
 
 
 def _experiment_id(meta: dict[str, Any]) -> str | None:

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from trainables.records import BASELINE_KEY
+from trainables.records import BASELINE_KEY, tag
 
 from ._folder import (
     StudyError,
@@ -30,6 +30,7 @@ from ._folder import (
     check_tracking,
     new_meta,
     open_study,
+    optuna_study_name,
     record_timings,
     tracking_uri_of,
     write_new_study,
@@ -117,7 +118,7 @@ def run_study(spec: StudySpec | None, out: Path, *, resume: bool = False,
         if not resume or _unfinished(first):
             fit(first, spec, resume)
         if grown is not None:
-            _grow(paths, spec, grown, fit, meta["study_id"])
+            _grow(paths, spec, grown, fit, optuna_study_name(meta))
             spec = grown
         t_sync = time.time()
         sync_study(out, locked=True)
@@ -209,17 +210,33 @@ def _fitter(spec: StudySpec, paths: StudyPaths, tracker: Any, cpus: float, gpus:
 
 
 def _grow(paths: StudyPaths, spec: StudySpec, grown: StudySpec, fit: Callable,
-          study_id: str) -> None:
+          optuna_name: str) -> None:
     """One more experiment for the configurations ``grown`` adds; its searcher continues the
-    stored Optuna study (``asked`` counts the ones sampled before, baselines already ran)."""
+    stored Optuna study (``asked`` counts the ones sampled before, baselines already ran: their
+    records come from the earlier experiments, for the closure objective)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    asked = len(optuna.load_study(study_name=study_id, storage=paths.optuna).trials)
+    asked = len(optuna.load_study(study_name=optuna_name, storage=paths.optuna).trials)
     k = len(experiment_dirs(paths, spec))
     exp_dir = (paths.ray / f"{spec.name}-more{k}").resolve()
+    base = baseline_records(paths.root)
     write_spec(paths, grown)  # the spec now says N; a kill from here resumes the extension
-    fit(exp_dir, grown, False, asked=asked, baselines=False)
+    fit(exp_dir, grown, False, asked=asked, baselines=False, baseline_records=base)
+
+
+def baseline_records(out: Path) -> dict[str, list[dict[str, Any]]]:
+    """Match key -> records of every finished baseline of the study (failed: None)."""
+    from ._searcher import _kept, _key
+    from ._tracking import read_trial_results
+
+    found: dict[str, list[dict[str, Any]] | None] = {}
+    for t in study_trials(out):
+        if t["config"].get(BASELINE_KEY) and t["status"] in ("TERMINATED", "ERROR"):
+            records = read_trial_results(t["path"])
+            found[_key(t["config"])] = None if t["error"] or not records else [
+                _kept(r) for r in records]
+    return found  # type: ignore[return-value]
 
 
 def _trainable(cpus: float, gpus: float) -> Any:
@@ -244,19 +261,22 @@ def _trial_dirname(trial: Any) -> str:
 
 def _build_tuner(spec: StudySpec, exp_dir: Path, paths: StudyPaths, tracker: Any, cpus: float,
                  gpus: float, callbacks: list[Any], asked: int = 0,
-                 baselines: bool = True) -> Any:
+                 baselines: bool = True,
+                 baseline_records: dict[str, Any] | None = None) -> Any:
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 
     from ._callbacks import BaselineSafeASHA, MlflowCallback, SaturationStopper
     from ._searcher import StudySearcher
 
-    obj = spec.objectives[0]
-    searcher = StudySearcher(spec, paths.optuna, tracker.study_id, asked=asked,
-                             baselines=baselines)
+    metric, mode = spec.objectives[0].record_metric  # a relative objective's per-epoch source
+    meta, _ = open_study(paths.root)
+    searcher = StudySearcher(spec, paths.optuna, optuna_study_name(meta), asked=asked,
+                             baselines=baselines, baseline_records=baseline_records,
+                             tracker=tracker)
     scheduler = None
     if spec.scheduler == "asha":
-        scheduler = BaselineSafeASHA(metric=obj.metric, mode=obj.mode, time_attr="epochs_done",
+        scheduler = BaselineSafeASHA(metric=metric, mode=mode, time_attr="epochs_done",
                                      max_t=spec.fixed.get("epochs", 10), **spec.asha)
     stop = SaturationStopper(**spec.stopper) if spec.stopper else None
     samples = (spec.trials - asked) * len(spec.seeds) + (spec.num_baselines if baselines else 0)
@@ -267,8 +287,8 @@ def _build_tuner(spec: StudySpec, exp_dir: Path, paths: StudyPaths, tracker: Any
             max_concurrent_trials=spec.max_concurrent, trial_dirname_creator=_trial_dirname,
             trial_name_creator=_trial_dirname,
             reuse_actors=True,  # no new process (torch import, data load) per trial
-            metric=obj.metric if scheduler is None else None,
-            mode=obj.mode if scheduler is None else None),
+            metric=metric if scheduler is None else None,
+            mode=mode if scheduler is None else None),
         run_config=tune.RunConfig(
             name=exp_dir.name, storage_path=str(exp_dir.parent), verbose=0, stop=stop,
             callbacks=[JsonLoggerCallback(), MlflowCallback(tracker), *callbacks],
@@ -343,37 +363,46 @@ def _backfill_ranking(out: Path, tracker: Any) -> None:
     except AnalysisError:
         return  # nothing to rank yet (no finished trials, or only baselines)
     now = int(time.time() * 1000)
+    keys = ("val_closure", "test_closure", "val_gap_reduction", "test_gap_reduction",
+            "val_acc_delta", "test_acc_delta")
     for row in a.matched.to_dict("records"):
-        if row["closure"] == row["closure"]:  # not NaN
-            tracker.client.log_batch(row["run_id"], metrics=[
-                Metric("gap_closure", float(row["closure"]), now, 0)])
+        metrics = [Metric(k, float(row[k]), now, 0) for k in keys if row[k] == row[k]]
+        if row["test_closure"] == row["test_closure"]:  # not NaN; the UI's sort column
+            metrics.append(Metric("gap_closure", float(row["test_closure"]), now, 0))
+        if metrics:
+            tracker.client.log_batch(row["run_id"], metrics=metrics)
     log_ranking(a)
-    best = a.ranking.dropna(subset=["closure"]).head(1)
+    best = a.ranking.dropna(subset=[a.selection.metric]).head(1)
     if a.data.parent_run_id and not best.empty:
         top = best.iloc[0]
         tracker.client.log_batch(a.data.parent_run_id, metrics=[
-            Metric("best_gap_closure", float(top.closure), now, 0),
-            Metric("best_delta_test_acc", float(top.delta_test_acc), now, 0)])
+            Metric(f"best_{k}", float(top[k]), now, 0)
+            for k in ("val_closure", "test_closure", "delta_val_acc", "delta_test_acc")
+            if top[k] == top[k]])
         tracker.client.set_tag(a.data.parent_run_id, "best_schedule", str(top.schedule))
+        tracker.client.set_tag(a.data.parent_run_id, tag("selected_by"),
+                               f"{a.selection.metric} on validation")
 
 
-def best_trials(trials: list[dict[str, Any]], spec: StudySpec, k: int = 5
-                ) -> list[dict[str, Any]]:
-    """Top searched trials by the first objective (mean of its last ``last_k`` epochs)."""
-    from ._searcher import objective_value
-    from ._tracking import read_trial_results
+def best_trials(out: Path, k: int = 5) -> list[dict[str, Any]]:
+    """The configurations Optuna was told, best first by the first objective, feasible ones
+    (guards) before infeasible: the search's own rule, which the ranking shares."""
+    import optuna
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    meta, spec = open_study(out)
+    try:
+        study = optuna.load_study(study_name=optuna_study_name(meta),
+                                  storage=StudyPaths(out).optuna)
+    except KeyError:
+        return []
     obj = spec.objectives[0]
-    rows = []
-    for t in trials:
-        records = read_trial_results(t["path"])
-        if not records or t["config"].get(BASELINE_KEY):
-            continue
-        rows.append({"trial_id": t["trial_id"], "config": t["config"],
-                     "value": objective_value(records, obj.metric, spec.last_k),
-                     "last": records[-1]})
-    rows.sort(key=lambda r: r["value"], reverse=obj.mode == "max")
-    return rows[:k]
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    sign = -1.0 if obj.mode == "max" else 1.0
+    done.sort(key=lambda t: (not t.user_attrs.get("feasible", True), sign * t.values[0]))
+    return [{"number": t.number, "params": t.params, "value": t.values[0],
+             "feasible": t.user_attrs.get("feasible", True), "attrs": t.user_attrs}
+            for t in done[:k]]
 
 
 def _print(msg: str) -> None:

@@ -34,13 +34,23 @@ from trainables.config import MAX_SEED, ConfigError, TrainConfig
 from trainables.records import DEFAULT_ALPHA, DEFAULT_LAST_K, NUM_CLASSES
 from trainables.schedules import FAMILIES
 
-__all__ = ["StudySpec", "SpecError", "load_spec", "parse_spec", "PRESETS", "OBJECTIVE_METRICS"]
+__all__ = ["StudySpec", "SpecError", "load_spec", "parse_spec", "PRESETS", "OBJECTIVE_METRICS",
+           "RELATIVE_METRICS", "Objective", "Guards"]
 
-PRESETS = ("quick", "paper-mnist", "paper-fashion")
+PRESETS = ("quick", "paper-mnist", "paper-fashion", "closure-fashion", "closure-mnist")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a folder name, never a path
 MAX_TRIALS = 100_000  # sampled configurations; more is a typo, not a study
-# Validation metrics only: the test split never steers the search.
-OBJECTIVE_METRICS = {"val_ce": "min", "val_acc": "max", "val_gap": "min"}
+# Validation metrics only: the test split never steers the search. The relative ones are
+# measured against the matched cross-entropy baselines (trainables.closure, one rule).
+OBJECTIVE_METRICS = {"val_ce": "min", "val_acc": "max", "val_gap": "min",
+                     "val_closure": "max", "val_gap_reduction": "max",
+                     "val_acc_delta": "max", "val_ce_delta": "min"}
+RELATIVE_METRICS = frozenset({"val_closure", "val_gap_reduction", "val_acc_delta",
+                              "val_ce_delta"})
+# The per-epoch record a relative metric derives from: what Tune's scheduler and checks see.
+RECORD_METRIC = {"val_closure": ("val_gap", "min"), "val_gap_reduction": ("val_gap", "min"),
+                 "val_acc_delta": ("val_acc", "max"), "val_ce_delta": ("val_ce", "min")}
+GUARD_KEYS = ("max_acc_drop", "max_ce_rise")
 SEARCHED_KEYS = ("transition", "alpha", "batch_size", "seed")
 
 
@@ -57,6 +67,39 @@ class Objective:
     metric: str
     mode: str  # min | max
 
+    @property
+    def relative(self) -> bool:
+        """Measured against the matched baselines (told once they have finished)."""
+        return self.metric in RELATIVE_METRICS
+
+    @property
+    def record_metric(self) -> tuple[str, str]:
+        """(metric, mode) of the per-epoch record behind it, for Tune's checks and ASHA."""
+        return RECORD_METRIC.get(self.metric, (self.metric, self.mode))
+
+
+@dataclass(frozen=True)
+class Guards:
+    """A configuration is infeasible when its mean ``val_acc_delta < -max_acc_drop`` or its
+    mean ``val_ce_delta > max_ce_rise`` (None: that guard is off). Passed to Optuna as
+    ``constraints_func``: a gap closed by underfitting is no win."""
+
+    max_acc_drop: float | None = None  # accuracy (fraction), e.g. 0.01 = one point
+    max_ce_rise: float | None = None  # nats
+
+    @property
+    def active(self) -> bool:
+        return self.max_acc_drop is not None or self.max_ce_rise is not None
+
+    def constraints(self, acc_delta: float, ce_delta: float) -> list[float]:
+        """Optuna's convention: a value <= 0 is satisfied."""
+        out = []
+        if self.max_acc_drop is not None:
+            out.append(-acc_delta - self.max_acc_drop)
+        if self.max_ce_rise is not None:
+            out.append(ce_delta - self.max_ce_rise)
+        return out
+
 
 @dataclass(frozen=True)
 class StudySpec:
@@ -69,6 +112,9 @@ class StudySpec:
     seeds: tuple[int, ...]
     objectives: tuple[Objective, ...]
     last_k: int = DEFAULT_LAST_K  # objective = mean of the last k epochs
+    guards: Guards = field(default_factory=Guards)
+    # configurations evaluated first (Optuna's enqueue_trial), as Optuna params
+    enqueue: tuple[dict[str, Any], ...] = ()
     scheduler: str = "none"  # none | asha
     asha: dict[str, Any] = field(default_factory=dict)
     stopper: dict[str, Any] = field(default_factory=dict)  # saturation stopper; empty = off
@@ -78,6 +124,11 @@ class StudySpec:
     max_failures: int = 1
     sampler_seed: int = 0
     raw: dict[str, Any] = field(default_factory=dict)  # the spec as written
+
+    @property
+    def relative(self) -> bool:
+        """Whether Optuna's value needs the matched baselines (a relative metric or a guard)."""
+        return any(o.relative for o in self.objectives) or self.guards.active
 
     @property
     def num_baselines(self) -> int:
@@ -90,7 +141,7 @@ class StudySpec:
 
 
 _TOP_KEYS = {"name", "fixed", "search", "trials", "seeds", "objective", "scheduler", "asha",
-             "stopper", "resources", "max_failures", "sampler_seed"}
+             "stopper", "resources", "max_failures", "sampler_seed", "enqueue"}
 _SEARCH_KEYS = {"families", "alpha", "batch_size"}
 _RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial", "max_concurrent"}
 _STOPPER_KEYS = {"window", "rel_tol", "grad_tol", "min_epochs"}
@@ -161,6 +212,27 @@ def _family_ranges(c: _Checker, fams: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _guards(c: _Checker, items: list[Any]) -> Guards:
+    """``max_acc_drop`` / ``max_ce_rise`` in any objective item (one value each)."""
+    found: dict[str, Any] = {}
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            continue
+        for k in GUARD_KEYS:
+            if k not in item:
+                continue
+            v = item[k]
+            path = "objective" if len(items) == 1 else f"objective[{i}]"
+            if v is not None and not (_num(v) and v >= 0):
+                c.bad(f"{path}.{k}", v, "null or a number >= 0 (accuracy as a fraction; "
+                                        "cross-entropy in nats)")
+            elif k in found and found[k] != v:
+                c.bad(f"{path}.{k}", v, f"one value for the study (also given: {found[k]})")
+            else:
+                found[k] = None if v is None else float(v)
+    return Guards(**found)
+
+
 def _objectives(c: _Checker, raw: Any) -> tuple[tuple[Objective, ...], int]:
     items = raw if isinstance(raw, list) else [raw if raw is not None else {}]
     if not 1 <= len(items) <= 2:
@@ -169,7 +241,7 @@ def _objectives(c: _Checker, raw: Any) -> tuple[tuple[Objective, ...], int]:
     objs, last_ks = [], []
     for i, item in enumerate(items):
         path = "objective" if len(items) == 1 else f"objective[{i}]"
-        item = c.keys(path, item, {"metric", "mode", "last_k"})
+        item = c.keys(path, item, {"metric", "mode", "last_k", *GUARD_KEYS})
         metric = item.get("metric", "val_ce")
         if metric not in OBJECTIVE_METRICS:
             c.bad(f"{path}.metric", metric,
@@ -190,6 +262,57 @@ def _objectives(c: _Checker, raw: Any) -> tuple[tuple[Objective, ...], int]:
         c.bad("objective", raw, f"one last_k for all objectives (got {last_ks}): a trial's "
                                 f"final value is one window of epochs")
     return tuple(objs), last_ks[0] if last_ks else DEFAULT_LAST_K
+
+
+def _enqueue_one(c: _Checker, path: str, item: Any, families: dict[str, dict[str, Any]],
+                 alpha: tuple[float, float], batch_sizes: tuple[int, ...]) -> dict[str, Any]:
+    """One enqueued configuration as Optuna params (only the searched ones)."""
+    item = c.keys(path, item, {"transition", "alpha", "batch_size"})
+    tr = item.get("transition")
+    fam = tr.get("family") if isinstance(tr, dict) else None
+    if fam not in families:
+        c.bad(f"{path}.transition", tr, f"a mapping with family in the searched families "
+                                       f"{sorted(families)}")
+        return {}
+    params: dict[str, Any] = {"family": fam}  # always suggested (sample_config)
+    for pname, v in tr.items():
+        if pname == "family":
+            continue
+        rng = families[fam].get(pname)
+        if rng is None:
+            c.bad(f"{path}.transition.{pname}", v, f"not a parameter of {fam}; known: "
+                                                   f"{sorted(families[fam])}")
+        elif not (_num(v) and rng[0] <= v <= rng[1]):
+            c.bad(f"{path}.transition.{pname}", v, f"inside the searched [{rng[0]}, {rng[1]}]")
+        elif rng[0] != rng[1]:
+            params[f"{fam}.{pname}"] = v
+    if "alpha" in item:
+        a = item["alpha"]
+        if not (_num(a) and alpha[0] <= a <= alpha[1]):
+            c.bad(f"{path}.alpha", a, f"inside the searched [{alpha[0]}, {alpha[1]}]")
+        elif alpha[0] != alpha[1]:
+            params["alpha"] = float(a)
+    if "batch_size" in item:
+        b = item["batch_size"]
+        if b not in batch_sizes or not _int(b):
+            c.bad(f"{path}.batch_size", b, f"one of the searched {list(batch_sizes)}")
+        elif len(batch_sizes) > 1:
+            params["batch_size"] = b
+    return params
+
+
+def _enqueue(c: _Checker, raw: Any, families: dict[str, dict[str, Any]],
+             alpha: tuple[float, float], batch_sizes: tuple[int, ...]
+             ) -> tuple[dict[str, Any], ...]:
+    """``enqueue:``: configurations evaluated first, each inside the search space."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or len(raw) > 1000:
+        c.bad("enqueue", raw, "a list (at most 1000) of {transition: {family: ..., ...}, "
+                              "alpha: ..., batch_size: ...}")
+        return ()
+    return tuple(_enqueue_one(c, f"enqueue[{i}]", item, families, alpha, batch_sizes)
+                 for i, item in enumerate(raw))
 
 
 def _gave_last_k(raw: Any) -> bool:
@@ -303,6 +426,9 @@ def parse_spec(raw: Any) -> StudySpec:
         fixed = {}
     families, alpha, batch_sizes = _search(c, raw)
     objectives, last_k = _objectives(c, raw.get("objective"))
+    obj_raw = raw.get("objective")
+    guards = _guards(c, obj_raw if isinstance(obj_raw, list) else [obj_raw])
+    enqueue = _enqueue(c, raw.get("enqueue"), families, alpha, batch_sizes)
     cpus, gpus, max_conc = _resources(c, raw)
     misc = _check_misc(c, raw)
     stopper, asha = _check_stopper_asha(c, raw)
@@ -317,7 +443,8 @@ def parse_spec(raw: Any) -> StudySpec:
     return StudySpec(
         name=misc["name"], fixed=fixed, families=families, alpha=alpha,
         batch_sizes=batch_sizes, trials=misc["trials"], seeds=misc["seeds"],
-        objectives=objectives, last_k=last_k, scheduler=misc["scheduler"], asha=asha,
+        objectives=objectives, last_k=last_k, guards=guards, enqueue=enqueue,
+        scheduler=misc["scheduler"], asha=asha,
         stopper=stopper, cpus_per_trial=cpus, gpus_per_trial=gpus, max_concurrent=max_conc,
         max_failures=misc["max_failures"], sampler_seed=misc["sampler_seed"], raw=raw,
     )

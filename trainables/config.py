@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from ._yaml import MAX_BYTES, YamlLimitError, safe_load
-from .data import DATASETS
+from .data import DATASETS, VAL_SOURCES
 from .kernel_width import STRATEGIES
 from .models import MODELS
 from .records import DEFAULT_ALPHA, NUM_CLASSES
@@ -73,6 +73,9 @@ class TrainConfig:
     val_size: int = 1000
     test_size: int = 1000
     data_dir: str | None = None
+    # Where an IDX dataset's validation split comes from: test_file (default; disjoint from the
+    # test examples, so validation is exchangeable with test) | train_file (the old behaviour)
+    val_source: str = "test_file"
     data_source: str | None = None  # filled in after loading: where the data came from
     mi_grad_batches: int = 4  # training batches for the ||grad I(Y;Ŷ)|| probe per epoch
     eval_batch_size: int = 1000  # examples per forward pass in evaluation (no gradients)
@@ -160,6 +163,7 @@ def _check_choices(c: TrainConfig) -> None:
     _need(_in(c.precision, PRECISIONS), "precision", c.precision, str(list(PRECISIONS)))
     _need(isinstance(c.device, str) and bool(re.fullmatch(r"auto|cpu|cuda(:\d+)?", c.device)),
           "device", c.device, "auto, cpu, cuda or cuda:N")
+    _need(_in(c.val_source, VAL_SOURCES), "val_source", c.val_source, str(list(VAL_SOURCES)))
     _need(c.data_dir is None or isinstance(c.data_dir, str), "data_dir", c.data_dir,
           "a folder path or null")
 

@@ -81,7 +81,8 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         sizes = (cfg.train_size, cfg.val_size, cfg.test_size)
-        splits = splits or load_splits(cfg.dataset, cfg.data_dir, cfg.data_seed, sizes)
+        splits = splits or load_splits(cfg.dataset, cfg.data_dir, cfg.data_seed, sizes,
+                                       cfg.val_source)
         self.data = splits.to(self.device)
         if cfg.data_source is None:  # where the data came from goes into the saved config
             self.cfg = cfg = cfg.with_updates(data_source=splits.source)

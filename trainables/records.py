@@ -18,7 +18,7 @@ from typing import Any
 
 __all__ = [
     "RECORD_KEYS", "OPTIONAL_RECORD_KEYS", "SUMMARY_METRICS", "STRING_KEYS", "FINITE_KEYS",
-    "STUDY_KEYS", "BASELINE_KEY",
+    "STUDY_KEYS", "BASELINE_KEY", "ENQUEUED_KEY", "PHASE_KEY",
     "TAG", "tag", "DEFAULT_ALPHA", "NUM_CLASSES", "DEFAULT_LAST_K",
     "schedule_text", "run_name", "flatten", "unflatten", "param_text", "param_value",
     "typed_config",
@@ -50,7 +50,10 @@ DEFAULT_LAST_K = 3  # epochs averaged into a trial's final value (objective, gap
 
 # ---- study keys and tags ----------------------------------------------------------------
 BASELINE_KEY = "mistudy_baseline"  # in a trial's config: a matched cross-entropy baseline
-STUDY_KEYS = (BASELINE_KEY, "optuna_trial")  # in a trial's config, not training settings
+ENQUEUED_KEY = "mistudy_enqueued"  # in a trial's config: a configuration the spec enqueued
+PHASE_KEY = "mistudy_phase"  # in a trial's config: "confirm" for a confirmation run
+# in a trial's config, not training settings
+STUDY_KEYS = (BASELINE_KEY, "optuna_trial", ENQUEUED_KEY, PHASE_KEY)
 TAG = "mistudy"  # MLflow tag namespace
 
 
@@ -150,7 +153,7 @@ def param_value(text: str) -> Any:
 # "3" stays "3". tests/trainables/test_records.py checks this against TrainConfig's fields.
 STRING_KEYS = frozenset({
     "dataset", "model", "optimizer", "device", "yhat", "estimator", "data_dir", "data_source",
-    "precision", "kernel.yhat", "kernel.x", "kernel.y", "transition.family",
+    "precision", "val_source", "kernel.yhat", "kernel.x", "kernel.y", "transition.family",
 })
 
 

@@ -1,0 +1,104 @@
+"""The one gap-closure rule: which baseline a trial is compared to, over which epochs, and how.
+
+Torch-free and Ray-free on purpose: the searcher (the value Optuna is told), the tracker (the
+MLflow columns), the ranking and ``confirm`` all compute closure here, so they cannot disagree.
+
+Definitions (per trial run, against its matched cross-entropy baselines):
+
+* **Matched baseline**: the plain-CE runs (``constant``, ``c = 1``) with the same
+  :data:`MATCH_KEYS` values (dataset, model, batch size, epochs, seed).
+* **Window**: the trial's last ``last_k`` recorded epochs. The baseline's values are taken over
+  the *same* epochs (a trial stopped early is compared at equal training time); a baseline
+  lacking one of them is left out; several matching baselines are averaged.
+* For a split ``s`` in ``val``/``test``: the **gap** is ``s_ce − train_ce`` (window mean);
+  ``s_closure = (gap_b − gap) / gap_b`` (1 closes the gap, 0 changes nothing, negative widens
+  it); ``s_gap_reduction = gap_b − gap`` (nats, always defined); ``s_acc_delta = acc − acc_b``;
+  ``s_ce_delta = ce − ce_b``.
+* **Undefined closure**: when the baseline's gap is not positive there is no gap to close, and
+  ``s_closure`` is NaN (never a huge or sign-flipped ratio). Averages over seeds skip NaN
+  closures; a configuration whose every seed is undefined has no closure (the searcher tells
+  Optuna FAIL with that reason; the ranking shows NaN). ``s_gap_reduction`` stays defined.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+__all__ = ["MATCH_KEYS", "SPLITS", "COMPARISON_KEYS", "match_key", "last_k_window",
+           "window_mean", "last_k_mean", "closure", "compare", "mean_defined"]
+
+MATCH_KEYS = ("dataset", "model", "batch_size", "epochs", "seed")
+SPLITS = ("val", "test")
+_GAP = {"val": "val_gap", "test": "gap"}  # record keys: s_ce − train_ce
+COMPARISON_KEYS = tuple(f"{s}_{m}" for s in SPLITS
+                        for m in ("closure", "gap_reduction", "acc_delta", "ce_delta",
+                                  "gap", "gap_baseline"))
+
+Record = Mapping[str, Any]
+
+
+def match_key(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """A run's matching key (values as text: ``128`` and ``128.0`` from different readers
+    must match, so numbers are normalized)."""
+    def text(v: Any) -> str:
+        if isinstance(v, float) and v.is_integer():
+            return str(int(v))
+        return str(v)
+    return tuple(text(config.get(k)) for k in MATCH_KEYS)
+
+
+def last_k_window(records: Iterable[Record], last_k: int) -> tuple[int, ...]:
+    """The last ``last_k`` epochs a run recorded."""
+    return tuple(sorted({int(r["epoch"]) for r in records})[-last_k:])
+
+
+def window_mean(records: Iterable[Record], key: str, window: Sequence[int]) -> float:
+    """Mean of ``key`` over the epochs of ``window``; NaN unless every epoch is there."""
+    by_epoch = {int(r["epoch"]): r for r in records if key in r}
+    if not window or any(e not in by_epoch for e in window):
+        return math.nan
+    return sum(float(by_epoch[e][key]) for e in window) / len(window)
+
+
+def last_k_mean(records: Sequence[Record], key: str, last_k: int) -> float:
+    """Mean of ``key`` over a run's last ``last_k`` epochs: a trial's final value."""
+    return window_mean(records, key, last_k_window(records, last_k))
+
+
+def closure(gap_baseline: float, gap: float) -> float:
+    """``(gap_b − gap) / gap_b``; NaN when the baseline has no positive gap."""
+    if not (math.isfinite(gap_baseline) and gap_baseline > 0) or not math.isfinite(gap):
+        return math.nan
+    return (gap_baseline - gap) / gap_baseline
+
+
+def mean_defined(values: Iterable[float]) -> float:
+    """Mean of the finite values; NaN when there are none."""
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return sum(vals) / len(vals) if vals else math.nan
+
+
+def _baseline_mean(baselines: Sequence[Sequence[Record]], key: str,
+                   window: Sequence[int]) -> float:
+    return mean_defined(window_mean(b, key, window) for b in baselines)
+
+
+def compare(trial: Sequence[Record], baselines: Sequence[Sequence[Record]],
+            last_k: int) -> dict[str, float]:
+    """Every :data:`COMPARISON_KEYS` value of one trial run against its matched baselines'
+    records (NaN where no baseline covers the window)."""
+    window = last_k_window(trial, last_k)
+    out: dict[str, float] = {}
+    for s in SPLITS:
+        gap = window_mean(trial, _GAP[s], window)
+        gap_b = _baseline_mean(baselines, _GAP[s], window)
+        acc_b = _baseline_mean(baselines, f"{s}_acc", window)
+        ce_b = _baseline_mean(baselines, f"{s}_ce", window)
+        out[f"{s}_gap"], out[f"{s}_gap_baseline"] = gap, gap_b
+        out[f"{s}_closure"] = closure(gap_b, gap)
+        out[f"{s}_gap_reduction"] = gap_b - gap
+        out[f"{s}_acc_delta"] = window_mean(trial, f"{s}_acc", window) - acc_b
+        out[f"{s}_ce_delta"] = window_mean(trial, f"{s}_ce", window) - ce_b
+    return out
