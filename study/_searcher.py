@@ -29,7 +29,7 @@ from ._sqlite import ensure_optuna_store
 from .spec import StudySpec, parse_spec
 
 __all__ = ["StudySearcher", "sample_config", "baseline_configs", "objective_value",
-           "configuration_outcome", "Outcome", "make_sampler", "guard_constraints"]
+           "configuration_outcome", "Outcome", "make_sampler"]
 
 _NEW_STATE: dict[str, Any] = {"base_map": dict, "base_done": dict, "told": list,
                               "tracker": None}
@@ -40,12 +40,11 @@ def _key(config: Mapping[str, Any]) -> str:
 
 
 def make_sampler(spec: StudySpec, seed: int) -> optuna.samplers.BaseSampler:
-    """TPE (NSGA-II for two objectives), with the guards as constraints when set."""
-    constraints = guard_constraints if spec.guards.active else None
+    """TPE (NSGA-II for two objectives). Both read the guards' constraints that the searcher
+    stores on each trial before telling it (``Trial.set_constraint``)."""
     if len(spec.objectives) > 1:
-        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, spec.trials),
-                                      constraints_func=constraints)
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, spec.trials))
 
 
 class Outcome(NamedTuple):
@@ -97,7 +96,7 @@ def configuration_outcome(spec: StudySpec, config: Mapping[str, Any],
     if spec.guards.active:
         attrs["constraints"] = spec.guards.constraints(means["val_acc_delta"],
                                                        means["val_ce_delta"])
-        attrs["feasible"] = all(c <= 0 for c in attrs["constraints"])
+        attrs["feasible"] = all(c <= 0 for c in attrs["constraints"].values())
     return Outcome(values, "COMPLETE", "", attrs, per_trial)
 
 
@@ -134,12 +133,6 @@ def baseline_configs(spec: StudySpec) -> list[dict[str, Any]]:
 def objective_value(history: list[dict[str, Any]], metric: str, last_k: int) -> float:
     """Mean of ``metric`` over the last ``last_k`` epochs of a trial's results."""
     return last_k_mean(history, metric, last_k)
-
-
-def guard_constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
-    """Optuna's ``constraints_func``: the guards' values the searcher stored before telling
-    (<= 0 is feasible; see ``spec.Guards``)."""
-    return list(trial.user_attrs.get("constraints", []))
 
 
 # Per-epoch keys the searcher keeps: validation and training only -- the test split never
@@ -269,6 +262,8 @@ class StudySearcher(Searcher):
         trial = optuna.trial.Trial(self.study, self._trial_id(number))
         for k, v in outcome.attrs.items():
             trial.set_user_attr(k, v)
+        for name, value in outcome.attrs.get("constraints", {}).items():
+            trial.set_constraint(name, value)  # what TPE / NSGA-II read
         if outcome.values is None:
             self.study.tell(number, state=optuna.trial.TrialState.FAIL)
             print(f"mistudy: configuration {number} ({schedule_text(self.configs[number])}) "

@@ -78,6 +78,45 @@ def _figures(text: str) -> list[int]:
     return figs
 
 
+def _add_confirm(sub: Any) -> None:
+    p = sub.add_parser("confirm", help="rerun the top schedules and their baselines on fresh "
+                                       "seeds (a new phase of the study; rerun to resume)")
+    p.add_argument("study", help="study folder")
+    p.add_argument("--top", type=int, help="schedules to confirm (default 3)")
+    p.add_argument("--seeds", type=int, help="fresh seeds per schedule (default 3)")
+    p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+
+
+def confirm_command(args: argparse.Namespace) -> int:
+    from ._progress import StudyProgress
+    from ._ray import shutdown_ray
+    from .runner import run_confirm
+
+    for name in ("top", "seeds", "num_cpus"):
+        v = getattr(args, name)
+        if v is not None and not 1 <= v <= 1000:
+            return _err(f"--{name.replace('_', '-')}={v} -- allowed: an integer in [1, 1000]")
+    out = Path(args.study)
+    progress = []
+    if not args.quiet:
+        from ._folder import open_study
+
+        _, spec = open_study(out)
+        n = (args.top or 3) * (args.seeds or 3) + len(spec.batch_sizes) * (args.seeds or 3)
+        progress = [StudyProgress(total=n, epochs=int(spec.fixed.get("epochs", 10)))]
+    try:
+        info = run_confirm(out, args.top, args.seeds, args.num_cpus, progress)
+    finally:
+        shutdown_ray()
+    from analysis._confirm import format_confirm
+
+    print()
+    print(format_confirm(info))
+    print(f"written: {out / 'confirm.md'}")
+    return 0
+
+
 def _add_reproduce(sub: Any) -> None:
     p = sub.add_parser("reproduce", help="the paper's figures with our numbers, over seeds")
     p.add_argument("--figure", type=_figures, required=True, metavar="N[,N...]|all",
@@ -143,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_ui_sync(sub)
     _add_analysis(sub)
+    _add_confirm(sub)
     _add_reproduce(sub)
     return p
 
@@ -343,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {"train": train_command, "run": run_command, "ui": ui_command,
                 "sync": sync_command, "rank": analysis_command, "export": analysis_command,
-                "report": analysis_command, "reproduce": reproduce_command}
+                "report": analysis_command, "reproduce": reproduce_command,
+                "confirm": confirm_command}
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:

@@ -51,14 +51,21 @@ from ._sqlite import ensure_optuna_store
 from .spec import StudySpec, parse_spec
 
 __all__ = ["StudyPaths", "run_study", "sync_study", "StudyError", "open_study", "best_trials",
-           "experiment_dirs", "study_trials"]
+           "experiment_dirs", "study_trials", "run_confirm", "confirm_info"]
+
+
+def _more_dirs(paths: StudyPaths, spec: StudySpec) -> list[Path]:
+    return sorted(paths.ray.glob(f"{spec.name}-more*"),
+                  key=lambda p: int(p.name.rpartition("more")[2] or 0))
 
 
 def experiment_dirs(paths: StudyPaths, spec: StudySpec) -> list[Path]:
-    """The study's Tune experiments: the first, then each extension in order."""
-    more = sorted(paths.ray.glob(f"{spec.name}-more*"),
-                  key=lambda p: int(p.name.rpartition("more")[2] or 0))
-    return [(paths.ray / spec.name).resolve(), *(p.resolve() for p in more)]
+    """The study's Tune experiments: the first, each extension in order, the confirmation."""
+    from ._confirm import confirm_dir
+
+    confirm = confirm_dir(paths, spec)
+    return [(paths.ray / spec.name).resolve(), *(p.resolve() for p in _more_dirs(paths, spec)),
+            *([confirm] if confirm.exists() else [])]
 
 
 def _settle(spec: StudySpec | None, out: Path, resume: bool, tracking_uri: str | None,
@@ -218,7 +225,7 @@ def _grow(paths: StudyPaths, spec: StudySpec, grown: StudySpec, fit: Callable,
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     asked = len(optuna.load_study(study_name=optuna_name, storage=paths.optuna).trials)
-    k = len(experiment_dirs(paths, spec))
+    k = len(_more_dirs(paths, spec)) + 1
     exp_dir = (paths.ray / f"{spec.name}-more{k}").resolve()
     base = baseline_records(paths.root)
     write_spec(paths, grown)  # the spec now says N; a kill from here resumes the extension
@@ -295,6 +302,82 @@ def _build_tuner(spec: StudySpec, exp_dir: Path, paths: StudyPaths, tracker: Any
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures)),
     )
+
+
+def run_confirm(out: Path, top: int | None = None, seeds: int | None = None,
+                num_cpus: int | None = None, callbacks: list[Any] | None = None) -> Any:
+    """``mistudy confirm``: plan (or resume the stored plan), run the confirmation phase, sync
+    MLflow, and return the confirmation table (``analysis.ConfirmInfo``)."""
+    from ._confirm import confirm_dir, load_or_plan
+
+    with writer_lock(out):
+        meta, spec = open_study(out)
+        paths = StudyPaths(out)
+        meta["tracking_uri"], meta["artifact_location"] = tracking_uri_of(meta, out)
+        check_tracking(meta["tracking_uri"])
+        check_local_cpus(spec.cpus_per_trial, num_cpus)
+        plan = load_or_plan(out, top, seeds)
+        tracker = _tracker(spec, paths, meta)
+        exp_dir = confirm_dir(paths, spec)
+        if _unfinished(exp_dir):
+            _start(spec, paths, tracker, None, num_cpus, spec.cpus_per_trial,
+                   spec.gpus_per_trial)
+            _fit_list(exp_dir, plan["configs"], spec, tracker, callbacks or [])
+        sync_study(out, locked=True)
+        return confirm_info(out, plan, tracker)
+
+
+def _fit_list(exp_dir: Path, configs: list[dict[str, Any]], spec: StudySpec, tracker: Any,
+              callbacks: list[Any]) -> None:
+    from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
+
+    from ._callbacks import MlflowCallback
+    from ._confirm import ListSearcher
+
+    cpus, gpus = spec.cpus_per_trial, spec.gpus_per_trial
+    if any(exp_dir.glob("experiment_state-*.json")):
+        tuner = tune.Tuner.restore(str(exp_dir), _trainable(cpus, gpus),
+                                   resume_unfinished=True, resume_errored=True)
+    else:
+        if exp_dir.exists():
+            shutil.rmtree(exp_dir)  # killed before Tune saved anything: start it afresh
+        tuner = tune.Tuner(
+            _trainable(cpus, gpus),
+            tune_config=tune.TuneConfig(
+                search_alg=ListSearcher(configs), num_samples=len(configs),
+                trial_dirname_creator=_trial_dirname, trial_name_creator=_trial_dirname,
+                reuse_actors=True),
+            run_config=tune.RunConfig(
+                name=exp_dir.name, storage_path=str(exp_dir.parent), verbose=0,
+                callbacks=[JsonLoggerCallback(), MlflowCallback(tracker), *callbacks],
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures)))
+    tuner.fit()
+
+
+def confirm_info(out: Path, plan: dict[str, Any], tracker: Any = None) -> Any:
+    """The confirmation table from the study's records; written to ``confirm.md`` and, with a
+    tracker, to the parent run."""
+    from analysis import analyze
+    from analysis._confirm import format_confirm, get_confirm_info
+
+    from ._confirm import summary_max_drop
+
+    search = analyze(str(out), phase="search")
+    confirm = analyze(str(out), phase="confirm")
+    info = get_confirm_info(search.ranking, confirm.matched,
+                            [s["schedule"] for s in plan["schedules"]], plan["metric"],
+                            plan["seeds"], summary_max_drop(plan))
+    text = format_confirm(info)
+    from trainables.records import atomic_write_text
+
+    atomic_write_text(StudyPaths(out).root / "confirm.md", "```\n" + text + "\n```\n")
+    if tracker is not None:
+        parent = tracker.parent_run()
+        tracker.client.log_text(parent, info.table.to_csv(index=False), "confirm.csv")
+        tracker.client.log_text(parent, text, "confirm.txt")
+    return info
 
 
 def study_trials(out: Path) -> list[dict[str, Any]]:

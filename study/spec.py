@@ -91,13 +91,13 @@ class Guards:
     def active(self) -> bool:
         return self.max_acc_drop is not None or self.max_ce_rise is not None
 
-    def constraints(self, acc_delta: float, ce_delta: float) -> list[float]:
+    def constraints(self, acc_delta: float, ce_delta: float) -> dict[str, float]:
         """Optuna's convention: a value <= 0 is satisfied."""
-        out = []
+        out = {}
         if self.max_acc_drop is not None:
-            out.append(-acc_delta - self.max_acc_drop)
+            out["max_acc_drop"] = -acc_delta - self.max_acc_drop
         if self.max_ce_rise is not None:
-            out.append(ce_delta - self.max_ce_rise)
+            out["max_ce_rise"] = ce_delta - self.max_ce_rise
         return out
 
 

@@ -22,7 +22,7 @@ __all__ = [
     "TAG", "tag", "DEFAULT_ALPHA", "NUM_CLASSES", "DEFAULT_LAST_K",
     "schedule_text", "run_name", "flatten", "unflatten", "param_text", "param_value",
     "typed_config",
-    "MetricsWriter", "read_metrics", "write_metrics", "non_finite",
+    "MetricsWriter", "read_metrics", "write_metrics", "non_finite", "atomic_write_text",
 ]
 
 # ---- epoch records ----------------------------------------------------------------------
@@ -162,6 +162,23 @@ def typed_config(params: Mapping[str, str]) -> dict[str, Any]:
     flat = {k: (None if v in ("null", "None") else v) if k in STRING_KEYS else param_value(v)
             for k, v in params.items()}
     return unflatten(flat)
+
+
+# ---- files ------------------------------------------------------------------------------
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all: a hidden file beside it, flushed to
+    disk, renamed into place (a kill or a full disk leaves the old file, never a torn one)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 # ---- metrics.csv ------------------------------------------------------------------------

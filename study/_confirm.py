@@ -1,0 +1,124 @@
+"""``mistudy confirm``: the search's top schedules and their matched baselines rerun on seeds
+the search never used, as one more phase of the same study folder.
+
+The plan (which schedules, which seeds, every trial config) is written to ``confirm.json``
+before anything runs, so a killed confirmation resumes the same plan (running ``confirm`` again
+on the folder, or ``--resume``). Its Tune experiment is ``ray/<name>-confirm``; its MLflow runs
+go to the study's experiment under the same parent, tagged ``mistudy.phase=confirm``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from ray.tune.search import Searcher
+
+from trainables.records import BASELINE_KEY, PHASE_KEY, atomic_write_text
+
+from ._folder import StudyError, StudyPaths, open_study
+from .spec import StudySpec
+
+__all__ = ["ListSearcher", "plan_confirm", "confirm_dir", "CONFIRM_PLAN"]
+
+CONFIRM_PLAN = "confirm.json"
+PHASE = "confirm"
+
+
+class ListSearcher(Searcher):
+    """Suggests a fixed list of configs, in order; its state is JSON."""
+
+    def __init__(self, configs: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.pending: deque[dict[str, Any]] = deque(configs)
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict,
+                              **spec: Any) -> bool:
+        return True
+
+    def suggest(self, trial_id: str) -> Any:
+        return self.pending.popleft() if self.pending else Searcher.FINISHED
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
+                          error: bool = False) -> None:
+        return None
+
+    def save(self, checkpoint_path: str) -> None:
+        atomic_write_text(Path(checkpoint_path), json.dumps({"pending": list(self.pending)}))
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.pending = deque(json.loads(Path(checkpoint_path).read_text("utf-8"))["pending"])
+
+
+def confirm_dir(paths: StudyPaths, spec: StudySpec) -> Path:
+    return (paths.ray / f"{spec.name}-{PHASE}").resolve()
+
+
+def fresh_seeds(spec: StudySpec, used: set[int], n: int) -> list[int]:
+    """``n`` seeds no search trial used: the next ones after the largest used."""
+    start = max(used | set(spec.seeds)) + 1
+    return list(range(start, start + n))
+
+
+def _schedules(out: Path, top: int) -> tuple[Any, list[dict[str, Any]]]:
+    """The search's ranking (selected on validation) and its top feasible schedules."""
+    from analysis import AnalysisError, analyze
+
+    try:
+        a = analyze(str(out))
+    except AnalysisError as exc:
+        raise StudyError(f"nothing to confirm yet: {exc}") from None
+    metric = a.selection.metric
+    ok = a.ranking[a.ranking.feasible & a.ranking[metric].notna()]
+    if ok.empty:
+        raise StudyError(f"no schedule of {out} meets the study's guards with a defined "
+                         f"{metric}: nothing to confirm")
+    return a, ok.head(top).to_dict("records")
+
+
+def plan_confirm(out: Path, top: int, seeds: int) -> dict[str, Any]:
+    """The confirmation plan: top schedules × fresh seeds, and their matched baselines."""
+    _, spec = open_study(out)
+    a, rows = _schedules(out, top)
+    used = {int(s) for s in a.trials["p.seed"] if s == s}
+    new_seeds = fresh_seeds(spec, used, seeds)
+    configs, batch_sizes = [], []
+    schedules = []
+    for row in rows:
+        cfg = a.trials[a.trials.run_id == row["run_ids"][0]].iloc[0]["config"]
+        searched = {"transition": cfg["transition"], "alpha": float(cfg["alpha"]),
+                    "batch_size": int(cfg["batch_size"])}
+        schedules.append({"schedule": row["schedule"], **searched})
+        batch_sizes.append(searched["batch_size"])
+        configs += [{**spec.fixed, **searched, "seed": s, PHASE_KEY: PHASE} for s in new_seeds]
+    baselines = [{**spec.fixed, "transition": {"family": "constant", "c": 1.0},
+                  "alpha": spec.alpha[0], "batch_size": b, "seed": s, BASELINE_KEY: True,
+                  PHASE_KEY: PHASE}
+                 for b in sorted(set(batch_sizes)) for s in new_seeds]
+    return {"version": 1, "top": top, "seeds": new_seeds, "metric": a.selection.metric,
+            "max_acc_drop": a.selection.max_acc_drop, "schedules": schedules,
+            "configs": baselines + configs}
+
+
+def load_or_plan(out: Path, top: int | None, seeds: int | None) -> dict[str, Any]:
+    """The stored plan (a rerun resumes it), or a new one written before anything runs."""
+    path = StudyPaths(out).root / CONFIRM_PLAN
+    if path.is_file():
+        plan = dict(json.loads(path.read_text("utf-8")))
+        if (top is not None and top != plan["top"]) or \
+                (seeds is not None and seeds != len(plan["seeds"])):
+            raise StudyError(f"{out} holds a confirmation of the top {plan['top']} on "
+                             f"{len(plan['seeds'])} seeds; rerun without --top/--seeds (or "
+                             f"with those) to resume it")
+        return plan
+    plan = plan_confirm(out, top or 3, seeds or 3)
+    atomic_write_text(path, json.dumps(plan, indent=1))
+    return plan
+
+
+def summary_max_drop(plan: dict[str, Any]) -> float:
+    v = plan.get("max_acc_drop")
+    return 0.01 if v is None or not math.isfinite(float(v)) else float(v)
