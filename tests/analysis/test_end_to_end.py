@@ -31,7 +31,7 @@ def test_rank_export_and_rerun_reproduces_the_trial(finished_study: Path, tmp_pa
                                                     ) -> None:
     res = mistudy("rank", str(finished_study), "--last-k", "2", "--format", "markdown")
     assert res.returncode == 0, res.stderr
-    assert res.stdout.startswith("| rank | schedule | closure")
+    assert res.stdout.startswith("| rank | schedule | val_closure")
     a = analyze(str(finished_study), last_k=2)
     assert len(a.ranking) == 4 and (a.ranking.n_seeds == 2).all()
     # The ranking is logged to the parent run.

@@ -19,7 +19,10 @@ EPOCHS = 4
 
 def log_trial(client: MlflowClient, exp: str, tid: str, *, family: str, seed: int, batch: int,
               gap: float, acc: float, baseline: bool = False, dpi_neg: int = 0,
-              params: dict | None = None, drop: tuple[str, ...] = ()) -> str:
+              params: dict | None = None, drop: tuple[str, ...] = (),
+              val_gap: float | None = None, val_acc: float | None = None) -> str:
+    """One hand-built run: constant gaps and accuracies every epoch (validation equal to test
+    unless ``val_gap`` / ``val_acc`` say otherwise), train CE 1."""
     run = client.create_run(exp, tags={"mistudy.role": "trial", "mistudy.trial_id": tid,
                                        "mistudy.study_id": "s1",
                                        "mistudy.baseline": str(baseline).lower()})
@@ -29,7 +32,9 @@ def log_trial(client: MlflowClient, exp: str, tid: str, *, family: str, seed: in
     client.log_batch(rid, params=[Param(k, str(v)) for k, v in p.items()])
     for e in range(EPOCHS):
         rec = {k: 0.5 for k in RECORD_KEYS}
+        vg = gap if val_gap is None else val_gap
         rec.update(epoch=e, train_ce=1.0, test_ce=1.0 + gap, gap=gap, test_acc=acc,
+                   val_ce=1.0 + vg, val_gap=vg, val_acc=acc if val_acc is None else val_acc,
                    mi_y_yhat=1.0 + 0.1 * e, mi_y_x=3.0, mi_grad_norm=0.1,
                    dpi_margin=-1.0 if e < dpi_neg else 1.0)
         client.log_batch(rid, metrics=[Metric(k, float(v), 0, e) for k, v in rec.items()
@@ -61,6 +66,9 @@ def store(tmp_path: Path) -> tuple[str, MlflowClient]:
               params={"transition.exponent": 2.0})  # no baseline at batch 128
     log_trial(client, exp, "m0", family="power", seed=0, batch=64, gap=0.1, acc=0.9,
               params={"transition.exponent": 1.0}, drop=("mi_y_x",))  # missing a metric
+    # Closes the gap on validation only: selected by validation, its test closure is -0.5.
+    log_trial(client, exp, "v0", family="power", seed=0, batch=64, gap=0.3, acc=0.9,
+              val_gap=0.01, val_acc=0.85, params={"transition.exponent": 0.25})
     return uri, client
 
 
@@ -70,21 +78,48 @@ def test_closure_matching_guards_and_notes(store) -> None:
     r = a.ranking.set_index("schedule")
     power = r.loc["power p=0.5 α=1.01 b64"]
     # seed 0: (0.2 - 0.1) / 0.2 = 0.5; seed 1: baselines 0.2 and 0.4 -> 0.3: (0.3 - 0.075)/0.3
-    assert power.closure == pytest.approx((0.5 + 0.75) / 2)
+    assert power.val_closure == pytest.approx((0.5 + 0.75) / 2)
+    assert power.test_closure == pytest.approx((0.5 + 0.75) / 2)
+    # reductions in nats: seed 0: 0.2 - 0.1; seed 1: 0.3 - 0.075
+    assert power.val_gap_reduction == pytest.approx((0.1 + 0.225) / 2)
     assert power.n_seeds == 2
     assert power.delta_test_acc == pytest.approx(-0.01)
     assert not power.acc_drop
     assert power.dpi_violation_rate == pytest.approx(0.125)  # 1 of 4 epochs, 1 of 2 seeds
     expo = r.loc["exponential rate=0.3 α=1.01 b64"]
-    assert expo.closure == pytest.approx(0.9) and expo.acc_drop  # closes by not learning
-    assert np.isnan(expo.ci_low)  # one seed: no interval
+    assert expo.val_closure == pytest.approx(0.9) and expo.acc_drop  # closes by not learning
+    assert np.isnan(expo.val_ci_low)  # one seed: no interval
     lone = r.loc["power p=2 α=1.01 b128"]
-    assert np.isnan(lone.closure) and lone.n_unmatched == 1
+    assert np.isnan(lone.val_closure) and lone.n_unmatched == 1
     assert list(a.ranking.schedule)[-1] == lone.name  # unmatched schedules rank last
     assert any("m0" in n and "missing metrics" in n for n in a.notes)
     assert any("u0" in n and "no matched baseline" in n for n in a.notes)
-    # Pareto over (closure, Δacc): power (0.625, -0.01) and exponential (0.9, -0.1) both stay.
-    assert set(a.ranking[a.ranking.pareto].schedule) == {power.name, expo.name}
+    val_only = r.loc["power p=0.25 α=1.01 b64"]
+    assert val_only.val_closure == pytest.approx((0.2 - 0.01) / 0.2)
+    assert val_only.test_closure == pytest.approx((0.2 - 0.3) / 0.2)
+    assert val_only.delta_val_acc == pytest.approx(-0.05)
+    # Selected on validation only, with no guards in this study: v0, exponential, power.
+    assert list(a.ranking.schedule)[:3] == [val_only.name, expo.name, power.name]
+    # Pareto over (validation closure, Δ validation accuracy): v0 (0.95, -0.05) dominates
+    # exponential (0.9, -0.1); power (0.625, -0.01) stays.
+    assert set(a.ranking[a.ranking.pareto].schedule) == {power.name, val_only.name}
+
+
+def test_guards_put_infeasible_schedules_after_feasible_ones(store) -> None:
+    from analysis._rank import Selection, rank_schedules
+
+    uri, _ = store
+    a = analyze("hand", uri, last_k=2)
+    guarded = rank_schedules(a.matched, selection=Selection("val_closure", max_acc_drop=0.02))
+    order = list(guarded.schedule)
+    # v0 (Δ val acc -0.05) and exponential (-0.1) break the 2-point guard; power (-0.01) not.
+    assert order[0] == "power p=0.5 α=1.01 b64"
+    feas = guarded.set_index("schedule").feasible
+    assert feas["power p=0.5 α=1.01 b64"]
+    assert not feas["exponential rate=0.3 α=1.01 b64"]
+    assert not feas["power p=0.25 α=1.01 b64"]
+    by_red = rank_schedules(a.matched, selection=Selection("val_gap_reduction"))
+    assert list(by_red.schedule)[0] == "power p=0.25 α=1.01 b64"  # 0.19 nats, the largest
 
 
 def test_bootstrap_interval_covers_the_mean_about_95_percent() -> None:
@@ -115,7 +150,7 @@ def test_bad_studies_exit_2_with_a_message(store, tmp_path: Path) -> None:
     assert res.returncode == 2 and "no trial runs" in res.stderr
     res = subprocess.run([exe, "rank", "hand", "--tracking-uri", uri, "--format", "json"],
                          capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0 and '"closure"' in res.stdout
+    assert res.returncode == 0 and '"val_closure"' in res.stdout
     assert "no matched baseline" in res.stderr  # partial results, said so
 
 

