@@ -16,11 +16,11 @@ from trainables._yaml import safe_load
 from trainables.records import DEFAULT_LAST_K
 
 from . import _figures as fig
-from ._load import AnalysisError, StudyData, load_study, study_settings
+from ._load import AnalysisError, StudyData, is_bundle_data, load_study, study_settings
 from ._rank import Selection, match_baselines, rank_schedules, trial_table
 
 __all__ = ["Analysis", "analyze", "format_ranking", "export_configs", "write_report",
-           "log_ranking"]
+           "log_ranking", "confirm_plan", "confirmation"]
 
 # Selected on validation (val_*), the held-out test reading beside it (test_*).
 COLUMNS = ("schedule", "val_closure", "val_ci_low", "val_ci_high", "test_closure",
@@ -71,6 +71,40 @@ def analyze(study: str, tracking_uri: str | None = None, last_k: int | None = No
     return Analysis(data, trials, matched, ranking, notes, selection)
 
 
+def confirm_plan(study: str) -> dict[str, Any] | None:
+    """The study's confirmation plan (``confirm.json`` in a folder, or in a bundle)."""
+    from . import _bundle
+
+    if _bundle.is_bundle(study):
+        return _bundle.read_bundle(study).confirm
+    path = Path(study) / "confirm.json"
+    if not path.is_file():
+        return None
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:
+        raise AnalysisError(f"{path} is damaged ({type(exc).__name__})") from None
+
+
+def confirmation(study: str, search: Analysis | None = None) -> Any:
+    """The confirmation table (``analysis._confirm.ConfirmInfo``) recomputed from the study's
+    records, or None when the study has no confirmation runs yet."""
+    from ._confirm import get_confirm_info
+
+    plan = confirm_plan(study)
+    if plan is None:
+        return None
+    search = search or analyze(study, phase="search")
+    try:
+        confirm = analyze(study, phase="confirm")
+    except AnalysisError:
+        return None  # planned, nothing finished yet
+    drop = plan.get("max_acc_drop")
+    return get_confirm_info(search.ranking, confirm.matched,
+                            [s["schedule"] for s in plan["schedules"]], plan["metric"],
+                            plan["seeds"], 0.01 if drop is None else float(drop))
+
+
 def format_ranking(ranking: pd.DataFrame, fmt: str = "table") -> str:
     df = ranking[list(COLUMNS)].copy()
     if fmt == "json":
@@ -108,9 +142,12 @@ def log_ranking(a: Analysis) -> bool:
 def _trial_config(a: Analysis, run_id: str) -> dict[str, Any]:
     import os
 
-    from mlflow.tracking import MlflowClient
-
     from trainables.config import TrainConfig  # validates the exported config (imports torch)
+
+    if is_bundle_data(a.data):  # a bundle holds each run's full config
+        cfg = a.data.runs[a.data.runs.run_id == run_id].iloc[0]["config"]
+        return TrainConfig.from_dict(dict(cfg)).to_dict()
+    from mlflow.tracking import MlflowClient
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     client = MlflowClient(a.data.tracking_uri)
@@ -131,13 +168,32 @@ def _rerun_spec(cfg: dict[str, Any], name: str, seeds: int) -> dict[str, Any]:
             "trials": 1, "seeds": list(range(seeds))}
 
 
-def export_configs(a: Analysis, out: Path, top: int = 3, include_flagged: bool = False,
-                   seeds: int = 5) -> list[Path]:
-    """The best schedules' configs (``mistudy train --config``) and rerun specs
-    (``mistudy run``), ranked by closure; flagged schedules only when asked."""
+def _export_rows(a: Analysis, include_flagged: bool, confirmed: Any) -> pd.DataFrame:
+    """The schedules to export, best first: confirmed ones first when the study has a
+    confirmation (by their confirmed test value), then the search's ranking."""
     rows = a.ranking if include_flagged else a.ranking[a.ranking.feasible]
-    rows = rows[rows[a.selection.metric].notna()].head(top)
+    rows = rows[rows[a.selection.metric].notna()]
+    if confirmed is None or confirmed.table.empty:
+        return rows
+    m = confirmed.metric.removeprefix("val_")
+    order = confirmed.table.sort_values(f"confirmed_test_{m}", ascending=False,
+                                        na_position="last").schedule.tolist()
+    first = [s for s in order if s in set(rows.schedule)]
+    rank = {s: i for i, s in enumerate(first)}
+    return rows.assign(_o=[rank.get(s, len(rank)) for s in rows.schedule]).sort_values(
+        "_o", kind="stable").drop(columns="_o")
+
+
+def export_configs(a: Analysis, out: Path, top: int = 3, include_flagged: bool = False,
+                   seeds: int = 5, confirmed: Any = None) -> list[Path]:
+    """The best schedules' configs (``mistudy train --config``) and rerun specs
+    (``mistudy run``): confirmed schedules first, then by the validation ranking; schedules
+    breaking the guards only when asked. A previous export in ``out`` is replaced."""
+    rows = _export_rows(a, include_flagged, confirmed).head(top)
     out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("[0-9][0-9]-*.yaml"):
+        old.unlink()  # another export's configs: never mixed with this one's
+    conf = {} if confirmed is None else confirmed.table.set_index("schedule").to_dict("index")
     written = []
     for i, row in enumerate(rows.to_dict("records"), 1):
         cfg = _trial_config(a, row["run_ids"][0])
@@ -148,6 +204,12 @@ def export_configs(a: Analysis, out: Path, top: int = 3, include_flagged: bool =
                 f"{row['val_ci_low']:.4f}..{row['val_ci_high']:.4f}, n={row['n_val']}), "
                 f"test closure {row['test_closure']:.4f}, Δ test acc "
                 f"{row['delta_test_acc']:+.4f}\n")
+        c = conf.get(row["schedule"])
+        if c is not None:
+            head += (f"# confirmed on fresh seeds {confirmed.seeds}: test closure "
+                     f"{c['confirmed_test_closure']:.4f} (95% CI "
+                     f"{c['confirmed_closure_ci_low']:.4f}..{c['confirmed_closure_ci_high']:.4f})"
+                     f"; {c['verdict']}\n")
         path.write_text(head + yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
         spec = out / f"{stem}.study.yaml"
         spec.write_text(head + yaml.safe_dump(_rerun_spec(cfg, f"rerun-{stem}", seeds),
@@ -157,22 +219,32 @@ def export_configs(a: Analysis, out: Path, top: int = 3, include_flagged: bool =
     return written
 
 
-def _figures(a: Analysis, out: Path, top: int) -> dict[str, Path]:
+def _figures(a: Analysis, out: Path, top: int, confirmed: Any) -> dict[str, Path]:
     traj = fig.get_trajectory_info(a.ranking, a.trials, a.data.history, top)
-    return {
+    metric = a.selection.metric.removeprefix("val_")
+    figures = {
         "trajectories": fig.plot_trajectories(traj, out / "trajectories.png"),
         "grad_norm": fig.plot_grad_norm(traj, out / "grad_norm.png"),
         "transitions": fig.plot_transitions(
             fig.get_transition_info(a.ranking, a.trials, top=max(top, 5)),
             out / "transitions.png"),
         "pareto": fig.plot_pareto(fig.get_pareto_info(a.ranking), out / "pareto.png"),
+        "family": fig.plot_family(fig.get_family_info(a.ranking, metric), out / "family.png"),
     }
+    if confirmed is not None and not confirmed.table.empty:
+        figures["confirm"] = fig.plot_confirm(
+            fig.get_confirm_plot_info(confirmed.table, confirmed.metric.removeprefix("val_")),
+            out / "confirm.png")
+    return figures
 
 
-def write_report(a: Analysis, out: Path, top: int = 3) -> Path:
-    """PNG figures and one self-contained HTML page (figures embedded)."""
+def write_report(a: Analysis, out: Path, top: int = 3, importance: Any = None,
+                 confirmed: Any = None) -> Path:
+    """PNG figures and one self-contained HTML page (figures embedded): the ranking, the
+    confirmation on fresh seeds and the importance on closure (a list, one per target) when
+    given."""
     out.mkdir(parents=True, exist_ok=True)
-    figures = _figures(a, out, top)
+    figures = _figures(a, out, top, confirmed)
     imgs = "\n".join(
         f'<figure><img alt="{k}" src="data:image/png;base64,'
         f'{base64.b64encode(p.read_bytes()).decode()}"><figcaption>{k}</figcaption></figure>'
@@ -182,10 +254,33 @@ def write_report(a: Analysis, out: Path, top: int = 3) -> Path:
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in a.notes) or "<li>none</li>"
     page = _HTML.format(title=html.escape(a.data.experiment), n=len(a.trials),
                         select=html.escape(a.selection.metric),
-                        table=table, imgs=imgs, notes=notes)
+                        table=table, imgs=imgs, notes=notes,
+                        confirm=_confirm_html(confirmed), importance=_importance_html(importance))
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def _confirm_html(confirmed: Any) -> str:
+    if confirmed is None or confirmed.table.empty:
+        return ("<p>No confirmation yet: <code>mistudy confirm STUDY --top 5 --seeds 3</code> "
+                "reruns the top schedules on fresh seeds.</p>")
+    from ._confirm import format_confirm
+
+    return (confirmed.table.to_html(index=False, float_format="{:.4f}".format,
+                                    classes="ranking", border=0)
+            + f"<pre>{html.escape(format_confirm(confirmed).split(chr(10) * 2, 1)[-1])}</pre>")
+
+
+def _importance_html(importance: Any) -> str:
+    parts = [i for i in (importance or []) if not i.table.empty]
+    if not parts:
+        return "<p>No importance (too few configurations with a validation value).</p>"
+    return "".join(
+        f"<p>Target: {html.escape(i.target)} (fANOVA and PED-ANOVA, normalized per scope; a "
+        "family's own parameters only among its configurations).</p>"
+        + i.table.to_html(index=False, float_format="{:.3f}".format, classes="ranking",
+                          border=0) for i in parts)
 
 
 _HTML = """<!doctype html><html><head><meta charset="utf-8"><title>mistudy: {title}</title>
@@ -201,6 +296,8 @@ seeds; schedules breaking the guards (Δ validation accuracy, Δ validation CE) 
 ranked after the feasible ones. The test columns are the held-out reading, never used to
 order.</p>
 <h2>Ranking</h2>{table}
+<h2>Confirmation on fresh seeds</h2>{confirm}
+<h2>Importance on validation closure</h2>{importance}
 <h2>Figures</h2>{imgs}
 <h2>Notes</h2><ul>{notes}</ul>
 </body></html>

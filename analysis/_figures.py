@@ -19,7 +19,8 @@ from trainables.schedules import transition
 
 __all__ = ["CurveSet", "TrajectoryInfo", "ParetoInfo", "TransitionInfo", "get_trajectory_info",
            "get_pareto_info", "get_transition_info", "plot_trajectories", "plot_pareto",
-           "plot_transitions", "plot_grad_norm"]
+           "plot_transitions", "plot_grad_norm", "FamilyInfo", "get_family_info", "plot_family",
+           "ConfirmPlotInfo", "get_confirm_plot_info", "plot_confirm"]
 
 TRAJECTORY_KEYS = ("mi_y_yhat", "mi_y_x", "train_ce", "test_ce", "gap", "mi_grad_norm")
 
@@ -184,4 +185,89 @@ def plot_pareto(info: ParetoInfo, path: Path) -> Path:
     ax.set_xlabel("validation gap closure vs matched CE baseline")
     ax.set_ylabel("Δ validation accuracy vs baseline")
     ax.legend(fontsize=7)
+    return _save(plt, fig, path)
+
+
+class FamilyInfo(NamedTuple):
+    metric: str  # closure | gap_reduction
+    families: list[str]
+    val: dict[str, np.ndarray]  # family -> per-schedule validation values
+    test: dict[str, np.ndarray]  # family -> per-schedule test values (the held-out reading)
+    feasible: dict[str, np.ndarray]  # family -> bool per schedule
+
+
+def get_family_info(ranking: pd.DataFrame, metric: str = "closure") -> FamilyInfo:
+    """Per transition family, its schedules' validation and test ``metric`` (NaN dropped)."""
+    ok = ranking[ranking[f"val_{metric}"].notna()]
+    fams = sorted(ok.family.unique(), key=lambda f: -ok[ok.family == f][f"val_{metric}"].max())
+    g = {f: ok[ok.family == f] for f in fams}
+    return FamilyInfo(metric, list(fams),
+                      {f: g[f][f"val_{metric}"].to_numpy(float) for f in fams},
+                      {f: g[f][f"test_{metric}"].to_numpy(float) for f in fams},
+                      {f: g[f].feasible.to_numpy(bool) for f in fams})
+
+
+def plot_family(info: FamilyInfo, path: Path) -> Path:
+    """Box and strip per family: validation (what selected) and test (held out) side by side;
+    crosses break the guards."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    rng = np.random.default_rng(0)
+    for i, f in enumerate(info.families):
+        for dx, vals, color, name in ((-0.18, info.val[f], "C0", "validation"),
+                                      (0.18, info.test[f], "C1", "test")):
+            if len(vals):
+                ax.boxplot([vals], positions=[i + dx], widths=0.3, showfliers=False,
+                           medianprops={"color": color})
+            x = i + dx + rng.uniform(-0.07, 0.07, size=len(vals))
+            feas = info.feasible[f]
+            ax.scatter(x[feas], vals[feas], s=14, color=color,
+                       label=name if i == 0 else None)
+            ax.scatter(x[~feas], vals[~feas], s=18, color=color, marker="x",
+                       label=f"{name}, guard broken" if i == 0 else None)
+    ax.axhline(0, color="grey", linewidth=0.5)
+    ax.set_xticks(range(len(info.families)), info.families)
+    unit = " (nats)" if info.metric == "gap_reduction" else ""
+    ax.set_ylabel(f"{info.metric.replace('_', ' ')}{unit} vs matched CE baseline")
+    ax.set_title("per schedule, by transition family")
+    ax.legend(fontsize=7)
+    return _save(plt, fig, path)
+
+
+class ConfirmPlotInfo(NamedTuple):
+    metric: str
+    labels: list[str]
+    search_val: np.ndarray
+    search_test: np.ndarray
+    confirmed: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
+def get_confirm_plot_info(table: pd.DataFrame, metric: str = "closure") -> ConfirmPlotInfo:
+    """From ``analysis._confirm.ConfirmInfo.table``."""
+    def col(name: str) -> np.ndarray:
+        return table[name].to_numpy(float)
+    return ConfirmPlotInfo(metric, list(table.schedule), col(f"search_val_{metric}"),
+                           col(f"search_test_{metric}"), col(f"confirmed_test_{metric}"),
+                           col(f"confirmed_{metric}_ci_low"), col(f"confirmed_{metric}_ci_high"))
+
+
+def plot_confirm(info: ConfirmPlotInfo, path: Path) -> Path:
+    """Per confirmed schedule: what the search promised (validation), what its test read, and
+    the test value on fresh seeds with its 95% interval."""
+    plt = _plt()
+    n = len(info.labels)
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.55 * max(n, 1)))
+    y = np.arange(n)[::-1]
+    ax.scatter(info.search_val, y + 0.15, color="C0", label="search: validation (selected)")
+    ax.scatter(info.search_test, y, color="C1", marker="s", label="search: test (read)")
+    err = np.vstack([info.confirmed - info.low, info.high - info.confirmed])
+    ax.errorbar(info.confirmed, y - 0.15, xerr=np.nan_to_num(err), fmt="D", color="C2",
+                capsize=3, label="confirmed: test, fresh seeds (95% CI)")
+    ax.axvline(0, color="grey", linewidth=0.5)
+    ax.set_yticks(y, info.labels, fontsize=7)
+    unit = " (nats)" if info.metric == "gap_reduction" else ""
+    ax.set_xlabel(f"{info.metric.replace('_', ' ')}{unit} vs matched CE baseline")
+    ax.legend(fontsize=7, loc="best")
     return _save(plt, fig, path)

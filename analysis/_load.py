@@ -16,7 +16,8 @@ import pandas as pd
 from trainables.records import BASELINE_KEY, RECORD_KEYS, flatten, schedule_text, tag, typed_config
 
 __all__ = ["StudyData", "AnalysisError", "load_study", "resolve_study", "tracking_uri_of",
-           "study_settings", "FOLDER_STORE", "split_credentials", "credentials_to_env"]
+           "study_settings", "settings_from_spec", "FOLDER_STORE", "split_credentials",
+           "credentials_to_env", "optuna_trials", "is_bundle_data"]
 
 FOLDER_STORE = "folder"  # study.json's tracking_uri for the folder's own DIR/mlflow.db
 
@@ -93,15 +94,24 @@ def _meta(folder: Path) -> dict[str, Any]:
 
 
 def study_settings(study: str) -> dict[str, Any]:
-    """The study folder's own ``last_k`` and saturation-stopper settings (empty when STUDY is
-    not a folder), so a ranking uses what the study itself used."""
-    from trainables._yaml import safe_load
+    """The study's own ``last_k``, saturation-stopper settings, selection metric and guards,
+    from the spec in a study folder or bundle (empty for an MLflow experiment name), so a
+    ranking uses what the study itself used."""
+    from . import _bundle
 
+    if _bundle.is_bundle(study):
+        return settings_from_spec(_bundle.read_bundle(study).spec_text, study)
     path = Path(study) / "spec.yaml"
     if not path.is_file():
         return {}
+    return settings_from_spec(path.read_text(encoding="utf-8"), str(path))
+
+
+def settings_from_spec(text: str, where: str) -> dict[str, Any]:
+    from trainables._yaml import safe_load
+
     try:
-        raw = safe_load(path.read_text(encoding="utf-8"), str(path)) or {}
+        raw = safe_load(text, where) or {}
         obj = raw.get("objective") or {}
         obj = obj[-1] if isinstance(obj, list) and obj else obj
         stop = {k: v for k, v in (raw.get("stopper") or {}).items()
@@ -212,6 +222,12 @@ def _wide(long: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_study(study: str, tracking_uri: str | None = None) -> StudyData:
+    """A study's trial runs and records: from a study folder or MLflow experiment (its
+    tracking store), or from a bundle file (``mistudy export --bundle``)."""
+    from . import _bundle
+
+    if _bundle.is_bundle(study):
+        return _bundle.read_bundle(study).data
     from mlflow.tracking import MlflowClient
 
     uri, name, study_id = resolve_study(study, tracking_uri)
@@ -239,3 +255,39 @@ def load_study(study: str, tracking_uri: str | None = None) -> StudyData:
             _history_rest(client, ids))
     return StudyData(str(exp.experiment_id), exp.name, uri, frame, _wide(long),
                      parents[0].info.run_id if parents else None)
+
+
+def optuna_trials(study: str) -> list[dict[str, Any]]:
+    """The stored Optuna study's configurations of a study folder (``optuna.db``) or bundle:
+    dicts with ``number``, ``state``, ``params``, ``distributions``, ``values``,
+    ``user_attrs`` (the searcher's validation comparison, means over seeds)."""
+    from . import _bundle
+
+    if _bundle.is_bundle(study):
+        return _bundle.read_bundle(study).optuna
+    root = Path(study)
+    if not (root / "study.json").is_file() or not (root / "optuna.db").is_file():
+        raise AnalysisError(f"{study!r} is no study folder with an optuna.db (importance "
+                            "reads the stored Optuna study)")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    meta = _meta(root)
+    name = str(meta.get("optuna_study") or meta["study_id"])
+    storage = f"sqlite:///{(root / 'optuna.db').resolve()}"
+    try:
+        stored = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return []  # nothing was told yet
+    return [frozen_to_dict(t) for t in stored.get_trials(deepcopy=False)]
+
+
+def frozen_to_dict(t: Any) -> dict[str, Any]:
+    return {"number": t.number, "state": t.state.name, "params": dict(t.params),
+            "distributions": dict(t.distributions), "values": t.values,
+            "user_attrs": dict(t.user_attrs)}
+
+
+def is_bundle_data(data: StudyData) -> bool:
+    """Loaded from a bundle file (no MLflow store behind it)."""
+    return data.tracking_uri.startswith("bundle:")

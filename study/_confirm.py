@@ -10,7 +10,6 @@ go to the study's experiment under the same parent, tagged ``mistudy.phase=confi
 from __future__ import annotations
 
 import json
-import math
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -117,8 +116,3 @@ def load_or_plan(out: Path, top: int | None, seeds: int | None) -> dict[str, Any
     plan = plan_confirm(out, top or 3, seeds or 3)
     atomic_write_text(path, json.dumps(plan, indent=1))
     return plan
-
-
-def summary_max_drop(plan: dict[str, Any]) -> float:
-    v = plan.get("max_acc_drop")
-    return 0.01 if v is None or not math.isfinite(float(v)) else float(v)

@@ -44,7 +44,8 @@ def _add_ui_sync(sub: Any) -> None:
 
 def _add_analysis(sub: Any) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("study", help="MLflow experiment name or id, or a study folder")
+    common.add_argument("study", help="a study folder, a study bundle file (mistudy export "
+                                      "--bundle), or an MLflow experiment name or id")
     common.add_argument("--tracking-uri", help="MLflow tracking URI (a study folder knows it)")
     common.add_argument("--last-k", type=int,
                         help="epochs averaged for a trial's gap (default: the study's own, "
@@ -53,9 +54,20 @@ def _add_analysis(sub: Any) -> None:
                         help="flag schedules losing more test accuracy than this (default 0.02)")
     r = sub.add_parser("rank", parents=[common], help="rank schedules by gap closure")
     r.add_argument("--format", choices=("table", "csv", "markdown", "json"), default="table")
-    e = sub.add_parser("export", parents=[common], help="write the best configs as YAML")
+    r.add_argument("--importance", action="store_true",
+                   help="also: which hyperparameters drive validation closure (fANOVA and "
+                        "PED-ANOVA on the stored Optuna study)")
+    r.add_argument("--log", action="store_true",
+                   help="also write the ranking to the study's MLflow parent run (rank only "
+                        "reads unless asked)")
+    e = sub.add_parser("export", parents=[common],
+                       help="write the best configs as YAML, or the study as a bundle")
     e.add_argument("--top", type=int, default=3)
-    e.add_argument("--out", required=True)
+    e.add_argument("--out", help="folder for the configs (new or empty)")
+    e.add_argument("--bundle", metavar="FILE",
+                   help="instead: write the whole study (spec, every run's per-epoch records, "
+                        "the Optuna trials, the confirmation plan) to one portable file that "
+                        "rank, report and confirm accept")
     e.add_argument("--include-flagged", action="store_true",
                    help="also export schedules flagged for an accuracy drop")
     e.add_argument("--seeds", type=int, default=5, help="seeds in the exported rerun specs")
@@ -342,6 +354,12 @@ def analysis_command(args: argparse.Namespace) -> int:
         return _err(f"--last-k={args.last_k} -- allowed: an integer >= 1")
     if not 0 <= args.acc_tolerance <= 1:  # NaN fails this too
         return _err(f"--acc-tolerance={args.acc_tolerance} -- allowed: a number in [0, 1]")
+    if args.command == "export":
+        problem = _export_target_problem(args)
+        if problem:
+            return _err(problem)
+        if args.bundle:
+            return _bundle_command(args)
     out = getattr(args, "out", None)
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         return _err(f"--out {out!r} is a file; give a folder")
@@ -355,14 +373,87 @@ def analysis_command(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     if args.command == "rank":
         print(format_ranking(a.ranking, args.format))
-        log_ranking(a)
+        if args.importance:
+            print()
+            print(_importance_text(args.study, args.format))
+        if args.log and not log_ranking(a):
+            print("note: no MLflow parent run to log to (a bundle, or an experiment without "
+                  "one)", file=sys.stderr)
     elif args.command == "export":
+        from analysis import confirmation
+
         for path in export_configs(a, Path(args.out), args.top, args.include_flagged,
-                                   args.seeds):
+                                   args.seeds, confirmation(args.study, a)):
             print(f"wrote {path}")
     else:
-        print(f"wrote {write_report(a, Path(args.out), args.top)}")
+        from analysis import confirmation
+
+        path = write_report(a, Path(args.out), args.top, _importance_info(args.study),
+                            confirmation(args.study, a))
+        print(f"wrote {path}")
     return 0
+
+
+def _export_target_problem(args: argparse.Namespace) -> str | None:
+    """``export`` writes a bundle file or a folder of configs, never into another export's
+    leftovers or a folder of other files."""
+    import re
+
+    if bool(args.bundle) == bool(args.out):
+        return "export: give --out FOLDER (configs) or --bundle FILE (the whole study)"
+    if args.bundle:
+        b = Path(args.bundle)
+        return f"--bundle {b} is a folder; give a file name" if b.is_dir() else None
+    out = Path(args.out)
+    if out.is_dir():
+        others = [p.name for p in out.iterdir()
+                  if not re.fullmatch(r"\d\d-.+\.yaml|ranking\.csv", p.name)]
+        if others:
+            return (f"--out {out} holds files that no export wrote ({others[:3]}); "
+                    f"give a new or empty folder")
+    return None
+
+
+def _bundle_command(args: argparse.Namespace) -> int:
+    from analysis import AnalysisError
+    from analysis._bundle import write_bundle
+
+    folder = Path(args.study)
+    if not (folder / "study.json").is_file():
+        return _err(f"{args.study!r} is no study folder (a bundle is made from one)")
+    try:
+        path = write_bundle(folder, Path(args.bundle))
+    except AnalysisError as exc:
+        return _err(str(exc))
+    except OSError as exc:
+        return _err(f"cannot write {args.bundle}: {exc.strerror or exc}")
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB): mistudy rank {path}")
+    return 0
+
+
+def _importance_info(study: str) -> list[Any]:
+    """Importance for the study's selection metric and for ``val_closure`` (empty where the
+    study has no stored Optuna study: an MLflow experiment name)."""
+    from analysis import AnalysisError
+    from analysis._importance import get_importance_info
+    from analysis._load import optuna_trials, study_settings
+
+    try:
+        trials = optuna_trials(study)
+    except AnalysisError:
+        return []
+    targets = dict.fromkeys([study_settings(study).get("select", "val_closure"), "val_closure"])
+    return [get_importance_info(trials, t) for t in targets]
+
+
+def _importance_text(study: str, fmt: str) -> str:
+    from analysis._importance import format_importance
+
+    infos = _importance_info(study)
+    if not infos:
+        return "importance: needs a study folder or bundle (it reads the stored Optuna study)"
+    style = "markdown" if fmt == "markdown" else "csv" if fmt == "csv" else "table"
+    return "\n\n".join(format_importance(i, style) for i in infos)
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:

@@ -357,21 +357,16 @@ def _fit_list(exp_dir: Path, configs: list[dict[str, Any]], spec: StudySpec, tra
 
 
 def confirm_info(out: Path, plan: dict[str, Any], tracker: Any = None) -> Any:
-    """The confirmation table from the study's records; written to ``confirm.md`` and, with a
-    tracker, to the parent run."""
-    from analysis import analyze
-    from analysis._confirm import format_confirm, get_confirm_info
-
-    from ._confirm import summary_max_drop
-
-    search = analyze(str(out), phase="search")
-    confirm = analyze(str(out), phase="confirm")
-    info = get_confirm_info(search.ranking, confirm.matched,
-                            [s["schedule"] for s in plan["schedules"]], plan["metric"],
-                            plan["seeds"], summary_max_drop(plan))
-    text = format_confirm(info)
+    """The confirmation table from the study's records (``analysis.confirmation``); written
+    to ``confirm.md`` and, with a tracker, to the parent run."""
+    from analysis import confirmation
+    from analysis._confirm import format_confirm
     from trainables.records import atomic_write_text
 
+    info = confirmation(str(out))
+    if info is None:
+        raise StudyError(f"{out}: the confirmation runs have no finished trials")
+    text = format_confirm(info)
     atomic_write_text(StudyPaths(out).root / "confirm.md", "```\n" + text + "\n```\n")
     if tracker is not None:
         parent = tracker.parent_run()

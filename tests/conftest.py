@@ -184,8 +184,10 @@ def grown_study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def optuna_trials(out: Path) -> dict[int, tuple[float | None, dict]]:
     import optuna
 
-    sid = json.loads((out / "study.json").read_text())["study_id"]
-    st = optuna.load_study(study_name=sid, storage=f"sqlite:///{out / 'optuna.db'}")
+    meta = json.loads((out / "study.json").read_text())
+    # named after the spec (readable in optuna-dashboard); a grown study keeps the name
+    assert meta["optuna_study"] == meta["name"]
+    st = optuna.load_study(study_name=meta["name"], storage=f"sqlite:///{out / 'optuna.db'}")
     return {t.number: (t.value, t.params) for t in st.trials}
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "schedule_text", "run_name", "flatten", "unflatten", "param_text", "param_value",
     "typed_config",
     "MetricsWriter", "read_metrics", "write_metrics", "non_finite", "atomic_write_text",
+    "atomic_write_bytes",
 ]
 
 # ---- epoch records ----------------------------------------------------------------------
@@ -165,20 +166,25 @@ def typed_config(params: Mapping[str, str]) -> dict[str, Any]:
 
 
 # ---- files ------------------------------------------------------------------------------
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` whole or not at all: a hidden file beside it, flushed to
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole or not at all: a hidden file beside it, flushed to
     disk, renamed into place (a kill or a full disk leaves the old file, never a torn one)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """:func:`atomic_write_bytes` of UTF-8 text."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 # ---- metrics.csv ------------------------------------------------------------------------

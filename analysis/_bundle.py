@@ -1,0 +1,179 @@
+"""A study bundle: one small, portable file that anyone can re-rank without the MLflow store.
+
+``mistudy export --bundle FILE`` writes a gzip-compressed tar holding
+
+* ``bundle.json``: format version, the study's name, id and experiment, when it was written;
+* ``spec.yaml``: the study's spec as it ran (its ``last_k``, guards and selection metric);
+* ``runs.json``: every trial run (search and confirmation phases, baselines included): its
+  status, phase, tags, full config and per-epoch records;
+* ``optuna.json``: the stored Optuna study's configurations (params, distributions, values,
+  the searcher's validation comparison as user attributes);
+* ``confirm.json``: the confirmation plan, when the study has one.
+
+``mistudy rank | report | confirm`` take a bundle wherever they take a study folder: the
+runs and records become the same tables the MLflow loader builds, so every number is
+recomputed by the same code.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import tarfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pandas as pd
+
+from trainables.records import BASELINE_KEY, RECORD_KEYS, flatten, schedule_text
+
+__all__ = ["Bundle", "is_bundle", "read_bundle", "write_bundle", "BUNDLE_VERSION"]
+
+BUNDLE_VERSION = 1
+_MEMBERS = ("bundle.json", "spec.yaml", "runs.json", "optuna.json")
+_RUN_KEYS = ("run_id", "status", "study_id", "trial_id", "baseline", "start_time", "phase",
+             "enqueued", "config")
+
+
+class Bundle(NamedTuple):
+    meta: dict[str, Any]
+    spec_text: str
+    data: Any  # StudyData
+    optuna: list[dict[str, Any]]
+    confirm: dict[str, Any] | None
+
+
+def is_bundle(path: str | Path) -> bool:
+    p = Path(path)
+    return p.is_file() and tarfile.is_tarfile(p)
+
+
+def _clean(v: Any) -> Any:
+    """JSON has no NaN: None stands for it."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if hasattr(v, "item"):  # numpy scalars
+        return _clean(v.item())
+    return v
+
+
+def _runs_payload(data: Any) -> list[dict[str, Any]]:
+    groups = dict(tuple(data.history.groupby("run_id"))) if not data.history.empty else {}
+    keys = [k for k in RECORD_KEYS if k in data.history.columns]
+    runs = []
+    for row in data.runs.to_dict("records"):
+        h = groups.get(row["run_id"])
+        records = [] if h is None else [
+            {k: _clean(r[k]) for k in keys} for r in h.sort_values("epoch").to_dict("records")]
+        runs.append({**{k: _clean(row.get(k)) for k in _RUN_KEYS}, "records": records})
+    return runs
+
+
+def _optuna_payload(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from optuna.distributions import distribution_to_json
+
+    return [{**{k: t[k] for k in ("number", "state", "params", "values")},
+             "user_attrs": json.loads(json.dumps(t["user_attrs"], default=_clean)),
+             "distributions": {p: distribution_to_json(d)
+                               for p, d in t["distributions"].items()}}
+            for t in trials]
+
+
+def _add(tar: tarfile.TarFile, name: str, text: str) -> None:
+    raw = text.encode("utf-8")
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(raw), int(time.time()), 0o644
+    tar.addfile(info, io.BytesIO(raw))
+
+
+def write_bundle(folder: Path, out: Path) -> Path:
+    """Bundle the study in ``folder`` (its MLflow runs and records, spec, Optuna study,
+    confirmation plan) into ``out``, written whole or not at all."""
+    from trainables.records import atomic_write_bytes
+
+    from ._load import _meta, load_study, optuna_trials
+
+    meta = _meta(folder)
+    data = load_study(str(folder))
+    head = {"format": "mistudy-bundle", "version": BUNDLE_VERSION,
+            "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **{k: meta.get(k) for k in ("name", "study_id", "experiment", "optuna_study")}}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        _add(tar, "bundle.json", json.dumps(head, indent=1))
+        _add(tar, "spec.yaml", (folder / "spec.yaml").read_text(encoding="utf-8"))
+        _add(tar, "runs.json", json.dumps(_runs_payload(data), separators=(",", ":")))
+        _add(tar, "optuna.json", json.dumps(_optuna_payload(optuna_trials(str(folder)))))
+        if (folder / "confirm.json").is_file():
+            _add(tar, "confirm.json", (folder / "confirm.json").read_text(encoding="utf-8"))
+    atomic_write_bytes(out, buf.getvalue())
+    return out
+
+
+def _read_members(path: Path) -> dict[str, str]:
+    from ._load import AnalysisError
+
+    try:
+        with tarfile.open(path, mode="r:gz") as tar:
+            out = {}
+            for m in tar.getmembers():
+                f = tar.extractfile(m) if m.isfile() else None
+                if f is not None:  # only regular files, read into memory (never extracted)
+                    out[m.name] = f.read().decode("utf-8")
+    except (tarfile.TarError, OSError, EOFError, UnicodeDecodeError) as exc:
+        raise AnalysisError(f"{path} is no readable study bundle ({type(exc).__name__})"
+                            ) from None
+    missing = [m for m in _MEMBERS if m not in out]
+    if missing:
+        raise AnalysisError(f"{path} is no study bundle: it lacks {missing}")
+    return out
+
+
+def _runs_frame(runs: list[Mapping[str, Any]]) -> pd.DataFrame:
+    rows = []
+    for r in runs:
+        config = dict(r["config"] or {})
+        row = {k: r.get(k) for k in _RUN_KEYS}
+        row["schedule"] = schedule_text({**config, BASELINE_KEY: bool(r["baseline"])})
+        row.update({f"p.{k}": v for k, v in flatten(config).items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _history(runs: list[Mapping[str, Any]]) -> pd.DataFrame:
+    rows = [{"run_id": r["run_id"], **{k: (math.nan if v is None else v)
+                                        for k, v in rec.items()}}
+            for r in runs for rec in r["records"]]
+    if not rows:
+        return pd.DataFrame(columns=["run_id", *RECORD_KEYS])
+    df = pd.DataFrame(rows)
+    df["epoch"] = df["epoch"].astype(int)
+    return df.sort_values(["run_id", "epoch"]).reset_index(drop=True)
+
+
+def read_bundle(path: str | Path) -> Bundle:
+    from optuna.distributions import json_to_distribution
+
+    from ._load import AnalysisError, StudyData
+
+    members = _read_members(Path(path))
+    try:
+        head = json.loads(members["bundle.json"])
+        if head.get("format") != "mistudy-bundle" or head.get("version") != BUNDLE_VERSION:
+            raise AnalysisError(f"{path}: bundle format {head.get('format')!r} version "
+                                f"{head.get('version')!r}; this mistudy reads version "
+                                f"{BUNDLE_VERSION}")
+        runs = json.loads(members["runs.json"])
+        trials = [{**t, "distributions": {p: json_to_distribution(d)
+                                          for p, d in t["distributions"].items()}}
+                  for t in json.loads(members["optuna.json"])]
+        confirm = json.loads(members["confirm.json"]) if "confirm.json" in members else None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise AnalysisError(f"{path} is a damaged study bundle ({type(exc).__name__}: {exc})"
+                            ) from None
+    data = StudyData("bundle", str(head.get("experiment") or head.get("name")),
+                     f"bundle:{Path(path).resolve()}", _runs_frame(runs), _history(runs), None)
+    return Bundle(head, members["spec.yaml"], data, trials, confirm)
