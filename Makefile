@@ -59,8 +59,11 @@ lint: setup
 STUDY_OUT ?= studies/quick-$(shell date +%Y%m%d-%H%M%S)
 study: setup
 	$(VENV)/bin/mistudy run --preset quick --out $(STUDY_OUT)
-	@echo; echo "ranking (gap closure vs matched cross-entropy baselines):"
-	$(VENV)/bin/mistudy rank $(STUDY_OUT)
+	@echo; echo "ranking (selected on validation; test only read):"
+	$(VENV)/bin/mistudy rank $(STUDY_OUT) --importance
+	@echo; echo "confirmation: the top 2 schedules and their baselines on 2 fresh seeds:"
+	$(VENV)/bin/mistudy confirm $(STUDY_OUT) --top 2 --seeds 2 || \
+	  echo "(nothing confirmed: see the line above)"
 	$(VENV)/bin/mistudy report $(STUDY_OUT) --out $(STUDY_OUT)/report
 	@echo; echo "MLflow UI: $(VENV)/bin/mistudy ui --out $(STUDY_OUT)"
 

@@ -32,6 +32,7 @@ from typing import Any
 from analysis._load import FOLDER_STORE, tracking_uri_of
 from trainables._yaml import YamlLimitError, safe_load
 from trainables.locks import LOCK_FILE, FolderLocked, folder_lock
+from trainables.records import atomic_write_text
 
 from .spec import SpecError, StudySpec, parse_spec
 
@@ -170,7 +171,7 @@ def record_timings(path: Path | str, values: dict[str, Any]) -> None:
     except ValueError:
         data = {}
     data.update(values)
-    p.write_text(json.dumps(data, indent=2))
+    atomic_write_text(p, json.dumps(data, indent=2))  # whole or not at all (a full disk)
 
 
 def prepare_folder(out: Path) -> None:

@@ -92,6 +92,29 @@ def check_local_cpus(cpus: float, num_cpus: int | None) -> None:
                          f"allowed: at most {have} (or --address a cluster with more)")
 
 
+def local_gpus() -> int:
+    """The GPUs a local Ray would see (it honours ``CUDA_VISIBLE_DEVICES``)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    try:
+        import torch
+
+        return int(torch.cuda.device_count())
+    except Exception:
+        return 0
+
+
+def check_local_gpus(gpus: float) -> None:
+    """``gpus_per_trial`` on a machine without that many GPUs: refused before Ray starts or
+    anything is written (Ray would only refuse once the study folder exists)."""
+    if gpus > 0:
+        have = local_gpus()
+        if gpus > have:
+            raise StudyError(f"gpus_per_trial={gpus:g} but this machine has {have} GPU(s); "
+                             f"allowed: at most {have} (or --address a cluster with GPUs)")
+
+
 def allow_pending_trials(cpus: float, gpus: float) -> None:
     """Tune starts one trial at a time when a searcher is used (one pending placement group);
     a trial's actor takes seconds to start, so slots sat idle. Allow one pending trial per

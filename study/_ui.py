@@ -18,6 +18,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from ._guardian import spawn_tied
+
 __all__ = ["runs_link", "port_free", "serve", "descendants"]
 
 TRIAL_FILTER = "tags.`mistudy.role` = 'trial'"
@@ -95,15 +97,32 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 90) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
+def _wait_ready(url: str, proc: subprocess.Popen, stop: dict[str, bool]) -> bool:
+    """Until the server answers, exits, or we are told to stop (a loaded machine can take a
+    minute to import MLflow: the link is printed whenever it is ready)."""
+    while not stop["now"] and proc.poll() is None:
         try:
             urllib.request.urlopen(url + "/health", timeout=2).read()
             return True
         except Exception:
             time.sleep(0.3)
     return False
+
+
+def local_host(host: str) -> str:
+    """Where this machine reaches a server bound to ``host``."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+
+
+def url_base(host: str, port: int) -> str:
+    """``http://host:port``, an IPv6 address in brackets."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _reachable(wildcard: str) -> str:
+    """For a server on every address: this machine's name, which other machines can use
+    (``0.0.0.0`` is no address to open)."""
+    return socket.getfqdn() or local_host(wildcard)
 
 
 def serve(uri: str, artifacts: str | None, host: str, port: int, experiment_id: str | None,
@@ -114,8 +133,8 @@ def serve(uri: str, artifacts: str | None, host: str, port: int, experiment_id: 
            "--host", host, "--port", str(port)]
     if artifacts:
         cmd += ["--default-artifact-root", artifacts]
-    with open(log, "ab") as fh:
-        proc = subprocess.Popen(cmd, start_new_session=True, stdout=fh, stderr=fh)
+    with open(log, "ab") as fh:  # tied to our life: a SIGKILL of `mistudy ui` ends it too
+        proc = spawn_tied(cmd, stdout=fh, stderr=fh)
     stop = {"now": False}
 
     def on_signal(signum: int, frame: object) -> None:
@@ -123,9 +142,9 @@ def serve(uri: str, artifacts: str | None, host: str, port: int, experiment_id: 
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        base = f"http://{host}:{port}"
-        if _wait_ready(f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}",
-                       proc):
+        print(f"starting the MLflow server on {url_base(host, port)} ...", flush=True)
+        if _wait_ready(url_base(local_host(host), port), proc, stop):
+            base = url_base(host if host not in ("0.0.0.0", "::") else _reachable(host), port)
             print(f"MLflow UI: {runs_link(base, experiment_id)}\n(Ctrl-C to stop; server log: "
                   f"{log})", flush=True)
         elif proc.poll() is not None:

@@ -323,6 +323,9 @@ def ui_command(args: argparse.Namespace) -> int:
         return 0
     if not 1 <= args.port <= 65535:
         return _err(f"--port={args.port} -- allowed: 1..65535")
+    problem = _sqlite_problem(uri)
+    if problem:
+        return _err(problem)
     if not port_free(args.host, args.port):
         return _err(f"port {args.port} on {args.host} is in use; choose another with --port")
     if args.host not in ("127.0.0.1", "localhost", "::1"):
@@ -330,6 +333,20 @@ def ui_command(args: argparse.Namespace) -> int:
               f"login) to every machine that can reach this one", file=sys.stderr)
     return serve(uri, meta.get("artifact_location"), args.host, args.port,
                  _experiment_id(meta), Path(args.out) / "mlflow-ui.log")
+
+
+def _sqlite_problem(uri: str) -> str | None:
+    """A missing or damaged store is said, never silently replaced by an empty one."""
+    path = Path(uri[len("sqlite:///"):])
+    if not path.is_file():
+        return f"the study's MLflow store {path} is missing; the runs are under ray/: " \
+               f"'mistudy sync --out FOLDER' rebuilds the store from them"
+    with open(path, "rb") as fh:
+        head = fh.read(100)
+    if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
+        return f"the study's MLflow store {path} is damaged (not an SQLite database); " \
+               f"move it aside and run 'mistudy sync --out FOLDER' to rebuild it"
+    return None
 
 
 def sync_command(args: argparse.Namespace) -> int:

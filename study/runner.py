@@ -40,6 +40,7 @@ from ._folder import (
 from ._ray import (
     allow_pending_trials,
     check_local_cpus,
+    check_local_gpus,
     check_resources,
     init_ray,
     ray_environment,
@@ -109,9 +110,10 @@ def run_study(spec: StudySpec | None, out: Path, *, resume: bool = False,
         stored = dict(meta)
         meta["tracking_uri"], meta["artifact_location"] = tracking_uri_of(meta, out)
         check_tracking(meta["tracking_uri"])
-        if address is None:  # a local Ray: its CPUs are known before anything is written
+        if address is None:  # a local Ray: its CPUs and GPUs are known before anything is
             check_local_cpus(spec.cpus_per_trial if cpus_per_trial is None else cpus_per_trial,
-                             num_cpus)
+                             num_cpus)  # written
+            check_local_gpus(spec.gpus_per_trial if gpus_per_trial is None else gpus_per_trial)
         if not resume:
             write_new_study(paths, spec, stored)
         cpus = cpus_per_trial if cpus_per_trial is not None else spec.cpus_per_trial
@@ -316,6 +318,7 @@ def run_confirm(out: Path, top: int | None = None, seeds: int | None = None,
         meta["tracking_uri"], meta["artifact_location"] = tracking_uri_of(meta, out)
         check_tracking(meta["tracking_uri"])
         check_local_cpus(spec.cpus_per_trial, num_cpus)
+        check_local_gpus(spec.gpus_per_trial)
         plan = load_or_plan(out, top, seeds)
         tracker = _tracker(spec, paths, meta)
         exp_dir = confirm_dir(paths, spec)

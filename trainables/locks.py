@@ -27,12 +27,30 @@ def _holder(fd: int) -> str:
     return text or "unknown"
 
 
+def open_lock_file(path: Path) -> int:
+    """Open (or create) the lock file without following a link, and only a regular file: a
+    received folder whose ``.lock`` links elsewhere must not make us truncate that target."""
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as exc:
+        if path.is_symlink():
+            raise FolderLocked(f"{path} is a symbolic link; a lock file must be a regular "
+                               f"file: remove it") from None
+        raise FolderLocked(f"cannot open the lock file {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise FolderLocked(f"{path} is not a regular file; a lock file must be: remove it")
+    return fd
+
+
 @contextmanager
 def folder_lock(folder: Path, what: str = "folder") -> Iterator[None]:
     """Hold ``folder``'s lock for the ``with`` body; :class:`FolderLocked` if it is taken."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_lock_file(folder / LOCK_FILE)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
