@@ -70,7 +70,8 @@ def train_command(args: argparse.Namespace) -> int:
         for w in caught:
             print(f"warning: {w.message}", file=sys.stderr)
     except (ConfigError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():  # every problem, one line each
+            print(f"error: {line}", file=sys.stderr)
         return 2
     out = Path(args.out)
     try:

@@ -6,6 +6,7 @@ line naming the key, the value and what is allowed -- before any data is loaded.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import math
 import re
@@ -108,8 +109,19 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def validate(self) -> None:
-        for check in _CHECKS:
-            check(self)
+        """Every problem at once, one line each (:class:`ConfigError`)."""
+        token = _PROBLEMS.set([])
+        try:
+            for check in _CHECKS:
+                try:
+                    check(self)
+                except (TypeError, ValueError):
+                    pass  # a value of the wrong type, already reported by an earlier line
+            problems = _PROBLEMS.get() or []
+        finally:
+            _PROBLEMS.reset(token)
+        if problems:
+            raise ConfigError("\n".join(dict.fromkeys(problems)))
 
     def with_updates(self, **changes: Any) -> TrainConfig:
         return TrainConfig.from_dict({**self.to_dict(), **changes})
@@ -136,9 +148,18 @@ def _reject_unknown(data: Mapping[str, Any], cls: type, prefix: str) -> None:
             raise ConfigError(f"unknown config key {prefix}{key!r}; known keys: {known}")
 
 
+# While a config is validated, every problem is collected here (all are reported at once).
+_PROBLEMS: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("problems",
+                                                                             default=None)
+
+
 def _need(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
-        raise ConfigError(f"{key}={value!r} is not allowed; allowed: {allowed}")
+        msg = f"{key}={value!r} is not allowed; allowed: {allowed}"
+        bucket = _PROBLEMS.get()
+        if bucket is None:
+            raise ConfigError(msg)
+        bucket.append(msg)
 
 
 def _is_int(v: Any) -> bool:
@@ -216,11 +237,24 @@ def _check_kernel(c: TrainConfig) -> None:
 _CHECKS = (_check_choices, _check_numbers, _check_kernel)
 
 
+# YAML 1.2's plain numbers and booleans; YAML 1.1 (PyYAML) also reads 0x10, 017 (octal),
+# 1_000 and yes/on as numbers and booleans, which a --set value must not silently become.
+_DECIMAL = re.compile(r"[-+]?(\d+|\d+\.\d*|\.\d+)([eE][-+]?\d+)?|[-+]?\.(inf|Inf|INF)|"
+                      r"\.(nan|NaN|NAN)")
+
+
 def _parse_value(text: str) -> Any:
     try:
-        return safe_load(text, "--set value") if text.strip() else ""
+        value = safe_load(text, "--set value") if text.strip() else ""
     except (yaml.YAMLError, YamlLimitError):
         return text
+    t = text.strip()
+    if isinstance(value, bool):
+        return value if t in ("true", "false", "True", "False", "TRUE", "FALSE") else t
+    if isinstance(value, (int, float)):
+        plain = _DECIMAL.fullmatch(t) and not re.fullmatch(r"[-+]?0\d+", t)
+        return value if plain else t
+    return value
 
 
 def apply_overrides(base: Mapping[str, Any], sets: list[str]) -> dict[str, Any]:
