@@ -26,8 +26,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from trainables.closure import COMPARISON_KEYS, compare, match_key
 from trainables.closure import MATCH_KEYS as _MATCH
-from trainables.closure import compare, match_key
 from trainables.records import DEFAULT_LAST_K, OPTIONAL_RECORD_KEYS, RECORD_KEYS
 from trainables.saturation import saturation_epoch
 
@@ -87,6 +87,9 @@ def trial_table(runs: pd.DataFrame, history: pd.DataFrame, last_k: int = DEFAULT
         if run.get("status") == "FAILED":
             notes.append(f"trial {name}: failed, left out")
             continue
+        if run.get("status") in ("KILLED", "RUNNING", "SCHEDULED"):
+            notes.append(f"trial {name}: unfinished ({run['status']}), left out")
+            continue
         missing = [k for k in _REQUIRED if h is None or k not in h or h[k].isna().all()]
         if missing or h is None:
             notes.append(f"trial {name}: missing metrics {missing[:4]}, left out")
@@ -122,8 +125,10 @@ def match_baselines(trials: pd.DataFrame, history: pd.DataFrame,
                     last_k: int = DEFAULT_LAST_K) -> pd.DataFrame:
     """Searched trials with every ``trainables.closure.compare`` value against their matched
     baselines (same window), on validation and test."""
-    if trials.empty:
-        return trials.assign(matched=[], val_closure=[], test_closure=[])
+    if trials.empty or trials.baseline.all():
+        empty = trials.iloc[0:0]
+        return empty.assign(matched=[], **{k: [] for k in (*COMPARISON_KEYS, "gap_baseline",
+                                                            "delta_test_acc", "delta_val_acc")})
     records = _records(history)
     base: dict[tuple[str, ...], list[str]] = {}
     for row in trials[trials.baseline].to_dict("records"):

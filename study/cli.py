@@ -493,11 +493,20 @@ def main(argv: list[str] | None = None) -> int:
                 "sync": sync_command, "rank": analysis_command, "export": analysis_command,
                 "report": analysis_command, "reproduce": reproduce_command,
                 "confirm": confirm_command}
+    from ._lifecycle import StudyInterrupted, exit_code, install_stop_signals
+
+    if args.command in ("run", "confirm", "sync"):
+        install_stop_signals()  # SIGTERM / SIGHUP stop like Ctrl-C: state saved, 143 / 129
     try:
         return commands[args.command](args)
+    except StudyInterrupted as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exit_code()
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        resume = f" -- continue with: mistudy run --resume --out {args.out}" \
+            if args.command == "run" and getattr(args, "out", None) else ""
+        print(f"interrupted{resume}", file=sys.stderr)
+        return exit_code()
     except Exception as exc:
         from .spec import SpecError
 

@@ -126,8 +126,15 @@ def run_study(spec: StudySpec | None, out: Path, *, resume: bool = False,
         first = experiment_dirs(paths, spec)[0]
         if not resume or _unfinished(first):
             fit(first, spec, resume)
+            _ended(out, first, tracker)
+        if resume:
+            _finish_extensions(paths, spec, fit, out, tracker)
+            _fail_orphans(paths, optuna_study_name(meta))
+            if grown is None and _asked(paths, optuna_study_name(meta)) < spec.trials:
+                grown = spec  # a grow killed before its experiment was saved: grow again
         if grown is not None:
             _grow(paths, spec, grown, fit, optuna_study_name(meta))
+            _ended(out, _more_dirs(paths, spec)[-1], tracker)
             spec = grown
         t_sync = time.time()
         sync_study(out, locked=True)
@@ -144,7 +151,12 @@ def _start(spec: StudySpec, paths: StudyPaths, tracker: Any, address: str | None
            num_cpus: int | None, cpus: float, gpus: float) -> None:
     """Ray starts while the stores are prepared (MLflow's schema and parent run, Optuna's
     schema: seconds, mostly imports and migrations)."""
+    from ._lifecycle import end_previous_ray, install_stop_signals, record_ray_processes
+
     ray_environment(address)
+    if address is None:
+        for pid in end_previous_ray(paths.root):
+            _print(f"ended process {pid} of this folder's previous local Ray")
 
     def prepare_stores() -> None:
         tracker.parent_run(spec.raw)
@@ -158,6 +170,10 @@ def _start(spec: StudySpec, paths: StudyPaths, tracker: Any, address: str | None
     if interrupted():
         shutdown_ray()
         raise KeyboardInterrupt
+    if address is None:
+        record_ray_processes(paths.root)
+    if threading.current_thread() is threading.main_thread():
+        install_stop_signals()  # after Ray's start: SIGTERM/SIGHUP stop like Ctrl-C
     check_resources(cpus, gpus)
     allow_pending_trials(cpus, gpus)
 
@@ -216,6 +232,61 @@ def _fitter(spec: StudySpec, paths: StudyPaths, tracker: Any, cpus: float, gpus:
                                  **searcher)
         tuner.fit()
     return fit  # type: ignore[return-value]
+
+
+def _ended(out: Path, exp_dir: Path, tracker: Any) -> None:
+    """After ``fit`` returned: a study stopped by a signal (Tune saved its state and returned
+    with trials unfinished) is synced -- finished epochs logged, unfinished runs KILLED -- and
+    reported as interrupted; the parent run is KILLED, never FINISHED."""
+    from ._lifecycle import StudyInterrupted, stop_signal
+
+    if stop_signal() is None and not _unfinished(exp_dir):
+        return
+    sync_study(out, locked=True)
+    tracker.finish_parent("KILLED")
+    raise StudyInterrupted(f"interrupted; the study's state is saved -- continue with: "
+                           f"mistudy run --resume --out {out}")
+
+
+def _finish_extensions(paths: StudyPaths, spec: StudySpec, fit: Callable, out: Path,
+                       tracker: Any) -> None:
+    """``--resume`` finishes every extension a kill left unfinished (Tune restores each with
+    its searcher); one killed before Tune saved anything is removed and grown again."""
+    for exp_dir in _more_dirs(paths, spec):
+        if not _unfinished(exp_dir):
+            continue
+        if any(exp_dir.glob("experiment_state-*.json")):
+            fit(exp_dir.resolve(), spec, True)
+            _ended(out, exp_dir, tracker)
+        else:
+            shutil.rmtree(exp_dir)
+
+
+def _asked(paths: StudyPaths, optuna_name: str) -> int:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return len(optuna.load_study(study_name=optuna_name, storage=paths.optuna).trials)
+    except KeyError:
+        return 0
+
+
+def _fail_orphans(paths: StudyPaths, optuna_name: str) -> None:
+    """Optuna trials still RUNNING once every experiment has finished were asked by a
+    searcher whose experiment was killed before Tune saved it: no trial will ever tell them.
+    They are told FAIL (with the reason as a user attribute), never left RUNNING."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=optuna_name, storage=paths.optuna)
+    except KeyError:
+        return
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study._storage.set_trial_user_attr(t._trial_id, "fail_reason",
+                                           "its experiment was killed before Tune saved it")
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
 
 
 def _grow(paths: StudyPaths, spec: StudySpec, grown: StudySpec, fit: Callable,
@@ -326,6 +397,7 @@ def run_confirm(out: Path, top: int | None = None, seeds: int | None = None,
             _start(spec, paths, tracker, None, num_cpus, spec.cpus_per_trial,
                    spec.gpus_per_trial)
             _fit_list(exp_dir, plan["configs"], spec, tracker, callbacks or [])
+            _ended(out, exp_dir, tracker)
         sync_study(out, locked=True)
         return confirm_info(out, plan, tracker)
 
@@ -423,7 +495,9 @@ def sync_study(out: Path, locked: bool = False) -> dict[str, int]:
         new = tracker.log_records(run_id, records)
         logged += new
         error = trial_error_text(t["trial"]) if t["error"] else None
-        status = "FAILED" if t["error"] else "FINISHED"
+        # a trial a stop left unfinished is KILLED (resumable), never FINISHED
+        status = "FAILED" if t["error"] else \
+            "FINISHED" if t["status"] == "TERMINATED" else "KILLED"
         run = tracker.client.get_run(run_id)
         if run.info.status != status or new or "final_gap" not in run.data.metrics:
             tracker.finish_trial(run_id, records, t["config"], status, error)

@@ -1,0 +1,100 @@
+"""How a study run ends: done, or stopped by a signal with its state saved and resumable.
+
+* SIGINT (Ctrl-C), SIGTERM (a cluster scheduler) and SIGHUP (a closed terminal) all stop the
+  study the same way: Tune's own Ctrl-C path saves the experiment state and returns, the store
+  is synced (finished epochs logged; runs of unfinished trials marked KILLED, never FINISHED;
+  the parent run KILLED), and the command exits ``128 + signal`` (130, 143, 129) with one line
+  saying how to continue. SIGTERM and SIGHUP are turned into SIGINT so Tune's handler, not
+  Ray's C++ one (which aborts with exit 134), sees them.
+* A previous run's local Ray (a driver killed with SIGKILL leaves its Ray processes behind
+  for a minute, trials still running) is ended before a new run of the same folder starts
+  its own: :func:`end_previous_ray`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["StudyInterrupted", "install_stop_signals", "stop_signal", "exit_code",
+           "record_ray_processes", "end_previous_ray", "RAY_PIDS"]
+
+RAY_PIDS = "ray-pids.json"
+_received: list[int] = []
+
+
+class StudyInterrupted(RuntimeError):
+    """The study stopped before its trials finished; its state is saved."""
+
+
+def stop_signal() -> int | None:
+    """The stop signal received by this process, if any."""
+    return _received[0] if _received else None
+
+
+def exit_code() -> int:
+    return 128 + (stop_signal() or signal.SIGINT)
+
+
+def _as_sigint(signum: int, frame: Any) -> None:
+    if signum not in _received:
+        _received.append(signum)
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def install_stop_signals() -> None:
+    """SIGTERM and SIGHUP act like Ctrl-C (main thread only; call again after Ray starts,
+    which may install handlers of its own)."""
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, _as_sigint)
+
+
+def _ray_tree(root: int) -> list[int]:
+    from ._ui import descendants
+
+    return [p for p in descendants(root) if _is_ray(p)]
+
+
+def _is_ray(pid: int) -> bool:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"ray" in cmd
+
+
+def record_ray_processes(folder: Path) -> None:
+    """The PIDs of the local Ray this driver started, in the study folder."""
+    pids = _ray_tree(os.getpid())
+    try:
+        (folder / RAY_PIDS).write_text(json.dumps({"driver": os.getpid(), "ray": pids}))
+    except OSError:
+        pass  # a read-only folder cannot be resumed anyway; nothing to clean up later
+
+
+def end_previous_ray(folder: Path, grace: float = 10.0) -> list[int]:
+    """End what is left of the local Ray a previous, killed driver of this folder started
+    (and the trial processes under it); returns the PIDs it ended."""
+    path = folder / RAY_PIDS
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    alive = [p for p in old.get("ray", []) if _is_ray(p)]
+    alive += [c for p in alive for c in _ray_tree(p)]
+    alive = sorted(set(alive) - {os.getpid()})
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for p in alive:
+            try:
+                os.kill(p, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + grace
+        while time.time() < deadline and any(_is_ray(p) for p in alive):
+            time.sleep(0.2)
+    path.unlink(missing_ok=True)
+    return alive
