@@ -100,7 +100,9 @@ def write_bundle(folder: Path, out: Path) -> Path:
     data = load_study(str(folder))
     head = {"format": "mistudy-bundle", "version": BUNDLE_VERSION,
             "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            **{k: meta.get(k) for k in ("name", "study_id", "experiment", "optuna_study")}}
+            **{k: meta.get(k) for k in ("name", "study_id", "experiment", "optuna_study",
+                                        "created")},
+            "machine": machine_text()}
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         _add(tar, "bundle.json", json.dumps(head, indent=1))
@@ -111,6 +113,23 @@ def write_bundle(folder: Path, out: Path) -> Path:
             _add(tar, "confirm.json", (folder / "confirm.json").read_text(encoding="utf-8"))
     atomic_write_bytes(out, buf.getvalue())
     return out
+
+
+def machine_text() -> str:
+    """The machine the bundle was written on (where the study ran, as a rule)."""
+    import os
+    import platform
+
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPUs ({model or platform.machine()}), {platform.system()}, " \
+           f"Python {platform.python_version()}"
 
 
 def _read_members(path: Path) -> dict[str, str]:

@@ -129,6 +129,36 @@ def confirm_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_findings(sub: Any) -> None:
+    p = sub.add_parser("findings", help="regenerate docs/findings.md's tables and figures "
+                                        "from study bundles")
+    p.add_argument("bundles", nargs="+", help="study bundle files (mistudy export --bundle)")
+    p.add_argument("--out", required=True, help="folder for the tables and PNG figures")
+    p.add_argument("--update", metavar="PAGE",
+                   help="also replace each study's generated block in this markdown page")
+
+
+def findings_command(args: argparse.Namespace) -> int:
+    from analysis import AnalysisError
+    from analysis._bundle import is_bundle
+    from analysis._findings import update_page, write_findings
+
+    bad = [b for b in args.bundles if not is_bundle(b)]
+    if bad:
+        return _err(f"{bad[0]!r} is no study bundle; make one with mistudy export STUDY "
+                    f"--bundle FILE")
+    try:
+        texts = write_findings(args.bundles, Path(args.out))
+    except AnalysisError as exc:
+        return _err(str(exc))
+    for name in texts:
+        print(f"wrote {Path(args.out) / (name + '-tables.md')} and its figures")
+    if args.update:
+        done = update_page(Path(args.update), texts)
+        print(f"updated {args.update}: {done or 'no <!-- tables:NAME --> block found'}")
+    return 0
+
+
 def _add_reproduce(sub: Any) -> None:
     p = sub.add_parser("reproduce", help="the paper's figures with our numbers, over seeds")
     p.add_argument("--figure", type=_figures, required=True, metavar="N[,N...]|all",
@@ -195,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ui_sync(sub)
     _add_analysis(sub)
     _add_confirm(sub)
+    _add_findings(sub)
     _add_reproduce(sub)
     return p
 
@@ -492,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"train": train_command, "run": run_command, "ui": ui_command,
                 "sync": sync_command, "rank": analysis_command, "export": analysis_command,
                 "report": analysis_command, "reproduce": reproduce_command,
-                "confirm": confirm_command}
+                "confirm": confirm_command, "findings": findings_command}
     from ._lifecycle import StudyInterrupted, exit_code, install_stop_signals
 
     if args.command in ("run", "confirm", "sync"):
