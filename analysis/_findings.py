@@ -153,7 +153,8 @@ def _confirm_md(info: FindingsInfo) -> str:
             "confirmed_delta_test_acc": "Δ test acc", "verdict": "verdict"}
     rho = ", ".join(f"{k} {_f(v, 2)}" for k, v in c.spearman.items())
     return (f"Fresh seeds {c.seeds}; matched CE baselines on the same seeds.\n\n"
-            + _table(t, cols, 4) + f"\n\nSpearman (in-search validation vs confirmed test): {rho}.")
+            + _table(t, cols, 4)
+            + f"\n\nSpearman (in-search validation vs confirmed test): {rho}.")
 
 
 def format_findings(info: FindingsInfo) -> str:
