@@ -102,6 +102,11 @@ class Tracker:
     def __init__(self, tracking_uri: str, experiment: str, study_id: str,
                  artifact_location: str | None = None, saturation: Mapping[str, Any] | None = None,
                  timings_path: str | None = None, last_k: int = DEFAULT_LAST_K) -> None:
+        import logging
+
+        # A failing store (down, disk full) is reported once by the callback, in one line;
+        # MLflow's session helper would print every failed statement's traceback.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.study_id = study_id

@@ -47,7 +47,7 @@ def test_local_study_records_every_trial(tmp_path: Path) -> None:
     out = tmp_path / "study"
     res = mistudy("run", str(spec), "--out", str(out))
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "best trials by val_ce" in res.stdout and "mistudy ui --out" in res.stdout
+    assert "best configurations by val_ce" in res.stdout and "mistudy ui --out" in res.stdout
     meta = json.loads((out / "study.json").read_text())
     assert meta["tracking_uri"] == "folder"  # the folder's own store, wherever it moves
     meta["tracking_uri"] = store_uri(out)
