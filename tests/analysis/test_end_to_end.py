@@ -29,9 +29,18 @@ def finished_study(grown_study: dict) -> Path:
 
 def test_rank_export_and_rerun_reproduces_the_trial(finished_study: Path, tmp_path: Path
                                                     ) -> None:
+    def written() -> tuple:
+        arts = finished_study / "mlartifacts"
+        return ((finished_study / "mlflow.db").stat().st_mtime_ns,
+                sorted((str(p), p.stat().st_mtime_ns) for p in arts.rglob("*")))
+
+    before = written()
     res = mistudy("rank", str(finished_study), "--last-k", "2", "--format", "markdown")
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("| rank | schedule | val_closure")
+    assert written() == before  # rank only reads (issue 21, item 10)
+    res = mistudy("rank", str(finished_study), "--last-k", "2", "--log")
+    assert res.returncode == 0, res.stderr
     a = analyze(str(finished_study), last_k=2)
     assert len(a.ranking) == 4 and (a.ranking.n_seeds == 2).all()
     # The ranking is logged to the parent run.
