@@ -1,6 +1,7 @@
 """Rank schedules by train–test gap closure against matched cross-entropy baselines, export
 the best configs, draw the figures. See :mod:`analysis._rank` for the definitions."""
 
+from ._bundle import is_bundle, read_bundle
 from ._commands import (
     Analysis,
     analyze,
@@ -9,8 +10,10 @@ from ._commands import (
     export_configs,
     format_ranking,
     log_ranking,
+    write_bundle,
     write_report,
 )
+from ._confirm import ConfirmInfo, format_confirm, get_confirm_info
 from ._figures import (
     get_pareto_info,
     get_trajectory_info,
@@ -20,7 +23,9 @@ from ._figures import (
     plot_trajectories,
     plot_transitions,
 )
-from ._load import AnalysisError, StudyData, load_study
+from ._findings import update_page, write_findings
+from ._importance import ImportanceInfo, format_importance, get_importance_info
+from ._load import AnalysisError, StudyData, load_study, optuna_trials, study_settings
 from ._rank import (
     MATCH_KEYS,
     bootstrap_ci,
@@ -35,7 +40,10 @@ __all__ = [
     "format_ranking", "log_ranking", "write_report",
     "get_pareto_info", "get_trajectory_info", "get_transition_info", "plot_grad_norm",
     "plot_pareto", "plot_trajectories", "plot_transitions",
-    "AnalysisError", "StudyData", "load_study",
+    "AnalysisError", "StudyData", "load_study", "optuna_trials", "study_settings",
+    "is_bundle", "read_bundle", "write_bundle", "ConfirmInfo", "format_confirm",
+    "get_confirm_info", "update_page", "write_findings", "ImportanceInfo", "format_importance",
+    "get_importance_info",
     "MATCH_KEYS", "bootstrap_ci", "match_baselines", "pareto_front", "rank_schedules",
     "trial_table",
 ]

@@ -30,7 +30,7 @@ import pandas as pd
 
 from trainables.records import BASELINE_KEY, RECORD_KEYS, flatten, schedule_text
 
-__all__ = ["Bundle", "is_bundle", "read_bundle", "write_bundle", "BUNDLE_VERSION"]
+__all__ = ["Bundle", "is_bundle", "read_bundle", "BUNDLE_VERSION", "bundle_head", "pack_bundle"]
 
 BUNDLE_VERSION = 1
 _MEMBERS = ("bundle.json", "spec.yaml", "runs.json", "optuna.json")
@@ -89,30 +89,26 @@ def _add(tar: tarfile.TarFile, name: str, text: str) -> None:
     tar.addfile(info, io.BytesIO(raw))
 
 
-def write_bundle(folder: Path, out: Path) -> Path:
-    """Bundle the study in ``folder`` (its MLflow runs and records, spec, Optuna study,
-    confirmation plan) into ``out``, written whole or not at all."""
-    from trainables.records import atomic_write_bytes
-
-    from ._load import _meta, load_study, optuna_trials
-
-    meta = _meta(folder)
-    data = load_study(str(folder))
-    head = {"format": "mistudy-bundle", "version": BUNDLE_VERSION,
+def bundle_head(meta: dict[str, Any]) -> dict[str, Any]:
+    return {"format": "mistudy-bundle", "version": BUNDLE_VERSION,
             "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             **{k: meta.get(k) for k in ("name", "study_id", "experiment", "optuna_study",
                                         "created")},
             "machine": machine_text()}
+
+
+def pack_bundle(head: dict[str, Any], spec_text: str, data: Any,
+                trials: list[dict[str, Any]], confirm_text: str | None) -> bytes:
+    """The bundle's bytes (a gzip-compressed tar, members in memory)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         _add(tar, "bundle.json", json.dumps(head, indent=1))
-        _add(tar, "spec.yaml", (folder / "spec.yaml").read_text(encoding="utf-8"))
+        _add(tar, "spec.yaml", spec_text)
         _add(tar, "runs.json", json.dumps(_runs_payload(data), separators=(",", ":")))
-        _add(tar, "optuna.json", json.dumps(_optuna_payload(optuna_trials(str(folder)))))
-        if (folder / "confirm.json").is_file():
-            _add(tar, "confirm.json", (folder / "confirm.json").read_text(encoding="utf-8"))
-    atomic_write_bytes(out, buf.getvalue())
-    return out
+        _add(tar, "optuna.json", json.dumps(_optuna_payload(trials)))
+        if confirm_text is not None:
+            _add(tar, "confirm.json", confirm_text)
+    return buf.getvalue()
 
 
 def machine_text() -> str:
@@ -133,7 +129,7 @@ def machine_text() -> str:
 
 
 def _read_members(path: Path) -> dict[str, str]:
-    from ._load import AnalysisError
+    from ._errors import AnalysisError
 
     try:
         with tarfile.open(path, mode="r:gz") as tar:
@@ -176,7 +172,7 @@ def _history(runs: list[Mapping[str, Any]]) -> pd.DataFrame:
 def read_bundle(path: str | Path) -> Bundle:
     from optuna.distributions import json_to_distribution
 
-    from ._load import AnalysisError, StudyData
+    from ._errors import AnalysisError, StudyData
 
     members = _read_members(Path(path))
     try:

@@ -20,7 +20,7 @@ from ._load import AnalysisError, StudyData, is_bundle_data, load_study, study_s
 from ._rank import Selection, match_baselines, rank_schedules, trial_table
 
 __all__ = ["Analysis", "analyze", "format_ranking", "export_configs", "write_report",
-           "log_ranking", "confirm_plan", "confirmation"]
+           "log_ranking", "confirm_plan", "confirmation", "write_bundle"]
 
 # Selected on validation (val_*), the held-out test reading beside it (test_*).
 COLUMNS = ("schedule", "val_closure", "val_ci_low", "val_ci_high", "test_closure",
@@ -69,6 +69,23 @@ def analyze(study: str, tracking_uri: str | None = None, last_k: int | None = No
         raise AnalysisError(f"study {study!r} has only baselines: nothing to rank")
     ranking = rank_schedules(matched, acc_tolerance, selection=selection)
     return Analysis(data, trials, matched, ranking, notes, selection)
+
+
+def write_bundle(folder: Path, out: Path) -> Path:
+    """Bundle the study in ``folder`` (its MLflow runs and records, spec, Optuna study,
+    confirmation plan) into ``out`` (:mod:`analysis._bundle`), written whole or not at all."""
+    from trainables.records import atomic_write_bytes
+
+    from ._bundle import bundle_head, pack_bundle
+    from ._load import _meta, optuna_trials
+
+    confirm = folder / "confirm.json"
+    data = pack_bundle(bundle_head(_meta(folder)),
+                       (folder / "spec.yaml").read_text(encoding="utf-8"),
+                       load_study(str(folder)), optuna_trials(str(folder)),
+                       confirm.read_text(encoding="utf-8") if confirm.is_file() else None)
+    atomic_write_bytes(out, data)
+    return out
 
 
 def confirm_plan(study: str) -> dict[str, Any] | None:

@@ -9,81 +9,26 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import pandas as pd
 
 from trainables.records import BASELINE_KEY, RECORD_KEYS, flatten, schedule_text, tag, typed_config
+from trainables.studyfolder import (
+    FOLDER_STORE,
+    credentials_to_env,
+    split_credentials,
+    tracking_uri_of,
+)
+
+from ._errors import AnalysisError, StudyData
 
 __all__ = ["StudyData", "AnalysisError", "load_study", "resolve_study", "tracking_uri_of",
            "study_settings", "settings_from_spec", "FOLDER_STORE", "split_credentials",
            "credentials_to_env", "optuna_trials", "is_bundle_data"]
 
-FOLDER_STORE = "folder"  # study.json's tracking_uri for the folder's own DIR/mlflow.db
-
-
-class AnalysisError(RuntimeError):
-    """A problem for the user (exit code 2)."""
-
-
-class StudyData(NamedTuple):
-    experiment_id: str
-    experiment: str
-    tracking_uri: str
-    runs: pd.DataFrame  # one row per trial run: run_id, trial_id, baseline, config columns...
-    history: pd.DataFrame  # run_id, epoch, one column per record key
-    parent_run_id: str | None
-
 
 STUDY_JSON_ERRORS = (OSError, ValueError, KeyError, TypeError)
-
-
-def _moved(uri: str, root: Path, name: str) -> str | None:
-    """A study.json from before relative stores names an absolute file in the folder it was
-    made in; if this folder holds a file of that name, the folder was copied or moved."""
-    if uri.startswith("sqlite:///") and Path(uri[len("sqlite:///"):]).name == name:
-        here = (root / name).resolve()
-        if here.exists() and Path(uri[len("sqlite:///"):]) != here:
-            return f"sqlite:///{here}"
-    return None
-
-
-def tracking_uri_of(meta: dict[str, Any], root: Path) -> tuple[str, str | None]:
-    """(tracking URI, artifact location) of the study in ``root``, wherever ``root`` is now."""
-    uri, art = meta["tracking_uri"], meta.get("artifact_location")
-    folder_art = (root / "mlartifacts").resolve().as_uri()
-    if uri == FOLDER_STORE:
-        return f"sqlite:///{(root / 'mlflow.db').resolve()}", folder_art
-    moved = _moved(uri, root, "mlflow.db")
-    if moved:
-        return moved, folder_art
-    return uri, art
-
-
-def split_credentials(uri: str) -> tuple[str, str | None, str]:
-    """``http://user:pw@host/p`` -> (``http://host/p``, user, pw); (uri, None, "") otherwise."""
-    import urllib.parse
-
-    parts = urllib.parse.urlsplit(uri)
-    if parts.scheme not in ("http", "https") or parts.username is None:
-        return uri, None, ""
-    host = parts.hostname or ""
-    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
-    bare = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
-    return (bare, urllib.parse.unquote(parts.username),
-            urllib.parse.unquote(parts.password or ""))
-
-
-def credentials_to_env(uri: str) -> str:
-    """The URI without credentials; these go to MLflow's own environment variables, so no URL
-    MLflow prints or logs can carry them."""
-    import os
-
-    bare, user, password = split_credentials(uri)
-    if user is not None:
-        os.environ.setdefault("MLFLOW_TRACKING_USERNAME", user)
-        os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", password)
-    return bare
 
 
 def _meta(folder: Path) -> dict[str, Any]:

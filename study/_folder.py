@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import time
 import urllib.parse
@@ -29,10 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from analysis._load import FOLDER_STORE, tracking_uri_of
 from trainables._yaml import YamlLimitError, safe_load
 from trainables.locks import LOCK_FILE, FolderLocked, folder_lock
 from trainables.records import atomic_write_text
+from trainables.studyfolder import FOLDER_STORE, tracking_uri_of
 
 from .spec import SpecError, StudySpec, parse_spec
 
@@ -113,7 +112,7 @@ def check_tracking(uri: str) -> None:
         import base64
         import urllib.request
 
-        from analysis._load import split_credentials
+        from trainables.studyfolder import split_credentials
 
         bare, user, password = split_credentials(uri)
         request = urllib.request.Request(bare.rstrip("/") + "/health")
@@ -208,18 +207,11 @@ def writer_lock(out: Path) -> Iterator[None]:
 def write_new_study(paths: StudyPaths, spec: StudySpec, meta: dict[str, Any]) -> None:
     """spec.yaml, then study.json (its presence marks a study), each atomically."""
     write_spec(paths, spec)
-    _write_atomic(paths.meta, json.dumps(meta, indent=2))
+    atomic_write_text(paths.meta, json.dumps(meta, indent=2))
 
 
 def write_spec(paths: StudyPaths, spec: StudySpec) -> None:
     """The spec as run, atomically (``--trials N`` rewrites it before the extension runs)."""
     import yaml
 
-    _write_atomic(paths.spec, yaml.safe_dump(spec.raw, sort_keys=False))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """A reader sees the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(paths.spec, yaml.safe_dump(spec.raw, sort_keys=False))

@@ -12,17 +12,23 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import pickle
 from collections import deque
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import optuna
 from ray.tune.search import Searcher
 
 from trainables.closure import compare, last_k_mean, match_key, mean_defined
-from trainables.records import BASELINE_KEY, DEFAULT_ALPHA, ENQUEUED_KEY, schedule_text
+from trainables.records import (
+    BASELINE_KEY,
+    DEFAULT_ALPHA,
+    ENQUEUED_KEY,
+    atomic_write_text,
+    schedule_text,
+)
 from trainables.schedules import FAMILIES
 
 from ._sqlite import ensure_optuna_store
@@ -312,10 +318,7 @@ class StudySearcher(Searcher):
             "base_map": self.base_map, "base_done": self.base_done, "told": self.told,
             "asked": self.asked, "sampler_seed": self.sampler_seed,
         }
-        tmp = f"{checkpoint_path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(state, fh)
-        os.replace(tmp, checkpoint_path)
+        atomic_write_text(Path(checkpoint_path), json.dumps(state))
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as fh:

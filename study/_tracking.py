@@ -25,7 +25,6 @@ from typing import Any
 
 import yaml
 
-from analysis._load import credentials_to_env as _credentials_to_env
 from trainables.closure import last_k_mean
 from trainables.config import TrainConfig
 from trainables.ray_trainable import train_config_of
@@ -44,6 +43,7 @@ from trainables.records import (
     write_metrics,
 )
 from trainables.saturation import saturation_epoch
+from trainables.studyfolder import credentials_to_env as _credentials_to_env
 
 from ._plots import plot_trial
 from ._sqlite import ensure_mlflow_store

@@ -122,7 +122,7 @@ def confirm_command(args: argparse.Namespace) -> int:
         info = run_confirm(out, args.top, args.seeds, args.num_cpus, progress)
     finally:
         shutdown_ray()
-    from analysis._confirm import format_confirm
+    from analysis import format_confirm
 
     print()
     print(format_confirm(info))
@@ -140,9 +140,7 @@ def _add_findings(sub: Any) -> None:
 
 
 def findings_command(args: argparse.Namespace) -> int:
-    from analysis import AnalysisError
-    from analysis._bundle import is_bundle
-    from analysis._findings import update_page, write_findings
+    from analysis import AnalysisError, is_bundle, update_page, write_findings
 
     bad = [b for b in args.bundles if not is_bundle(b)]
     if bad:
@@ -331,7 +329,7 @@ def _experiment_id(meta: dict[str, Any]) -> str | None:
 
     from mlflow.tracking import MlflowClient
 
-    from analysis._load import credentials_to_env as _credentials_to_env
+    from trainables.studyfolder import credentials_to_env as _credentials_to_env
 
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
@@ -464,8 +462,7 @@ def _export_target_problem(args: argparse.Namespace) -> str | None:
 
 
 def _bundle_command(args: argparse.Namespace) -> int:
-    from analysis import AnalysisError
-    from analysis._bundle import write_bundle
+    from analysis import AnalysisError, write_bundle
 
     folder = Path(args.study)
     if not (folder / "study.json").is_file():
@@ -483,9 +480,7 @@ def _bundle_command(args: argparse.Namespace) -> int:
 def _importance_info(study: str) -> list[Any]:
     """Importance for the study's selection metric and for ``val_closure`` (empty where the
     study has no stored Optuna study: an MLflow experiment name)."""
-    from analysis import AnalysisError
-    from analysis._importance import get_importance_info
-    from analysis._load import optuna_trials, study_settings
+    from analysis import AnalysisError, get_importance_info, optuna_trials, study_settings
 
     try:
         trials = optuna_trials(study)
@@ -496,7 +491,7 @@ def _importance_info(study: str) -> list[Any]:
 
 
 def _importance_text(study: str, fmt: str) -> str:
-    from analysis._importance import format_importance
+    from analysis import format_importance
 
     infos = _importance_info(study)
     if not infos:

@@ -434,8 +434,7 @@ def _fit_list(exp_dir: Path, configs: list[dict[str, Any]], spec: StudySpec, tra
 def confirm_info(out: Path, plan: dict[str, Any], tracker: Any = None) -> Any:
     """The confirmation table from the study's records (``analysis.confirmation``); written
     to ``confirm.md`` and, with a tracker, to the parent run."""
-    from analysis import confirmation
-    from analysis._confirm import format_confirm
+    from analysis import confirmation, format_confirm
     from trainables.records import atomic_write_text
 
     info = confirmation(str(out))

@@ -8,14 +8,17 @@ import argparse
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import yaml
 
-from .config import ConfigError, TrainConfig, apply_overrides, load_yaml
-from .data import DataError
-from .loop import Trainer, TrialDiverged, run_trial
 from .records import MetricsWriter
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
+
+# torch (through .config, .data, .loop) is imported only when a command trains: `mistudy
+# --help` and the analysis commands build this parser without it.
 
 __all__ = ["add_train_arguments", "train_command", "main", "write_config", "TableWriter"]
 
@@ -57,11 +60,17 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def resolve_config(config_path: str | None, sets: list[str]) -> TrainConfig:
+    from .config import TrainConfig, apply_overrides, load_yaml
+
     raw = load_yaml(config_path) if config_path else {}
     return TrainConfig.from_dict(apply_overrides(raw, sets))
 
 
 def train_command(args: argparse.Namespace) -> int:
+    from .config import ConfigError
+    from .data import DataError
+    from .loop import Trainer, TrialDiverged, run_trial
+
     try:
         cfg = resolve_config(args.config, args.sets)
         with warnings.catch_warnings(record=True) as caught:

@@ -157,3 +157,21 @@ def test_no_import_cycle_between_project_modules() -> None:
             assert not any(d.startswith(("analysis", "study")) for d in deps), m
         if m.startswith("analysis"):
             assert not any(d.startswith("study") for d in deps), m
+    # study uses analysis only through its public API (analysis/__init__.py), never a
+    # _private module; the reproduction driver is the one exception left (issue 20)
+    allowed = {"analysis._reproduce"}
+    for m, deps in graph.items():
+        if m.startswith("study"):
+            private = {d for d in deps if d.startswith("analysis._")} - allowed
+            assert not private, (m, private)
+
+
+def test_the_front_door_and_analysis_import_no_torch_or_ray() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, study.cli, analysis; "
+            "print(sorted(m for m in ('torch', 'ray', 'mlflow') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "[]", res.stdout + res.stderr

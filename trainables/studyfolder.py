@@ -1,0 +1,60 @@
+"""A study folder's tracking-store rules, shared by every package (torch-free, Ray-free):
+where a folder's MLflow store and artifacts are, wherever the folder is now, and how
+credentials in a tracking URI are kept out of every printed or logged URL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["FOLDER_STORE", "tracking_uri_of", "split_credentials", "credentials_to_env"]
+
+FOLDER_STORE = "folder"  # study.json's tracking_uri for the folder's own DIR/mlflow.db
+
+
+def _moved(uri: str, root: Path, name: str) -> str | None:
+    """A study.json from before relative stores names an absolute file in the folder it was
+    made in; if this folder holds a file of that name, the folder was copied or moved."""
+    if uri.startswith("sqlite:///") and Path(uri[len("sqlite:///"):]).name == name:
+        here = (root / name).resolve()
+        if here.exists() and Path(uri[len("sqlite:///"):]) != here:
+            return f"sqlite:///{here}"
+    return None
+
+
+def tracking_uri_of(meta: dict[str, Any], root: Path) -> tuple[str, str | None]:
+    """(tracking URI, artifact location) of the study in ``root``, wherever ``root`` is now."""
+    uri, art = meta["tracking_uri"], meta.get("artifact_location")
+    folder_art = (root / "mlartifacts").resolve().as_uri()
+    if uri == FOLDER_STORE:
+        return f"sqlite:///{(root / 'mlflow.db').resolve()}", folder_art
+    moved = _moved(uri, root, "mlflow.db")
+    if moved:
+        return moved, folder_art
+    return uri, art
+
+
+def split_credentials(uri: str) -> tuple[str, str | None, str]:
+    """``http://user:pw@host/p`` -> (``http://host/p``, user, pw); (uri, None, "") otherwise."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https") or parts.username is None:
+        return uri, None, ""
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    bare = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    return (bare, urllib.parse.unquote(parts.username),
+            urllib.parse.unquote(parts.password or ""))
+
+
+def credentials_to_env(uri: str) -> str:
+    """The URI without credentials; these go to MLflow's own environment variables, so no URL
+    MLflow prints or logs can carry them."""
+    import os
+
+    bare, user, password = split_credentials(uri)
+    if user is not None:
+        os.environ.setdefault("MLFLOW_TRACKING_USERNAME", user)
+        os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", password)
+    return bare
