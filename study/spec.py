@@ -362,7 +362,7 @@ def _check_fixed(c: _Checker, fixed: dict[str, Any], batch_sizes: tuple[int, ...
         cfg = TrainConfig.from_dict({**probe, "batch_size": min(batch_sizes)})
         TrainConfig.from_dict({**probe, "batch_size": max(batch_sizes)})
     except ConfigError as exc:
-        c.problems.extend(f"fixed: {line}" for line in str(exc).splitlines())
+        c.problems.extend(f"fixed: {p}" for p in exc.problems)
         return
     if cfg.device.startswith("cuda"):
         c.bad("fixed.device", cfg.device, "use auto in studies: trials without a GPU use the CPU")

@@ -79,7 +79,7 @@ def train_command(args: argparse.Namespace) -> int:
         for w in caught:
             print(f"warning: {w.message}", file=sys.stderr)
     except (ConfigError, DataError) as exc:
-        for line in str(exc).splitlines():  # every problem, one line each
+        for line in getattr(exc, "problems", [str(exc)]):  # every problem, one line each
             print(f"error: {line}", file=sys.stderr)
         return 2
     out = Path(args.out)

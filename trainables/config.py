@@ -31,7 +31,12 @@ MAX_SEED = 2**32  # numpy's and torch's seeding both take it
 
 
 class ConfigError(ValueError):
-    """A bad config value; the message is one line for the user."""
+    """A bad config value. The message is one line for the user; ``problems`` holds each
+    problem found (a command prints one ``error:`` line per problem)."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
 
 
 @dataclass(frozen=True)
@@ -121,7 +126,8 @@ class TrainConfig:
         finally:
             _PROBLEMS.reset(token)
         if problems:
-            raise ConfigError("\n".join(dict.fromkeys(problems)))
+            unique = list(dict.fromkeys(problems))
+            raise ConfigError("; ".join(unique), unique)
 
     def with_updates(self, **changes: Any) -> TrainConfig:
         return TrainConfig.from_dict({**self.to_dict(), **changes})
