@@ -288,8 +288,10 @@ class Tracker:
             run_id = runs.get(trial_id)
             if run_id is None:
                 continue
+            # one-number columns only: a value named like a per-epoch record key (val_gap,
+            # val_ce as an objective) would add a point to that key's epoch history
             metrics = [Metric(k, float(v), now, 0) for k, v in values.items()
-                       if math.isfinite(float(v))]
+                       if math.isfinite(float(v)) and k not in RECORD_KEYS]
             self.client.log_batch(run_id, metrics=metrics)
             self.set_tags(run_id, {tag("told"): state, **({tag("told_reason"): reason}
                                                            if reason else {})})

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .closure import COMPARISON_KEYS
+
 __all__ = [
     "RECORD_KEYS", "OPTIONAL_RECORD_KEYS", "SUMMARY_METRICS", "STRING_KEYS", "FINITE_KEYS",
     "STUDY_KEYS", "BASELINE_KEY", "ENQUEUED_KEY", "PHASE_KEY",
@@ -40,7 +42,7 @@ RECORD_KEYS = (
 # Added after the first studies were recorded: readers accept records without them.
 OPTIONAL_RECORD_KEYS = ("mi_grad_norm_start", "mi_grad_norm_weighted")
 # One-number columns on a finished trial's MLflow run (sortable in the runs table).
-SUMMARY_METRICS = ("final_gap", "final_test_acc", "gap_closure")
+SUMMARY_METRICS = ("final_gap", "final_test_acc", "gap_closure", *COMPARISON_KEYS)
 # A record with any of these non-finite is a diverged trial, never a result.
 FINITE_KEYS = ("train_loss", "train_ce", "val_ce", "test_ce", "mi_y_yhat")
 

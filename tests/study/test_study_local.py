@@ -110,7 +110,7 @@ def test_ui_serves_the_study_store_on_loopback(tmp_path: Path) -> None:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
-        wait_http(f"http://127.0.0.1:{port}/health", timeout=120)
+        wait_http(f"http://127.0.0.1:{port}/health", timeout=300)  # a loaded machine
         t0 = time.time()
         import urllib.request
 
