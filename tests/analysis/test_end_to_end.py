@@ -87,7 +87,7 @@ def test_report_renders_in_headless_chromium(finished_study: Path, tmp_path: Pat
              f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True,
                          text=True, timeout=120).stdout
-    assert 'class="dataframe ranking"' in dom and dom.count("<img") == 4
+    assert 'class="dataframe ranking"' in dom and dom.count("<img") == 5  # + closure by family
     assert dom.count("<tr") >= 5  # header + four schedules
     shot = tmp_path / "shot.png"
     subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1400,2400", page.as_uri()],
