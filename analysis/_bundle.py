@@ -116,14 +116,9 @@ def machine_text() -> str:
     import os
     import platform
 
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from trainables.records import cpu_model
+
+    model = cpu_model()
     return f"{os.cpu_count()} CPUs ({model or platform.machine()}), {platform.system()}, " \
            f"Python {platform.python_version()}"
 

@@ -17,14 +17,9 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def machine() -> dict[str, Any]:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from trainables.records import cpu_model
+
+    cpu = cpu_model()
     return {
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "python": platform.python_version(),
         "torch": torch.__version__, "cpu": cpu, "cores": os.cpu_count(),

@@ -25,7 +25,7 @@ __all__ = [
     "schedule_text", "run_name", "flatten", "unflatten", "param_text", "param_value",
     "typed_config",
     "MetricsWriter", "read_metrics", "write_metrics", "non_finite", "atomic_write_text",
-    "atomic_write_bytes",
+    "atomic_write_bytes", "cpu_model",
 ]
 
 # ---- epoch records ----------------------------------------------------------------------
@@ -165,6 +165,18 @@ def typed_config(params: Mapping[str, str]) -> dict[str, Any]:
     flat = {k: (None if v in ("null", "None") else v) if k in STRING_KEYS else param_value(v)
             for k, v in params.items()}
     return unflatten(flat)
+
+
+# ---- the machine -------------------------------------------------------------------------
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("" where there is none)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
 
 
 # ---- files ------------------------------------------------------------------------------
