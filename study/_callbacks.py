@@ -15,6 +15,7 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 from trainables.loop import RECORD_KEYS
 from trainables.records import BASELINE_KEY, tag
 from trainables.saturation import saturation_epoch
+from trainables.studyfolder import storage_failure
 
 from ._folder import record_timings
 from ._tracking import Tracker, read_trial_results, record_of
@@ -49,6 +50,7 @@ class MlflowCallback(Callback):
     def _init_state(self) -> None:
         self.seconds = 0.0  # time spent logging (the study's MLflow overhead, off the loop)
         self.failures = 0
+        self.storage_failed = False  # the last failure was a full disk / read-only store
         self.pending: dict[str, dict[int, dict[str, Any]]] = {}  # trial -> epoch -> record
         self.configs: dict[str, dict[str, Any]] = {}
         self.tags: dict[str, dict[str, str]] = {}  # trial -> tags still to set
@@ -93,7 +95,9 @@ class MlflowCallback(Callback):
             self._queue.put(("stop",))
             self._thread.join(self.drain_timeout)
             if self.pending or self.finished:
-                print("mistudy: MLflow still unreachable; the study's results are safe in "
+                why = ("cannot be written (disk full or read-only)" if self.storage_failed
+                       else "is still unreachable")
+                print(f"mistudy: the MLflow store {why}; the study's results are safe in "
                       "Tune's folder: run `mistudy sync --out DIR` when it is back",
                       file=sys.stderr)
         if self.tracker.timings_path:
@@ -122,6 +126,8 @@ class MlflowCallback(Callback):
                 time.sleep(self.retry_seconds)
 
     def _gave_up(self) -> bool:
+        if self.storage_failed:
+            return True
         self._stop_deadline = getattr(self, "_stop_deadline", time.time() + self.drain_timeout)
         return time.time() > self._stop_deadline
 
@@ -144,6 +150,9 @@ class MlflowCallback(Callback):
             return True
         except Exception as exc:  # tracking store down: keep the records, retry later
             self.failures += 1
+            # A full disk or read-only store is not cured by waiting: at the end, give up at
+            # once (Tune's folder keeps every record; `mistudy sync` logs them later).
+            self.storage_failed = storage_failure(exc) is not None
             if self.failures in (1, 10, 100):
                 print(f"mistudy: MLflow unavailable ({type(exc).__name__}); records are kept "
                       f"and flushed when it is back", file=sys.stderr)

@@ -133,8 +133,12 @@ def serve(uri: str, artifacts: str | None, host: str, port: int, experiment_id: 
            "--host", host, "--port", str(port)]
     if artifacts:
         cmd += ["--default-artifact-root", artifacts]
+    # MLflow 3's job runner (GenAI evaluation jobs, ~10 huey worker processes) serves nothing
+    # a study reads; off unless the user turned it on.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION":
+           os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")}
     with open(log, "ab") as fh:  # tied to our life: a SIGKILL of `mistudy ui` ends it too
-        proc = spawn_tied(cmd, stdout=fh, stderr=fh)
+        proc = spawn_tied(cmd, stdout=fh, stderr=fh, env=env)
     stop = {"now": False}
 
     def on_signal(signum: int, frame: object) -> None:

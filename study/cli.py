@@ -4,7 +4,6 @@ only when they run, so ``mistudy train`` works on a box with torch alone."""
 from __future__ import annotations
 
 import argparse
-import errno
 import sys
 import time
 from pathlib import Path
@@ -547,32 +546,19 @@ def main(argv: list[str] | None = None) -> int:
         raise
 
 
-_STORAGE_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
-                   errno.EDQUOT: "the disk quota is exceeded"}
-_STORAGE_TEXTS = {"database or disk is full": "the disk is full",
-                  "no space left on device": "the disk is full",
-                  "attempt to write a readonly database": "the file system is read-only",
-                  "read-only file system": "the file system is read-only"}
-
-
 def _storage_problem(exc: BaseException) -> str | None:
     """A full disk or a read-only folder, wherever in the stack it surfaced (our files,
     SQLite under MLflow or Optuna, Ray's storage): one line saying which, and that what was
     recorded before it is kept (every write is atomic or an append; --resume continues)."""
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        why = _STORAGE_ERRNOS.get(getattr(cur, "errno", None) or -1)
-        text = str(cur).lower()
-        why = why or next((v for k, v in _STORAGE_TEXTS.items() if k in text), None)
-        if why:
-            where = getattr(cur, "filename", None)
-            return (f"{why}{f' ({where})' if where else ''}: nothing already recorded is lost; "
-                    f"free space or make the folder writable, then rerun (a study: "
-                    f"mistudy run --resume --out FOLDER)")
-        cur = cur.__cause__ or cur.__context__
-    return None
+    from trainables.studyfolder import storage_failure
+
+    found = storage_failure(exc)
+    if found is None:
+        return None
+    why, where = found
+    return (f"{why}{f' ({where})' if where else ''}: nothing already recorded is lost; "
+            f"free space or make the folder writable, then rerun (a study: "
+            f"mistudy run --resume --out FOLDER)")
 
 
 if __name__ == "__main__":

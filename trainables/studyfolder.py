@@ -4,10 +4,12 @@ credentials in a tracking URI are kept out of every printed or logged URL."""
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FOLDER_STORE", "tracking_uri_of", "split_credentials", "credentials_to_env"]
+__all__ = ["FOLDER_STORE", "tracking_uri_of", "split_credentials", "credentials_to_env",
+           "storage_failure"]
 
 FOLDER_STORE = "folder"  # study.json's tracking_uri for the folder's own DIR/mlflow.db
 
@@ -58,3 +60,29 @@ def credentials_to_env(uri: str) -> str:
         os.environ.setdefault("MLFLOW_TRACKING_USERNAME", user)
         os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", password)
     return bare
+
+
+# A full disk or read-only file system, as each layer says it: errno where an OSError is raised,
+# the message where SQLite (under MLflow or Optuna) or pyarrow (Ray's storage) re-words it.
+_STORAGE_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
+                   errno.EDQUOT: "the disk quota is exceeded"}
+_STORAGE_TEXTS = {"database or disk is full": "the disk is full",
+                  "no space left on device": "the disk is full",
+                  "attempt to write a readonly database": "the file system is read-only",
+                  "read-only file system": "the file system is read-only"}
+
+
+def storage_failure(exc: BaseException) -> tuple[str, str | None] | None:
+    """(what, file or None) when ``exc`` -- or anything in its cause/context chain -- is a
+    full disk or a read-only file system: failures that waiting does not cure."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        why = _STORAGE_ERRNOS.get(getattr(cur, "errno", None) or -1)
+        text = str(cur).lower()
+        why = why or next((v for k, v in _STORAGE_TEXTS.items() if k in text), None)
+        if why:
+            return why, getattr(cur, "filename", None)
+        cur = cur.__cause__ or cur.__context__
+    return None

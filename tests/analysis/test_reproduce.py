@@ -10,7 +10,7 @@ import pytest
 from analysis._reproduce import CLAIMS, plan_runs, reproduce, train_runs
 from tests.study.conftest import mistudy
 from trainables.locks import FolderLocked, folder_lock
-from trainables.records import read_metrics
+from trainables.records import DEFAULT_LAST_K, read_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -32,6 +32,42 @@ def test_figure_pipeline_makes_png_text_and_numbers(out: Path, figure: int) -> N
     # Runs are shared: the CE and regularized runs exist once per seed.
     runs = sorted(p.name for p in (out / "runs").iterdir())
     assert all(len(list((out / "runs" / r).glob("metrics.csv"))) == 1 for r in runs)
+    # The verdict follows from the runs' own per-epoch files (a second computation).
+    if figure in EXPECTED_WORD:
+        assert res.verdict.startswith(EXPECTED_WORD[figure](out)), res.verdict
+
+
+def _cond(out: Path, cond: str, key: str) -> list[list[float]]:
+    """Per seed, ``key`` over the epochs of condition ``cond``, read from metrics.csv."""
+    folders = sorted((out / "runs").glob(f"fashion_mnist-shallow-28-{cond}-e2-seed*"))
+    assert len(folders) == 2
+    return [[float(r[key]) for r in read_metrics(f / "metrics.csv")] for f in folders]
+
+
+def _fig3_word(out: Path) -> tuple[str, ...]:
+    mi, dpi = _cond(out, "ce", "mi_y_yhat"), _cond(out, "ce", "dpi_margin")
+    rise = sum(s[-1] - s[0] for s in mi) / len(mi)
+    ok = rise > 0 and all(m >= 0 for s in dpi for m in s)
+    return ("Supported" if ok else "Partly supported" if rise > 0 else "Not supported",)
+
+
+def _fig4_word(out: Path) -> tuple[str, ...]:
+    mi, ce = _cond(out, "reg", "mi_y_yhat"), _cond(out, "reg", "train_ce")
+    ok = sum(s[-1] - s[0] for s in mi) > 0 and sum(s[-1] - s[0] for s in ce) < 0
+    return ("Supported" if ok else "Not supported",)
+
+
+def _fig5_word(out: Path) -> tuple[str, ...]:
+    def gap(cond: str) -> float:  # mean over seeds of test_ce − train_ce over the last k epochs
+        tr, te = _cond(out, cond, "train_ce"), _cond(out, cond, "test_ce")
+        k = min(DEFAULT_LAST_K, len(tr[0]))
+        return sum(sum(b[-k:]) / k - sum(a[-k:]) / k for a, b in zip(tr, te)) / len(tr)
+
+    # Narrower with the regularizer: supported (separated intervals) or weakly (overlapping).
+    return ("Supported", "Weakly supported") if gap("reg") < gap("ce") else ("Not supported",)
+
+
+EXPECTED_WORD = {3: _fig3_word, 4: _fig4_word, 5: _fig5_word}
 
 
 def test_reproduce_command_line(out: Path) -> None:

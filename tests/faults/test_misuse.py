@@ -7,6 +7,7 @@ import json
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -86,6 +87,9 @@ def test_ui_on_a_busy_port_exits_2_and_starts_nothing(tmp_path: Path) -> None:
     (out / "study.json").write_text(json.dumps({"study_id": "a", "name": "tiny",
                                                 "experiment": "tiny", "tracking_uri": "folder"}))
     tiny_spec(out / "spec.yaml")
+    # A store must be there (a missing one is refused first, for its own reason).
+    with sqlite3.connect(out / "mlflow.db") as db:
+        db.execute("CREATE TABLE t (a)")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()

@@ -81,7 +81,8 @@ class MlflowServer:
              "--backend-store-uri", f"sqlite:///{self.root / 'server.db'}",
              "--artifacts-destination", str(self.root / "artifacts"), "--workers", "1"],
             stdout=open(self.root / "server.log", "ab"), stderr=subprocess.STDOUT,
-            start_new_session=True)
+            start_new_session=True,  # no job runner: ~10 processes a study never uses
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
         wait_http(self.uri + "/health")
 
     def stop(self) -> None:

@@ -40,8 +40,10 @@ def test_baselines_cover_every_batch_size_and_seed() -> None:
 
 
 def test_objective_is_the_mean_of_the_last_k_epochs() -> None:
-    hist = [{"val_ce": v} for v in (3.0, 2.0, 1.0)]
+    hist = [{"epoch": e, "val_ce": v} for e, v in ((1, 3.0), (2, 2.0), (3, 1.0))]
     assert objective_value(hist, "val_ce", 2) == pytest.approx(1.5)
+    # Records arrive out of order after a restore: the window is by epoch, not by position.
+    assert objective_value(hist[::-1], "val_ce", 2) == pytest.approx(1.5)
 
 
 def test_searcher_emits_baselines_then_each_config_per_seed_and_tells_the_mean(tmp_path) -> None:
@@ -56,8 +58,8 @@ def test_searcher_emits_baselines_then_each_config_per_seed_and_tells_the_mean(t
     TrainConfig.from_dict(train_config_of(searched[0]))
     # Seeds 0 and 1 of the first config report; Optuna hears the mean once both are done.
     for tid, vals in (("t4", (4.0, 3.0)), ("t5", (2.0, 1.0))):
-        for v in vals:
-            s.on_trial_result(tid, {"val_ce": v})
+        for epoch, v in enumerate(vals, start=1):
+            s.on_trial_result(tid, {"epoch": epoch, "val_ce": v})
         s.on_trial_complete(tid, {})
         if tid == "t4":
             assert s.study.trials[0].state == optuna.trial.TrialState.RUNNING

@@ -55,6 +55,7 @@ def test_real_mlflow_migration_killed_at_many_points(tmp_path: Path) -> None:
     code = ("import sys; import mlflow.store.tracking.sqlalchemy_store; "
             "from study._sqlite import ensure_mlflow_store; print('go', flush=True); "
             "ensure_mlflow_store(sys.argv[1])")
+    inside = 0  # kills that landed during the schema build (a half-built file is left)
     for i, delay in enumerate((0.05, 0.2, 0.4, 0.7)):
         path = tmp_path / f"m{i}" / "mlflow.db"
         uri = f"sqlite:///{path}"
@@ -66,9 +67,12 @@ def test_real_mlflow_migration_killed_at_many_points(tmp_path: Path) -> None:
         proc.wait()
         if path.exists():  # finished before the kill: then it is complete, usable as it is
             MlflowClient(uri).search_experiments()
+        else:
+            inside += bool(list(path.parent.glob(".mlflow.db.creating-*")))
         ensure_mlflow_store(uri)
         client = MlflowClient(uri)
         client.create_run(client.create_experiment("e"))
+    assert inside >= 1, "no kill landed inside a migration: the test proved nothing"
 
 
 def test_existing_store_is_left_alone(tmp_path: Path) -> None:
