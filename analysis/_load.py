@@ -1,7 +1,8 @@
-"""Load a study's runs and per-epoch metric histories from MLflow into pandas.
-
-Fast paths: for an SQLite store one SQL query reads every history of the experiment; for a
-tracking server the histories are fetched in parallel threads.
+"""Load a study's runs and per-epoch records from MLflow into pandas, through MLflow's public
+client only (no store schema): runs page by page, and each finished run's records in one read
+of the ``metrics.csv`` the tracker logs beside its metrics (a local file, or one artifact
+download in parallel threads for a tracking server); the metric histories only for runs that
+have no file yet (still running, or killed before their finish).
 """
 
 from __future__ import annotations
@@ -13,10 +14,19 @@ from typing import Any
 
 import pandas as pd
 
-from trainables.records import BASELINE_KEY, RECORD_KEYS, flatten, schedule_text, tag, typed_config
+from trainables.records import (
+    BASELINE_KEY,
+    RECORD_KEYS,
+    flatten,
+    read_metrics,
+    schedule_text,
+    tag,
+    typed_config,
+)
 from trainables.studyfolder import (
     FOLDER_STORE,
     credentials_to_env,
+    search_all_runs,
     split_credentials,
     tracking_uri_of,
 )
@@ -126,44 +136,71 @@ def _runs_frame(runs: list[Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _history_sql(uri: str, experiment_id: str, run_ids: list[str]) -> pd.DataFrame:
-    """Every record key's history of the experiment's runs in one query (MLflow's SQL schema:
-    ``metrics(run_uuid, key, value, step, ...)``, ``runs(run_uuid, experiment_id, ...)``)."""
-    import sqlalchemy
+def _local_csv(artifact_uri: str, folder: Path | None) -> Path | None:
+    """The run's ``metrics.csv`` on this machine's disk, when its artifacts are local files; a
+    study folder copied or moved elsewhere keeps its artifacts under its own mlartifacts/."""
+    import urllib.parse
 
-    engine = sqlalchemy.create_engine(uri)
-    keys = ", ".join(f"'{k}'" for k in RECORD_KEYS)
-    query = sqlalchemy.text(
-        "SELECT m.run_uuid AS run_id, m.key, m.step, m.value FROM metrics m "
-        "JOIN runs r ON m.run_uuid = r.run_uuid "
-        f"WHERE r.experiment_id = :exp AND m.key IN ({keys})")
-    with engine.connect() as conn:
-        df = pd.read_sql(query, conn, params={"exp": int(experiment_id)})
-    engine.dispose()
-    return df[df.run_id.isin(set(run_ids))]
-
-
-def _history_rest(client: Any, run_ids: list[str]) -> pd.DataFrame:
-    def one(args: tuple[str, str]) -> list[tuple[str, str, int, float]]:
-        rid, key = args
-        return [(rid, key, m.step, m.value) for m in client.get_metric_history(rid, key)]
-
-    jobs = [(rid, key) for rid in run_ids for key in RECORD_KEYS]
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        rows = [row for part in pool.map(one, jobs) for row in part]
-    return pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])
+    parts = urllib.parse.urlsplit(artifact_uri)
+    if parts.scheme not in ("file", ""):
+        return None
+    path = Path(urllib.parse.unquote(parts.path)) / "metrics.csv"
+    if folder is not None and "/mlartifacts/" in path.as_posix():
+        moved = folder / "mlartifacts" / path.as_posix().rsplit("/mlartifacts/", 1)[1]
+        if moved.is_file():
+            return moved
+    return path
 
 
-def _wide(long: pd.DataFrame) -> pd.DataFrame:
-    """(run_id, key, step, value) -> one row per (run_id, epoch); a step logged twice (it
-    should never be) keeps its last value."""
-    if long.empty:
-        return pd.DataFrame(columns=["run_id", "epoch", *RECORD_KEYS[1:]])
-    wide = long.pivot_table(index=["run_id", "step"], columns="key", values="value",
-                            aggfunc="last").reset_index()
-    wide = wide.rename(columns={"step": "epoch_step"})
-    wide["epoch"] = wide["epoch_step"].astype(int)
-    return wide.drop(columns=["epoch_step"]).sort_values(["run_id", "epoch"])
+def _records_of(client: Any, run: Any, folder: Path | None) -> list[dict[str, float]] | None:
+    """A finished run's per-epoch records in one read: the metrics.csv the tracker logs with
+    it (the same numbers as its metric histories; a file, or one artifact download)."""
+    if run.info.status == "RUNNING":
+        return None  # its file comes at the finish; the histories are current
+    local = _local_csv(run.info.artifact_uri, folder)
+    try:
+        if local is not None:
+            return read_metrics(local) if local.is_file() else None
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as d:
+            return read_metrics(Path(client.download_artifacts(run.info.run_id, "metrics.csv",
+                                                               d)))
+    except Exception:
+        return None  # no file (killed before its finish): the histories below
+
+
+def _histories(client: Any, run_id: str) -> list[dict[str, float]]:
+    """One run's records from its metric histories (one call per record key)."""
+    by_epoch: dict[int, dict[str, float]] = {}
+    for key in RECORD_KEYS:
+        for m in client.get_metric_history(run_id, key):
+            by_epoch.setdefault(int(m.step), {})[key] = float(m.value)
+    return [{**r, "epoch": e} for e, r in sorted(by_epoch.items())]
+
+
+def _history_frame(client: Any, runs: list[Any], folder: Path | None) -> pd.DataFrame:
+    """Every run's records, one row per (run_id, epoch), through MLflow's public API: the
+    metrics.csv of finished runs in bulk, the metric histories of the rest (running, killed
+    before their finish), in parallel threads for a tracking server."""
+    def one(run: Any) -> list[dict[str, Any]]:
+        recs = _records_of(client, run, folder)
+        if recs is None:
+            recs = _histories(client, run.info.run_id)
+        return [{"run_id": run.info.run_id, **{k: v for k, v in r.items()
+                                                if k in RECORD_KEYS}} for r in recs]
+
+    local = not client.tracking_uri.startswith(("http:", "https:"))
+    if local:  # SQLite and local files: threads only contend for the GIL
+        rows = [row for run in runs for row in one(run)]
+    else:
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            rows = [row for part in pool.map(one, runs) for row in part]
+    if not rows:
+        return pd.DataFrame(columns=["run_id", *RECORD_KEYS])
+    wide = pd.DataFrame(rows)
+    wide["epoch"] = wide["epoch"].astype(int)
+    return wide.sort_values(["run_id", "epoch"]).reset_index(drop=True)
 
 
 def load_study(study: str, tracking_uri: str | None = None) -> StudyData:
@@ -188,17 +225,15 @@ def load_study(study: str, tracking_uri: str | None = None) -> StudyData:
     flt = f"tags.`{tag('role')}` = 'trial'"
     if study_id:
         flt += f" and tags.`{tag('study_id')}` = '{study_id}'"
-    runs = client.search_runs([exp.experiment_id], filter_string=flt, max_results=50_000)
+    runs = search_all_runs(client, exp.experiment_id, flt)
     parents = client.search_runs([exp.experiment_id],
                                  filter_string=f"tags.`{tag('role')}` = 'parent'"
                                  + (f" and tags.`{tag('study_id')}` = '{study_id}'"
                                     if study_id else ""),
                                  order_by=["attributes.start_time DESC"], max_results=1)
-    frame = _runs_frame(runs)
-    ids = list(frame.run_id) if not frame.empty else []
-    long = (_history_sql(uri, str(exp.experiment_id), ids) if uri.startswith("sqlite:") else
-            _history_rest(client, ids))
-    return StudyData(str(exp.experiment_id), exp.name, uri, frame, _wide(long),
+    folder = Path(study).resolve() if (Path(study) / "study.json").is_file() else None
+    return StudyData(str(exp.experiment_id), exp.name, uri, _runs_frame(runs),
+                     _history_frame(client, runs, folder),
                      parents[0].info.run_id if parents else None)
 
 

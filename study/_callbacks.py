@@ -182,7 +182,7 @@ class MlflowCallback(Callback):
     def _finish(self, tid: str, path: str, status: str, error: str | None) -> None:
         records = read_trial_results(Path(path))
         run = self.tracker.ensure_trial_run(tid, self.configs[tid])
-        self.tracker.finish_trial(run, records, self.configs[tid], status, error)
+        self.tracker.finish_trial(run, records, self.configs[tid], status, error, trial_dir=path)
 
 
 def _tags(result: dict[str, Any]) -> dict[str, str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
@@ -27,7 +28,8 @@ import yaml
 
 from trainables.closure import last_k_mean
 from trainables.config import TrainConfig
-from trainables.ray_trainable import train_config_of
+from trainables.plots import plot_trial
+from trainables.ray_trainable import HISTORY_FILE, PLOT_FILE, train_config_of
 from trainables.records import (
     BASELINE_KEY,
     DEFAULT_LAST_K,
@@ -44,13 +46,14 @@ from trainables.records import (
 )
 from trainables.saturation import saturation_epoch
 from trainables.studyfolder import credentials_to_env as _credentials_to_env
+from trainables.studyfolder import search_all_runs
 
-from ._plots import plot_trial
 from ._sqlite import ensure_mlflow_store
 
 __all__ = ["Tracker", "read_trial_results"]
 
 _REDACT = ("token", "password", "secret")
+METRICS_PER_CALL = 1000  # MLflow's log_batch limit
 # MLflow 3's UI opens an experiment by its kind: without this tag it guesses, and an
 # experiment with no traces opens on the GenAI overview. "custom_model_development" is the
 # value MLflow's own UI writes when a user picks "Machine learning" (mlflow/server/js).
@@ -82,6 +85,21 @@ def read_trial_results(trial_dir: Path) -> list[dict[str, Any]]:
             if "epoch" in r and all(k in r for k in _REQUIRED):
                 by_epoch[int(r["epoch"])] = r
     return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def _trial_plot(trial_dir: str | Path | None, epochs: int) -> Path | None:
+    """The plot a trial drew in its last checkpoint, if it covers all ``epochs`` records."""
+    if trial_dir is None:
+        return None
+    drawn = sorted(Path(trial_dir).glob(f"checkpoint_*/{PLOT_FILE}"))
+    if not drawn:
+        return None
+    history = drawn[-1].parent / HISTORY_FILE
+    try:
+        return drawn[-1] if len(json.loads(history.read_text(encoding="utf-8"))) == epochs \
+            else None
+    except (OSError, ValueError):
+        return None
 
 
 def resolved_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -117,9 +135,14 @@ class Tracker:
         self._client: Any = None
         self._runs: dict[str, str] = {}  # tune trial id -> run id
         self._steps: dict[str, set[int]] = {}  # run id -> logged epochs
+        self._logged = 0  # trial-epochs logged by this tracker (benchmarks read it)
+        # trial id -> (run id, has params) of the runs already in the store, read once; this
+        # process holds the folder's lock, so no one else creates a run of this study meanwhile
+        self._known: dict[str, tuple[str, bool]] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_client": None, "_runs": {}, "_steps": {}}
+        return {**self.__dict__, "_client": None, "_runs": {}, "_steps": {}, "_logged": 0,
+                "_known": None}
 
     @property
     def client(self) -> Any:
@@ -149,8 +172,8 @@ class Tracker:
 
     def _search(self, extra: str) -> list[Any]:
         flt = f"tags.`{tag('study_id')}` = '{self.study_id}' and {extra}"
-        return list(self.client.search_runs([self.experiment_id()], filter_string=flt,
-                                            max_results=10_000))
+        return search_all_runs(self.client, self.experiment_id(), flt,
+                               order_by=["attributes.start_time DESC"])  # newest first
 
     def parent_run(self, spec_raw: Mapping[str, Any] | None = None) -> str:
         found = self._search(f"tags.`{tag('role')}` = 'parent'")
@@ -180,9 +203,12 @@ class Tracker:
                          tags: Mapping[str, str] | None = None) -> str:
         if trial_id in self._runs:
             return self._runs[trial_id]
-        found = self._search(f"tags.`{tag('trial_id')}` = '{trial_id}'")
-        if found:
-            run_id, has_params = str(found[0].info.run_id), bool(found[0].data.params)
+        if self._known is None:  # the study's runs, once: then a new trial costs no search
+            self._known = {r.data.tags[tag("trial_id")]: (str(r.info.run_id),
+                                                          bool(r.data.params))
+                           for r in self._search(f"tags.`{tag('role')}` = 'trial'")}
+        if trial_id in self._known:
+            run_id, has_params = self._known.pop(trial_id)
         else:
             run_id, has_params = self._create_trial_run(trial_id, config, tags or {}), False
         if not has_params:  # new, or a kill came between the run's creation and its params
@@ -214,8 +240,10 @@ class Tracker:
         return str(run.info.run_id)
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
-        for k, v in tags.items():
-            self.client.set_tag(run_id, k, v)
+        from mlflow.entities import RunTag
+
+        if tags:  # one call for all of them
+            self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def logged_steps(self, run_id: str) -> set[int]:
         if run_id not in self._steps:
@@ -224,47 +252,68 @@ class Tracker:
         return self._steps[run_id]
 
     def log_records(self, run_id: str, records: Iterable[Mapping[str, Any]]) -> int:
-        """Log every record whose epoch the run lacks; one ``log_batch`` per epoch (atomic in
-        the SQL store, so an epoch is either wholly there or not). Returns epochs logged."""
+        """Log every record whose epoch the run lacks. A backlog is coalesced: whole epochs,
+        as many as fit in one ``log_batch`` (MLflow takes 1,000 metrics a call), so a driver
+        that falls behind catches up in few calls. Each call is one transaction in the SQL
+        store: an epoch is either wholly there or not. Returns epochs logged."""
         from mlflow.entities import Metric
 
         done = self.logged_steps(run_id)
-        n = 0
+        batch: list[Any] = []
+        epochs: list[int] = []
+        total = 0
         for r in records:
             epoch = int(r["epoch"])
-            if epoch in done:
+            if epoch in done or epoch in epochs:
                 continue
+            total += 1
             ts = int(1000 * float(r.get("timestamp", 0))) or 0
             metrics = [Metric(k, float(r[k]), ts, epoch) for k in RECORD_KEYS
                        if k in r and math.isfinite(float(r[k]))]
-            self.client.log_batch(run_id, metrics=metrics)
-            done.add(epoch)
-            n += 1
-        return n
+            if batch and len(batch) + len(metrics) > METRICS_PER_CALL:
+                self._log_epochs(run_id, batch, epochs)
+                batch, epochs = [], []
+            batch += metrics
+            epochs.append(epoch)
+        if batch:
+            self._log_epochs(run_id, batch, epochs)
+        return total
+
+    def _log_epochs(self, run_id: str, metrics: list[Any], epochs: list[int]) -> None:
+        self.client.log_batch(run_id, metrics=metrics)
+        self._steps[run_id].update(epochs)
+        self._logged += len(epochs)
 
     def finish_trial(self, run_id: str, records: list[dict[str, Any]], config: Mapping[str, Any],
-                     status: str, error: str | None = None) -> None:
-        """Artifacts (resolved config, metrics CSV, trajectory PNG), saturation, status."""
+                     status: str, error: str | None = None,
+                     trial_dir: str | Path | None = None) -> None:
+        """Artifacts (resolved config, metrics CSV, trajectory PNG) in one upload; summary
+        metrics, saturation and error tags in one batch; then the status. The PNG is the one
+        the trial drew in its last checkpoint under ``trial_dir``; drawn here only when the
+        trial ended early or left none."""
+        from mlflow.entities import RunTag
+
         self.log_records(run_id, records)
         cfg = resolved_config(config)
         for key in ("data_source", "threads"):  # decided inside the trial
             if records and records[-1].get(key) is not None:
                 cfg[key] = records[-1][key]
-        self._log_text(run_id, yaml.safe_dump(cfg, sort_keys=False), "config.yaml")
+        tags: dict[str, str] = {}
+        metrics: list[Any] = []
         if records:
-            self._log_artifacts(run_id, records, cfg)
             sat = saturation_epoch([r["mi_y_yhat"] for r in records],
                                    [r["mi_grad_norm"] for r in records], **self._sat_kwargs())
-            self.client.set_tag(run_id, tag("saturation_epoch"),
-                                "none" if sat is None else str(sat))
-            self.client.set_tag(run_id, tag("epochs_done"), str(len(records)))
-            self._log_summary(run_id, records, config)
+            tags[tag("saturation_epoch")] = "none" if sat is None else str(sat)
+            tags[tag("epochs_done")] = str(len(records))
+            metrics = self._summary(records)
         if error:
-            self.client.set_tag(run_id, tag("error"), error[:4000])
+            tags[tag("error")] = error[:4000]
+        self._log_artifacts(run_id, records, cfg, trial_dir)
+        self.client.log_batch(run_id, metrics=metrics,
+                              tags=[RunTag(k, v) for k, v in tags.items()])
         self.client.set_terminated(run_id, status=status)
 
-    def _log_summary(self, run_id: str, records: list[dict[str, Any]],
-                     config: Mapping[str, Any]) -> None:
+    def _summary(self, records: list[dict[str, Any]]) -> list[Any]:
         """Sortable one-number columns: the final gap and test accuracy (mean of the last
         ``last_k`` epochs). Closure columns come from the searcher's tell
         (:meth:`log_objective`) and the ranking's back-fill, both ``trainables.closure``."""
@@ -274,7 +323,7 @@ class Tracker:
         metrics = [Metric("final_gap", last_k_mean(records, "gap", self.last_k), now, 0),
                    Metric("final_test_acc", last_k_mean(records, "test_acc", self.last_k),
                           now, 0)]
-        self.client.log_batch(run_id, metrics=[m for m in metrics if math.isfinite(m.value)])
+        return [m for m in metrics if math.isfinite(m.value)]
 
     def log_objective(self, per_trial: Mapping[str, Mapping[str, float]], state: str,
                       reason: str) -> None:
@@ -301,10 +350,17 @@ class Tracker:
                 if k in self.saturation}
 
     def _log_artifacts(self, run_id: str, records: list[dict[str, Any]],
-                       cfg: Mapping[str, Any]) -> None:
+                       cfg: Mapping[str, Any], trial_dir: str | Path | None) -> None:
         with tempfile.TemporaryDirectory() as d:
-            write_metrics(Path(d) / "metrics.csv", records)
-            plot_trial(records, Path(d) / "trajectories.png", run_name(cfg))
+            (Path(d) / "config.yaml").write_text(yaml.safe_dump(dict(cfg), sort_keys=False),
+                                                 encoding="utf-8")
+            if records:
+                write_metrics(Path(d) / "metrics.csv", records)
+                drawn = _trial_plot(trial_dir, len(records))
+                if drawn is not None:
+                    shutil.copyfile(drawn, Path(d) / PLOT_FILE)
+                else:
+                    plot_trial(records, Path(d) / PLOT_FILE, run_name(cfg))
             self.client.log_artifacts(run_id, d)
 
     def _log_params(self, run_id: str, d: Mapping[str, Any]) -> None:

@@ -499,7 +499,8 @@ def sync_study(out: Path, locked: bool = False) -> dict[str, int]:
             "FINISHED" if t["status"] == "TERMINATED" else "KILLED"
         run = tracker.client.get_run(run_id)
         if run.info.status != status or new or "final_gap" not in run.data.metrics:
-            tracker.finish_trial(run_id, records, t["config"], status, error)
+            tracker.finish_trial(run_id, records, t["config"], status, error,
+                                 trial_dir=t["path"])
     _backfill_ranking(out, tracker)
     return {"trials": len(trials), "epochs_logged": logged, "stray_runs_deleted": len(stray)}
 

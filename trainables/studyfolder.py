@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["FOLDER_STORE", "tracking_uri_of", "split_credentials", "credentials_to_env",
-           "storage_failure"]
+           "storage_failure", "search_all_runs"]
 
 FOLDER_STORE = "folder"  # study.json's tracking_uri for the folder's own DIR/mlflow.db
 
@@ -86,3 +86,19 @@ def storage_failure(exc: BaseException) -> tuple[str, str | None] | None:
             return why, getattr(cur, "filename", None)
         cur = cur.__cause__ or cur.__context__
     return None
+
+
+def search_all_runs(client: Any, experiment_id: str, flt: str,
+                    order_by: list[str] | None = None) -> list[Any]:
+    """Every run of an experiment matching ``flt`` through MLflow's public client, page by
+    page (a page holds at most 1,000 runs): the tracker and the analysis both read this way."""
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=flt, max_results=1000,
+                                  order_by=order_by or ["attributes.start_time ASC"],
+                                  page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs

@@ -65,6 +65,16 @@ def test_local_study_records_every_trial(tmp_path: Path) -> None:
     client = MlflowClient(meta["tracking_uri"])
     path = client.download_artifacts(children[0].info.run_id, "config.yaml", str(tmp_path))
     TrainConfig.from_dict(yaml.safe_load(Path(path).read_text()))
+    # Each trial drew its own plot in its last checkpoint (the driver only uploads it): the
+    # logged PNG is that file, byte for byte, and its history covers every epoch.
+    drawn = {p.read_bytes() for p in out.glob("ray/*/*/checkpoint_*/trajectories.png")}
+    assert len(drawn) == len(children)
+    for c in children:
+        png = client.download_artifacts(c.info.run_id, "trajectories.png", str(tmp_path / "a"))
+        assert Path(png).read_bytes() in drawn
+    for hist in out.glob("ray/*/*/checkpoint_*/history.json"):
+        assert [r["epoch"] for r in json.loads(hist.read_text())] == \
+            list(range(len(json.loads(hist.read_text()))))
     # A second run into the same folder is refused: nothing is duplicated.
     again = mistudy("run", str(spec), "--out", str(out))
     assert again.returncode == 2 and "--resume" in again.stderr

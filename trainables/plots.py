@@ -1,4 +1,9 @@
-"""A trial's trajectories as one PNG (MI, CE, gap, ‖∇I‖ and f per epoch)."""
+"""A trial's trajectories as one PNG (MI, CE, gap, ‖∇I‖ and f per epoch).
+
+Drawn by the trial itself at its last epoch (the Ray trainable, on whichever node ran it), so the
+cost scales with the cluster, not with the study's driver; the driver draws it only for a trial
+that ended early (stopped, failed) or came from an older version. matplotlib is imported
+here only: a torch-only box trains without it (then the driver draws)."""
 
 from __future__ import annotations
 
