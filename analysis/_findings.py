@@ -174,7 +174,9 @@ def format_findings(info: FindingsInfo) -> str:
         f"**Machine**: {info.meta.get('machine')}.",
         f"**Baselines, validation vs test**: test_ce − val_ce = {_f(sh['mean'])} ± "
         f"{sh['sd']:.3f} nats (mean ± sd over {int(sh['n'])} CE baseline runs; 95% CI "
-        f"{_f(sh['ci_low'])}..{_f(sh['ci_high'])}).",
+        f"{_f(sh['ci_low'])}..{_f(sh['ci_high'])}). All of them share one split draw "
+        f"(data_seed {fx.get('data_seed', 0)}): this is that draw's offset, not a test of "
+        f"exchangeability (see *Validation and test, over split draws*).",
         f"**Transfer across the searched schedules** (Spearman, validation vs test, in "
         f"search): closure {_f(info.transfer['closure'], 2)}, gap reduction "
         f"{_f(info.transfer['gap_reduction'], 2)}.",

@@ -1,4 +1,6 @@
-"""Loading a study from MLflow: 200 trial runs × 100 epochs × every record key, SQLite store."""
+"""Loading a study from MLflow: 200 trial runs × 100 epochs × every record key, SQLite store,
+each run finished as the tracker finishes it (its records also as a metrics.csv artifact, which
+the analysis reads in one go; unfinished runs are read from their metric histories)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trainables.loop import RECORD_KEYS
+from trainables.records import RECORD_KEYS, write_metrics
 
 
 def run(trials: int = 200, epochs: int = 100) -> dict[str, Any]:
@@ -30,6 +32,11 @@ def run(trials: int = 200, epochs: int = 100) -> dict[str, Any]:
                 client.log_batch(rid, metrics=[Metric(k, float(e), 0, e) for e in
                                                range(e0, min(epochs, e0 + per_batch))
                                                for k in RECORD_KEYS])
+            csv = Path(d) / "metrics.csv"
+            write_metrics(csv, [{k: float(e) for k in RECORD_KEYS} | {"epoch": e}
+                                for e in range(epochs)])
+            client.log_artifact(rid, str(csv))
+            client.set_terminated(rid)
         t_write = time.perf_counter() - t0
         t0 = time.perf_counter()
         data = load_study("load", uri)

@@ -177,7 +177,7 @@ def _add_reproduce(sub: Any) -> None:
 def reproduce_command(args: argparse.Namespace) -> int:
     import torch
 
-    from analysis._reproduce import NEEDS, PAPER_EPOCHS, cpu_estimate_seconds, reproduce
+    from ._reproduce import NEEDS, PAPER_EPOCHS, cpu_estimate_seconds, reproduce
 
     if args.seeds < 1 or (args.epochs is not None and args.epochs < 1):
         return _err(f"--seeds={args.seeds} --epochs={args.epochs} -- allowed: integers >= 1")

@@ -1,5 +1,6 @@
-"""Run, resume, grow and sync a study: Ray Tune + the study searcher + MLflow in one folder
-(layout: :mod:`study._folder`).
+"""A study's lifecycle: run, resume, grow, confirm -- Ray Tune + the study searcher + MLflow in
+one folder (layout: :mod:`study._folder`; Tune wiring: :mod:`study._tune`; MLflow sync and
+summaries: :mod:`study._sync`).
 
 ``run_study`` reads top to bottom: hold the folder's lock, settle the spec and where it logs
 (validated before anything is written), start Ray and the stores side by side, fit the
@@ -21,8 +22,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-from trainables.records import BASELINE_KEY, tag
 
 from ._folder import (
     StudyError,
@@ -49,25 +48,21 @@ from ._ray import (
 )
 from ._resume import restore_deleted_checkpoints
 from ._sqlite import ensure_optuna_store
+from ._sync import baseline_records, best_trials, confirm_info, sync_study
+from ._tune import (
+    _build_tuner,
+    _fit_list,
+    _more_dirs,
+    _tracker,
+    _trainable,
+    _unfinished,
+    experiment_dirs,
+    study_trials,
+)
 from .spec import StudySpec, parse_spec
 
 __all__ = ["StudyPaths", "run_study", "sync_study", "StudyError", "open_study", "best_trials",
            "experiment_dirs", "study_trials", "run_confirm", "confirm_info"]
-
-
-def _more_dirs(paths: StudyPaths, spec: StudySpec) -> list[Path]:
-    return sorted(paths.ray.glob(f"{spec.name}-more*"),
-                  key=lambda p: int(p.name.rpartition("more")[2] or 0))
-
-
-def experiment_dirs(paths: StudyPaths, spec: StudySpec) -> list[Path]:
-    """The study's Tune experiments: the first, each extension in order, the confirmation."""
-    from ._confirm import confirm_dir
-
-    confirm = confirm_dir(paths, spec)
-    return [(paths.ray / spec.name).resolve(), *(p.resolve() for p in _more_dirs(paths, spec)),
-            *([confirm] if confirm.exists() else [])]
-
 
 def _settle(spec: StudySpec | None, out: Path, resume: bool, tracking_uri: str | None,
             trials: int | None) -> tuple[dict[str, Any], StudySpec, StudySpec | None]:
@@ -179,6 +174,8 @@ def _start(spec: StudySpec, paths: StudyPaths, tracker: Any, address: str | None
 
 
 @contextmanager
+
+
 def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
     """Ctrl-C while Ray starts is acted on once the start returns (a second Ctrl-C at once).
     Raised as it lands, the KeyboardInterrupt can hit logging's after-fork lock release, where
@@ -199,17 +196,6 @@ def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
         yield lambda: bool(hits)
     finally:
         signal.signal(signal.SIGINT, old)
-
-
-def _unfinished(exp_dir: Path) -> bool:
-    """Whether Tune's experiment has trials left (or was never saved: then it starts over)."""
-    from ray import tune
-
-    if not any(exp_dir.glob("experiment_state-*.json")):
-        return True
-    analysis = tune.ExperimentAnalysis(str(exp_dir))
-    return any(t.status not in ("TERMINATED", "ERROR") for t in analysis.trials) or \
-        len(analysis.trials) == 0
 
 
 def _fitter(spec: StudySpec, paths: StudyPaths, tracker: Any, cpus: float, gpus: float,
@@ -305,78 +291,6 @@ def _grow(paths: StudyPaths, spec: StudySpec, grown: StudySpec, fit: Callable,
     fit(exp_dir, grown, False, asked=asked, baselines=False, baseline_records=base)
 
 
-def baseline_records(out: Path) -> dict[str, list[dict[str, Any]]]:
-    """Match key -> records of every finished baseline of the study (failed: None)."""
-    from ._searcher import _kept, _key
-    from ._tracking import read_trial_results
-
-    found: dict[str, list[dict[str, Any]] | None] = {}
-    for t in study_trials(out):
-        if t["config"].get(BASELINE_KEY) and t["status"] in ("TERMINATED", "ERROR"):
-            records = read_trial_results(t["path"])
-            found[_key(t["config"])] = None if t["error"] or not records else [
-                _kept(r) for r in records]
-    return found  # type: ignore[return-value]
-
-
-def _trainable(cpus: float, gpus: float) -> Any:
-    from ray import tune
-
-    from trainables.ray_trainable import train_tune
-
-    return tune.with_resources(train_tune, {"cpu": cpus, "gpu": gpus})
-
-
-def _tracker(spec: StudySpec, paths: StudyPaths, meta: dict[str, Any]) -> Any:
-    from ._tracking import Tracker
-
-    return Tracker(meta["tracking_uri"], meta["experiment"], meta["study_id"],
-                   meta.get("artifact_location"), spec.stopper, str(paths.timings),
-                   last_k=spec.last_k)
-
-
-def _trial_dirname(trial: Any) -> str:
-    return str(trial.trial_id)
-
-
-def _build_tuner(spec: StudySpec, exp_dir: Path, paths: StudyPaths, tracker: Any, cpus: float,
-                 gpus: float, callbacks: list[Any], asked: int = 0,
-                 baselines: bool = True,
-                 baseline_records: dict[str, Any] | None = None) -> Any:
-    from ray import tune
-    from ray.tune.logger import JsonLoggerCallback
-
-    from ._callbacks import BaselineSafeASHA, MlflowCallback, SaturationStopper
-    from ._searcher import StudySearcher
-
-    metric, mode = spec.objectives[0].record_metric  # a relative objective's per-epoch source
-    meta, _ = open_study(paths.root)
-    searcher = StudySearcher(spec, paths.optuna, optuna_study_name(meta), asked=asked,
-                             baselines=baselines, baseline_records=baseline_records,
-                             tracker=tracker)
-    scheduler = None
-    if spec.scheduler == "asha":
-        scheduler = BaselineSafeASHA(metric=metric, mode=mode, time_attr="epochs_done",
-                                     max_t=spec.fixed.get("epochs", 10), **spec.asha)
-    stop = SaturationStopper(**spec.stopper) if spec.stopper else None
-    samples = (spec.trials - asked) * len(spec.seeds) + (spec.num_baselines if baselines else 0)
-    return tune.Tuner(
-        _trainable(cpus, gpus),
-        tune_config=tune.TuneConfig(
-            search_alg=searcher, scheduler=scheduler, num_samples=samples,
-            max_concurrent_trials=spec.max_concurrent, trial_dirname_creator=_trial_dirname,
-            trial_name_creator=_trial_dirname,
-            reuse_actors=True,  # no new process (torch import, data load) per trial
-            metric=metric if scheduler is None else None,
-            mode=mode if scheduler is None else None),
-        run_config=tune.RunConfig(
-            name=exp_dir.name, storage_path=str(exp_dir.parent), verbose=0, stop=stop,
-            callbacks=[JsonLoggerCallback(), MlflowCallback(tracker), *callbacks],
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            failure_config=tune.FailureConfig(max_failures=spec.max_failures)),
-    )
-
-
 def run_confirm(out: Path, top: int | None = None, seeds: int | None = None,
                 num_cpus: int | None = None, callbacks: list[Any] | None = None) -> Any:
     """``mistudy confirm``: plan (or resume the stored plan), run the confirmation phase, sync
@@ -400,164 +314,6 @@ def run_confirm(out: Path, top: int | None = None, seeds: int | None = None,
             _ended(out, exp_dir, tracker)
         sync_study(out, locked=True)
         return confirm_info(out, plan, tracker)
-
-
-def _fit_list(exp_dir: Path, configs: list[dict[str, Any]], spec: StudySpec, tracker: Any,
-              callbacks: list[Any]) -> None:
-    from ray import tune
-    from ray.tune.logger import JsonLoggerCallback
-
-    from ._callbacks import MlflowCallback
-    from ._confirm import ListSearcher
-
-    cpus, gpus = spec.cpus_per_trial, spec.gpus_per_trial
-    if any(exp_dir.glob("experiment_state-*.json")):
-        tuner = tune.Tuner.restore(str(exp_dir), _trainable(cpus, gpus),
-                                   resume_unfinished=True, resume_errored=True)
-    else:
-        if exp_dir.exists():
-            shutil.rmtree(exp_dir)  # killed before Tune saved anything: start it afresh
-        tuner = tune.Tuner(
-            _trainable(cpus, gpus),
-            tune_config=tune.TuneConfig(
-                search_alg=ListSearcher(configs), num_samples=len(configs),
-                trial_dirname_creator=_trial_dirname, trial_name_creator=_trial_dirname,
-                reuse_actors=True),
-            run_config=tune.RunConfig(
-                name=exp_dir.name, storage_path=str(exp_dir.parent), verbose=0,
-                callbacks=[JsonLoggerCallback(), MlflowCallback(tracker), *callbacks],
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                failure_config=tune.FailureConfig(max_failures=spec.max_failures)))
-    tuner.fit()
-
-
-def confirm_info(out: Path, plan: dict[str, Any], tracker: Any = None) -> Any:
-    """The confirmation table from the study's records (``analysis.confirmation``); written
-    to ``confirm.md`` and, with a tracker, to the parent run."""
-    from analysis import confirmation, format_confirm
-    from trainables.records import atomic_write_text
-
-    info = confirmation(str(out))
-    if info is None:
-        raise StudyError(f"{out}: the confirmation runs have no finished trials")
-    text = format_confirm(info)
-    atomic_write_text(StudyPaths(out).root / "confirm.md", "```\n" + text + "\n```\n")
-    if tracker is not None:
-        parent = tracker.parent_run()
-        tracker.client.log_text(parent, info.table.to_csv(index=False), "confirm.csv")
-        tracker.client.log_text(parent, text, "confirm.txt")
-    return info
-
-
-def study_trials(out: Path) -> list[dict[str, Any]]:
-    """Every trial of every experiment of the study: trial_id, config, path, error, status."""
-    from ray import tune
-
-    _, spec = open_study(out)
-    rows = []
-    for exp_dir in experiment_dirs(StudyPaths(out), spec):
-        if not tune.Tuner.can_restore(str(exp_dir)):
-            continue
-        for t in tune.ExperimentAnalysis(str(exp_dir)).trials:
-            rows.append({"trial_id": t.trial_id, "config": t.config, "path": Path(str(t.path)),
-                         "error": t.status == "ERROR", "status": t.status, "trial": t})
-    return rows
-
-
-def sync_study(out: Path, locked: bool = False) -> dict[str, int]:
-    """Make the MLflow store match Tune's results exactly: one run per trial, every epoch
-    once, artifacts, status and summary metrics; stray runs of trials Tune does not know are
-    deleted. Takes the folder's lock unless the caller holds it."""
-    if not locked:
-        with writer_lock(out):
-            return sync_study(out, locked=True)
-    from ._callbacks import trial_error_text
-    from ._tracking import read_trial_results
-
-    meta, spec = open_study(out)
-    check_tracking(meta["tracking_uri"])
-    trials = study_trials(out)
-    if not trials and not StudyPaths(out).ray.exists():
-        raise StudyError(f"no Tune experiment in {StudyPaths(out).ray}")
-    tracker = _tracker(spec, StudyPaths(out), meta)
-    tracker.parent_run(spec.raw)
-    known = {t["trial_id"] for t in trials}
-    stray = {tid: rid for tid, rid in tracker.trial_runs().items() if tid not in known}
-    for run_id in stray.values():
-        tracker.client.delete_run(run_id)
-    logged = 0
-    for t in trials:
-        records = read_trial_results(t["path"])
-        if not records and not t["error"]:
-            continue
-        run_id = tracker.ensure_trial_run(t["trial_id"], t["config"])
-        new = tracker.log_records(run_id, records)
-        logged += new
-        error = trial_error_text(t["trial"]) if t["error"] else None
-        # a trial a stop left unfinished is KILLED (resumable), never FINISHED
-        status = "FAILED" if t["error"] else \
-            "FINISHED" if t["status"] == "TERMINATED" else "KILLED"
-        run = tracker.client.get_run(run_id)
-        if run.info.status != status or new or "final_gap" not in run.data.metrics:
-            tracker.finish_trial(run_id, records, t["config"], status, error,
-                                 trial_dir=t["path"])
-    _backfill_ranking(out, tracker)
-    return {"trials": len(trials), "epochs_logged": logged, "stray_runs_deleted": len(stray)}
-
-
-def _backfill_ranking(out: Path, tracker: Any) -> None:
-    """Gap closure on every searched trial run that has matched baselines (the ranking's
-    numbers, with the study's last_k and saturation settings), and the ranking on the parent
-    run: ``ranking.csv``/``ranking.md`` and the best schedule's closure as metrics."""
-    from mlflow.entities import Metric
-
-    from analysis import AnalysisError, analyze, log_ranking
-
-    try:
-        a = analyze(str(out))
-    except AnalysisError:
-        return  # nothing to rank yet (no finished trials, or only baselines)
-    now = int(time.time() * 1000)
-    keys = ("val_closure", "test_closure", "val_gap_reduction", "test_gap_reduction",
-            "val_acc_delta", "test_acc_delta")
-    for row in a.matched.to_dict("records"):
-        metrics = [Metric(k, float(row[k]), now, 0) for k in keys if row[k] == row[k]]
-        if row["test_closure"] == row["test_closure"]:  # not NaN; the UI's sort column
-            metrics.append(Metric("gap_closure", float(row["test_closure"]), now, 0))
-        if metrics:
-            tracker.client.log_batch(row["run_id"], metrics=metrics)
-    log_ranking(a)
-    best = a.ranking.dropna(subset=[a.selection.metric]).head(1)
-    if a.data.parent_run_id and not best.empty:
-        top = best.iloc[0]
-        tracker.client.log_batch(a.data.parent_run_id, metrics=[
-            Metric(f"best_{k}", float(top[k]), now, 0)
-            for k in ("val_closure", "test_closure", "delta_val_acc", "delta_test_acc")
-            if top[k] == top[k]])
-        tracker.client.set_tag(a.data.parent_run_id, "best_schedule", str(top.schedule))
-        tracker.client.set_tag(a.data.parent_run_id, tag("selected_by"),
-                               f"{a.selection.metric} on validation")
-
-
-def best_trials(out: Path, k: int = 5) -> list[dict[str, Any]]:
-    """The configurations Optuna was told, best first by the first objective, feasible ones
-    (guards) before infeasible: the search's own rule, which the ranking shares."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    meta, spec = open_study(out)
-    try:
-        study = optuna.load_study(study_name=optuna_study_name(meta),
-                                  storage=StudyPaths(out).optuna)
-    except KeyError:
-        return []
-    obj = spec.objectives[0]
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    sign = -1.0 if obj.mode == "max" else 1.0
-    done.sort(key=lambda t: (not t.user_attrs.get("feasible", True), sign * t.values[0]))
-    return [{"number": t.number, "params": t.params, "value": t.values[0],
-             "feasible": t.user_attrs.get("feasible", True), "attrs": t.user_attrs}
-            for t in done[:k]]
 
 
 def _print(msg: str) -> None:

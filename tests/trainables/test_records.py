@@ -158,12 +158,26 @@ def test_no_import_cycle_between_project_modules() -> None:
         if m.startswith("analysis"):
             assert not any(d.startswith("study") for d in deps), m
     # study uses analysis only through its public API (analysis/__init__.py), never a
-    # _private module; the reproduction driver is the one exception left (issue 20)
-    allowed = {"analysis._reproduce"}
+    # _private module; analysis loads and computes: it trains nothing (no torch)
     for m, deps in graph.items():
         if m.startswith("study"):
-            private = {d for d in deps if d.startswith("analysis._")} - allowed
+            private = {d for d in deps if d.startswith("analysis._")}
             assert not private, (m, private)
+
+
+
+def test_analysis_holds_no_torch_import_and_no_sql() -> None:
+    """analysis loads and computes: no torch anywhere in it (not even inside a function), and
+    it reads MLflow through the public client, never its store's SQL schema."""
+    for path in sorted((ROOT / "analysis").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.split(".")[0] in ("torch", "sqlalchemy", "sqlite3")
+                           for n in names), (path.name, names)
+        text = path.read_text()
+        assert "SELECT " not in text and "FROM metrics" not in text, path.name
 
 
 def test_the_front_door_and_analysis_import_no_torch_or_ray() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis._reproduce import CLAIMS, plan_runs, reproduce, train_runs
+from study._reproduce import CLAIMS, plan_runs, reproduce, train_runs
 from tests.study.conftest import mistudy
 from trainables.locks import FolderLocked, folder_lock
 from trainables.records import DEFAULT_LAST_K, read_metrics

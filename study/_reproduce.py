@@ -27,7 +27,7 @@ from trainables.records import (
     write_metrics,
 )
 
-from ._rank import bootstrap_ci
+from analysis import bootstrap_ci
 
 __all__ = ["reproduce", "FigureResult", "CLAIMS"]
 

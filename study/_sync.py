@@ -1,0 +1,150 @@
+"""After the fits: MLflow made to match Tune's results (``sync_study``), the ranking back-filled
+onto the runs, and the summaries the CLI prints (best configurations, the confirmation table)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from trainables.records import BASELINE_KEY, tag
+
+from ._folder import (
+    StudyError,
+    StudyPaths,
+    check_tracking,
+    open_study,
+    optuna_study_name,
+    writer_lock,
+)
+from ._tune import _tracker, study_trials
+
+__all__ = ["sync_study", "best_trials", "baseline_records", "confirm_info"]
+
+
+def baseline_records(out: Path) -> dict[str, list[dict[str, Any]]]:
+    """Match key -> records of every finished baseline of the study (failed: None)."""
+    from ._searcher import _kept, _key
+    from ._tracking import read_trial_results
+
+    found: dict[str, list[dict[str, Any]] | None] = {}
+    for t in study_trials(out):
+        if t["config"].get(BASELINE_KEY) and t["status"] in ("TERMINATED", "ERROR"):
+            records = read_trial_results(t["path"])
+            found[_key(t["config"])] = None if t["error"] or not records else [
+                _kept(r) for r in records]
+    return found  # type: ignore[return-value]
+
+
+def sync_study(out: Path, locked: bool = False) -> dict[str, int]:
+    """Make the MLflow store match Tune's results exactly: one run per trial, every epoch
+    once, artifacts, status and summary metrics; stray runs of trials Tune does not know are
+    deleted. Takes the folder's lock unless the caller holds it."""
+    if not locked:
+        with writer_lock(out):
+            return sync_study(out, locked=True)
+    from ._callbacks import trial_error_text
+    from ._tracking import read_trial_results
+
+    meta, spec = open_study(out)
+    check_tracking(meta["tracking_uri"])
+    trials = study_trials(out)
+    if not trials and not StudyPaths(out).ray.exists():
+        raise StudyError(f"no Tune experiment in {StudyPaths(out).ray}")
+    tracker = _tracker(spec, StudyPaths(out), meta)
+    tracker.parent_run(spec.raw)
+    known = {t["trial_id"] for t in trials}
+    stray = {tid: rid for tid, rid in tracker.trial_runs().items() if tid not in known}
+    for run_id in stray.values():
+        tracker.client.delete_run(run_id)
+    logged = 0
+    for t in trials:
+        records = read_trial_results(t["path"])
+        if not records and not t["error"]:
+            continue
+        run_id = tracker.ensure_trial_run(t["trial_id"], t["config"])
+        new = tracker.log_records(run_id, records)
+        logged += new
+        error = trial_error_text(t["trial"]) if t["error"] else None
+        # a trial a stop left unfinished is KILLED (resumable), never FINISHED
+        status = "FAILED" if t["error"] else \
+            "FINISHED" if t["status"] == "TERMINATED" else "KILLED"
+        run = tracker.client.get_run(run_id)
+        if run.info.status != status or new or "final_gap" not in run.data.metrics:
+            tracker.finish_trial(run_id, records, t["config"], status, error,
+                                 trial_dir=t["path"])
+    _backfill_ranking(out, tracker)
+    return {"trials": len(trials), "epochs_logged": logged, "stray_runs_deleted": len(stray)}
+
+
+def _backfill_ranking(out: Path, tracker: Any) -> None:
+    """Gap closure on every searched trial run that has matched baselines (the ranking's
+    numbers, with the study's last_k and saturation settings), and the ranking on the parent
+    run: ``ranking.csv``/``ranking.md`` and the best schedule's closure as metrics."""
+    from mlflow.entities import Metric
+
+    from analysis import AnalysisError, analyze, log_ranking
+
+    try:
+        a = analyze(str(out))
+    except AnalysisError:
+        return  # nothing to rank yet (no finished trials, or only baselines)
+    now = int(time.time() * 1000)
+    keys = ("val_closure", "test_closure", "val_gap_reduction", "test_gap_reduction",
+            "val_acc_delta", "test_acc_delta")
+    for row in a.matched.to_dict("records"):
+        metrics = [Metric(k, float(row[k]), now, 0) for k in keys if row[k] == row[k]]
+        if row["test_closure"] == row["test_closure"]:  # not NaN; the UI's sort column
+            metrics.append(Metric("gap_closure", float(row["test_closure"]), now, 0))
+        if metrics:
+            tracker.client.log_batch(row["run_id"], metrics=metrics)
+    log_ranking(a)
+    best = a.ranking.dropna(subset=[a.selection.metric]).head(1)
+    if a.data.parent_run_id and not best.empty:
+        top = best.iloc[0]
+        tracker.client.log_batch(a.data.parent_run_id, metrics=[
+            Metric(f"best_{k}", float(top[k]), now, 0)
+            for k in ("val_closure", "test_closure", "delta_val_acc", "delta_test_acc")
+            if top[k] == top[k]])
+        tracker.client.set_tag(a.data.parent_run_id, "best_schedule", str(top.schedule))
+        tracker.client.set_tag(a.data.parent_run_id, tag("selected_by"),
+                               f"{a.selection.metric} on validation")
+
+
+def best_trials(out: Path, k: int = 5) -> list[dict[str, Any]]:
+    """The configurations Optuna was told, best first by the first objective, feasible ones
+    (guards) before infeasible: the search's own rule, which the ranking shares."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    meta, spec = open_study(out)
+    try:
+        study = optuna.load_study(study_name=optuna_study_name(meta),
+                                  storage=StudyPaths(out).optuna)
+    except KeyError:
+        return []
+    obj = spec.objectives[0]
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    sign = -1.0 if obj.mode == "max" else 1.0
+    done.sort(key=lambda t: (not t.user_attrs.get("feasible", True), sign * t.values[0]))
+    return [{"number": t.number, "params": t.params, "value": t.values[0],
+             "feasible": t.user_attrs.get("feasible", True), "attrs": t.user_attrs}
+            for t in done[:k]]
+
+
+def confirm_info(out: Path, plan: dict[str, Any], tracker: Any = None) -> Any:
+    """The confirmation table from the study's records (``analysis.confirmation``); written
+    to ``confirm.md`` and, with a tracker, to the parent run."""
+    from analysis import confirmation, format_confirm
+    from trainables.records import atomic_write_text
+
+    info = confirmation(str(out))
+    if info is None:
+        raise StudyError(f"{out}: the confirmation runs have no finished trials")
+    text = format_confirm(info)
+    atomic_write_text(StudyPaths(out).root / "confirm.md", "```\n" + text + "\n```\n")
+    if tracker is not None:
+        parent = tracker.parent_run()
+        tracker.client.log_text(parent, info.table.to_csv(index=False), "confirm.csv")
+        tracker.client.log_text(parent, text, "confirm.txt")
+    return info

@@ -1,0 +1,146 @@
+"""Tune wiring for a study: its experiments on disk (the first, each extension, the
+confirmation), the trainable with its resources, the tracker, and the Tuner of a search or of a
+fixed list of configurations (one RunConfig for both)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ._folder import StudyPaths, open_study, optuna_study_name
+from .spec import StudySpec
+
+__all__ = ["experiment_dirs", "study_trials"]
+
+
+def _more_dirs(paths: StudyPaths, spec: StudySpec) -> list[Path]:
+    return sorted(paths.ray.glob(f"{spec.name}-more*"),
+                  key=lambda p: int(p.name.rpartition("more")[2] or 0))
+
+
+def experiment_dirs(paths: StudyPaths, spec: StudySpec) -> list[Path]:
+    """The study's Tune experiments: the first, each extension in order, the confirmation."""
+    from ._confirm import confirm_dir
+
+    confirm = confirm_dir(paths, spec)
+    return [(paths.ray / spec.name).resolve(), *(p.resolve() for p in _more_dirs(paths, spec)),
+            *([confirm] if confirm.exists() else [])]
+
+
+def _unfinished(exp_dir: Path) -> bool:
+    """Whether Tune's experiment has trials left (or was never saved: then it starts over)."""
+    from ray import tune
+
+    if not any(exp_dir.glob("experiment_state-*.json")):
+        return True
+    analysis = tune.ExperimentAnalysis(str(exp_dir))
+    return any(t.status not in ("TERMINATED", "ERROR") for t in analysis.trials) or \
+        len(analysis.trials) == 0
+
+
+def _trainable(cpus: float, gpus: float) -> Any:
+    from ray import tune
+
+    from trainables.ray_trainable import train_tune
+
+    return tune.with_resources(train_tune, {"cpu": cpus, "gpu": gpus})
+
+
+def _tracker(spec: StudySpec, paths: StudyPaths, meta: dict[str, Any]) -> Any:
+    from ._tracking import Tracker
+
+    return Tracker(meta["tracking_uri"], meta["experiment"], meta["study_id"],
+                   meta.get("artifact_location"), spec.stopper, str(paths.timings),
+                   last_k=spec.last_k)
+
+
+def _trial_dirname(trial: Any) -> str:
+    return str(trial.trial_id)
+
+
+def _build_tuner(spec: StudySpec, exp_dir: Path, paths: StudyPaths, tracker: Any, cpus: float,
+                 gpus: float, callbacks: list[Any], asked: int = 0,
+                 baselines: bool = True,
+                 baseline_records: dict[str, Any] | None = None) -> Any:
+    from ray import tune
+
+    from ._callbacks import BaselineSafeASHA, SaturationStopper
+    from ._searcher import StudySearcher
+
+    metric, mode = spec.objectives[0].record_metric  # a relative objective's per-epoch source
+    meta, _ = open_study(paths.root)
+    searcher = StudySearcher(spec, paths.optuna, optuna_study_name(meta), asked=asked,
+                             baselines=baselines, baseline_records=baseline_records,
+                             tracker=tracker)
+    scheduler = None
+    if spec.scheduler == "asha":
+        scheduler = BaselineSafeASHA(metric=metric, mode=mode, time_attr="epochs_done",
+                                     max_t=spec.fixed.get("epochs", 10), **spec.asha)
+    stop = SaturationStopper(**spec.stopper) if spec.stopper else None
+    samples = (spec.trials - asked) * len(spec.seeds) + (spec.num_baselines if baselines else 0)
+    return tune.Tuner(
+        _trainable(cpus, gpus),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, scheduler=scheduler, num_samples=samples,
+            max_concurrent_trials=spec.max_concurrent, trial_dirname_creator=_trial_dirname,
+            trial_name_creator=_trial_dirname,
+            reuse_actors=True,  # no new process (torch import, data load) per trial
+            metric=metric if scheduler is None else None,
+            mode=mode if scheduler is None else None),
+        run_config=_run_config(exp_dir, spec, tracker, callbacks, stop),
+    )
+
+
+def _fit_list(exp_dir: Path, configs: list[dict[str, Any]], spec: StudySpec, tracker: Any,
+              callbacks: list[Any]) -> None:
+    from ray import tune
+
+    from ._confirm import ListSearcher
+
+    cpus, gpus = spec.cpus_per_trial, spec.gpus_per_trial
+    if any(exp_dir.glob("experiment_state-*.json")):
+        tuner = tune.Tuner.restore(str(exp_dir), _trainable(cpus, gpus),
+                                   resume_unfinished=True, resume_errored=True)
+    else:
+        if exp_dir.exists():
+            shutil.rmtree(exp_dir)  # killed before Tune saved anything: start it afresh
+        tuner = tune.Tuner(
+            _trainable(cpus, gpus),
+            tune_config=tune.TuneConfig(
+                search_alg=ListSearcher(configs), num_samples=len(configs),
+                trial_dirname_creator=_trial_dirname, trial_name_creator=_trial_dirname,
+                reuse_actors=True),
+            run_config=_run_config(exp_dir, spec, tracker, callbacks))
+    tuner.fit()
+
+
+def study_trials(out: Path) -> list[dict[str, Any]]:
+    """Every trial of every experiment of the study: trial_id, config, path, error, status."""
+    from ray import tune
+
+    _, spec = open_study(out)
+    rows = []
+    for exp_dir in experiment_dirs(StudyPaths(out), spec):
+        if not tune.Tuner.can_restore(str(exp_dir)):
+            continue
+        for t in tune.ExperimentAnalysis(str(exp_dir)).trials:
+            rows.append({"trial_id": t.trial_id, "config": t.config, "path": Path(str(t.path)),
+                         "error": t.status == "ERROR", "status": t.status, "trial": t})
+    return rows
+
+
+def _run_config(exp_dir: Path, spec: StudySpec, tracker: Any, callbacks: list[Any],
+                stop: Any = None) -> Any:
+    """Where Tune keeps the experiment, what logs it (JSON results, MLflow), checkpoints
+    (the last two kept), retries."""
+    from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
+
+    from ._callbacks import MlflowCallback
+
+    return tune.RunConfig(
+        name=exp_dir.name, storage_path=str(exp_dir.parent), verbose=0, stop=stop,
+        callbacks=[JsonLoggerCallback(), MlflowCallback(tracker), *callbacks],
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        failure_config=tune.FailureConfig(max_failures=spec.max_failures))
