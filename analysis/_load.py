@@ -8,6 +8,7 @@ have no file yet (still running, or killed before their finish).
 from __future__ import annotations
 
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -163,9 +164,12 @@ def _records_of(client: Any, run: Any, folder: Path | None) -> list[dict[str, fl
             return read_metrics(local) if local.is_file() else None
         import tempfile
 
-        with tempfile.TemporaryDirectory() as d:
-            return read_metrics(Path(client.download_artifacts(run.info.run_id, "metrics.csv",
-                                                               d)))
+        from mlflow.artifacts import download_artifacts
+
+        with tempfile.TemporaryDirectory() as d:  # one GET: the run's artifact URI is known
+            return read_metrics(Path(download_artifacts(
+                artifact_uri=f"{run.info.artifact_uri}/metrics.csv", dst_path=d,
+                tracking_uri=client.tracking_uri)))
     except Exception:
         return None  # no file (killed before its finish): the histories below
 
@@ -191,6 +195,7 @@ def _history_frame(client: Any, runs: list[Any], folder: Path | None) -> pd.Data
                                                 if k in RECORD_KEYS}} for r in recs]
 
     local = not client.tracking_uri.startswith(("http:", "https:"))
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per run
     if local:  # SQLite and local files: threads only contend for the GIL
         rows = [row for run in runs for row in one(run)]
     else:

@@ -7,8 +7,9 @@ first epoch, per-epoch records, then each trial's finish (config, metrics CSV, t
 drew in its last checkpoint, summary metrics, status). Measured:
 
 - ``create_ms``: per trial, its run, params and tags (the first epoch of every trial);
-- ``epochs_per_s``: trial-epochs logged per second once the runs exist, every record of
-  epochs 1.. enqueued at once (a driver that fell behind: the writer coalesces the backlog);
+- ``epochs_per_s``: trial-epochs logged per second once the runs exist, with epochs 1.. of
+  every trial pending at once (a driver that fell behind: the writer coalesces the backlog);
+- ``uncoalesced_per_s``: the same writer fed one epoch per call (no backlog), side by side;
 - ``finish_ms``: per trial, on the driver's logging thread;
 - ``rank_s``: ``mistudy rank`` (load + match + rank) on the finished store.
 
@@ -96,18 +97,39 @@ def _measure(uri: str, root: Path, trials: int, epochs: int) -> dict[str, Any]:
     for t in ts:  # first epochs: every trial's run is created
         cb.on_trial_result(0, [], t, _record(int(t.trial_id[1:]), 0))
     create_s = _wait(cb, lambda: tracker._logged >= trials)
+    cb.on_experiment_end([])  # the writer thread ends; below, its work is timed directly
+    # A driver that fell behind: epochs 1.. of every trial are pending when the writer runs
+    # (what the thread absorbs from the queue), and one flush logs them all.
     for e in range(1, epochs):
         for t in ts:
-            cb.on_trial_result(0, [], t, _record(int(t.trial_id[1:]), e))
-    log_s = _wait(cb, lambda: tracker._logged >= trials * epochs)
+            cb._absorb(("result", t.trial_id, t.config, _record(int(t.trial_id[1:]), e), {}))
     t0 = time.perf_counter()
+    assert cb.flush()
+    log_s = time.perf_counter() - t0
     for t in ts:
-        cb.on_trial_complete(0, [], t)
-    cb.on_experiment_end([])  # returns once the writer has finished every trial
+        cb._absorb(("finish", t.trial_id, t.config, t.local_path, "FINISHED", None))
+    t0 = time.perf_counter()
+    assert cb.flush()
     finish_s = time.perf_counter() - t0
     return {"create_ms": 1000 * create_s / trials,
+            "uncoalesced_per_s": _uncoalesced(uri, art, min(trials, 100), 5),
             "epochs_per_s": trials * (epochs - 1) / log_s,
             "finish_ms": 1000 * finish_s / trials, "callback_failures": cb.failures}
+
+
+def _uncoalesced(uri: str, art: str | None, n: int, epochs: int) -> float:
+    """The writer fed one epoch per call (its own experiment, outside the ranked one)."""
+    from study._tracking import Tracker
+
+    tracker = Tracker(uri, "bench-uncoalesced", "u", artifact_location=art)
+    runs = [tracker.ensure_trial_run(f"u{i}", _config(i, epochs)) for i in range(n)]
+    for i, r in enumerate(runs):
+        tracker.log_records(r, [_record(i, 0)])
+    t0 = time.perf_counter()
+    for e in range(1, epochs):
+        for i, r in enumerate(runs):
+            tracker.log_records(r, [_record(i, e)])
+    return n * (epochs - 1) / (time.perf_counter() - t0)
 
 
 def _rank(uri: str) -> tuple[float, int]:

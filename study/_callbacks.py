@@ -6,6 +6,7 @@ import queue
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,9 @@ def trial_error_text(trial: Any) -> str:
         return lines[-1] if lines else "trial failed"
     except OSError:
         return "trial failed (no error file)"
+
+
+SERVER_THREADS = 4  # parallel calls to a tracking server while flushing a backlog
 
 
 class MlflowCallback(Callback):
@@ -166,10 +170,20 @@ class MlflowCallback(Callback):
             if self._try(lambda tid=tid: self.tracker.set_tags(
                     self.tracker.ensure_trial_run(tid, self.configs[tid]), self.tags[tid])):
                 del self.tags[tid]
-        for tid in list(self.pending):
+        def log(tid: str) -> bool:  # a trial's whole backlog, coalesced by the tracker
             records = [self.pending[tid][e] for e in sorted(self.pending[tid])]
-            if self._try(lambda tid=tid, records=records: self.tracker.log_records(
-                    self.tracker.ensure_trial_run(tid, self.configs[tid]), records)):
+            return self._try(lambda: self.tracker.log_records(
+                self.tracker.ensure_trial_run(tid, self.configs[tid]), records))
+
+        tids = list(self.pending)
+        if self.tracker.tracking_uri.startswith(("http:", "https:")) and len(tids) > 1:
+            # A server answers calls in parallel: trials side by side, each one's in order.
+            with ThreadPoolExecutor(max_workers=SERVER_THREADS) as pool:
+                done = list(pool.map(log, tids))
+        else:  # SQLite takes one writer at a time: threads would only queue on its lock
+            done = [log(tid) for tid in tids]
+        for tid, ok in zip(tids, done):
+            if ok:
                 del self.pending[tid]
         for tid, (path, status, error) in list(self.finished.items()):
             if tid in self.pending:

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from analysis import bootstrap_ci
 from trainables.config import TrainConfig
 from trainables.locks import folder_lock
 from trainables.records import (
@@ -26,8 +27,6 @@ from trainables.records import (
     read_metrics,
     write_metrics,
 )
-
-from analysis import bootstrap_ci
 
 __all__ = ["reproduce", "FigureResult", "CLAIMS"]
 
