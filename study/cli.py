@@ -240,7 +240,7 @@ def run_command(args: argparse.Namespace) -> int:
     from ._progress import StudyProgress
     from ._ray import shutdown_ray
     from .runner import run_study
-    from .spec import load_spec
+    from .spec import load_spec, value_problem
 
     spec = None
     if not args.resume:
@@ -250,14 +250,13 @@ def run_command(args: argparse.Namespace) -> int:
     elif args.spec or args.preset:
         spec = load_spec(args.spec, args.preset)  # must match the stored one (checked)
     out = Path(args.out or f"studies/{spec.name if spec else 'study'}")
-    for name in ("cpus_per_trial", "gpus_per_trial"):
+    for name in ("cpus_per_trial", "gpus_per_trial", "trials"):  # the spec's own rules
         v = getattr(args, name)
-        if v is not None and (not v == v or v < 0 or (name == "cpus_per_trial" and v == 0)):
-            return _err(f"--{name.replace('_', '-')}={v} -- allowed: > 0 (GPUs: >= 0)")
+        allowed = None if v is None else value_problem(name, v)
+        if allowed:
+            return _err(f"--{name.replace('_', '-')}={v} -- allowed: {allowed}")
     if args.num_cpus is not None and args.num_cpus < 1:
         return _err(f"--num-cpus={args.num_cpus} -- allowed: an integer >= 1")
-    if args.trials is not None and args.trials < 1:
-        return _err(f"--trials={args.trials} -- allowed: an integer >= 1")
     progress = [] if args.quiet else [_progress_for(spec, out, args.trials, StudyProgress)]
     try:
         trials = run_study(spec, out, resume=args.resume, trials=args.trials,

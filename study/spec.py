@@ -337,15 +337,29 @@ def _search(c: _Checker, raw: dict[str, Any]) -> tuple[Any, tuple[float, float],
     return families, (float(alpha[0]), float(alpha[1])), tuple(bs)
 
 
+# The one rule for each value a spec and a command-line flag can both set: (ok, allowed).
+VALUE_RULES: dict[str, tuple[Any, str]] = {
+    "cpus_per_trial": (lambda v: _num(v) and v > 0, "a number > 0"),
+    "gpus_per_trial": (lambda v: _num(v) and v >= 0, "a number >= 0 (fractions share a GPU)"),
+    "trials": (lambda v: _int(v) and 1 <= v <= MAX_TRIALS, f"an integer in [1, {MAX_TRIALS}]"),
+}
+
+
+def value_problem(key: str, value: Any) -> str | None:
+    """What is allowed for ``key`` when ``value`` breaks :data:`VALUE_RULES`, else None."""
+    ok, allowed = VALUE_RULES[key]
+    return None if ok(value) else allowed
+
+
 def _resources(c: _Checker, raw: dict[str, Any]) -> tuple[float, float, int | None]:
     res = c.keys("resources", raw.get("resources") or {}, _RESOURCE_KEYS)
     cpus, gpus = res.get("cpus_per_trial", 1), res.get("gpus_per_trial", 0)
     mc = res.get("max_concurrent")
-    if not (_num(cpus) and cpus > 0):
-        c.bad("resources.cpus_per_trial", cpus, "a number > 0")
+    if value_problem("cpus_per_trial", cpus):
+        c.bad("resources.cpus_per_trial", cpus, VALUE_RULES["cpus_per_trial"][1])
         cpus = 1
-    if not (_num(gpus) and gpus >= 0):
-        c.bad("resources.gpus_per_trial", gpus, "a number >= 0 (fractions share a GPU)")
+    if value_problem("gpus_per_trial", gpus):
+        c.bad("resources.gpus_per_trial", gpus, VALUE_RULES["gpus_per_trial"][1])
         gpus = 0
     if mc is not None and not (_int(mc) and mc >= 1):
         c.bad("resources.max_concurrent", mc, "null or an integer >= 1")
@@ -371,8 +385,7 @@ def _check_fixed(c: _Checker, fixed: dict[str, Any], batch_sizes: tuple[int, ...
 def _check_misc(c: _Checker, raw: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, default, ok, allowed in (
-        ("trials", 4, lambda v: _int(v) and 1 <= v <= MAX_TRIALS,
-         f"an integer in [1, {MAX_TRIALS}]"),
+        ("trials", 4, VALUE_RULES["trials"][0], VALUE_RULES["trials"][1]),
         ("max_failures", 1, lambda v: _int(v) and v >= 0, "an integer >= 0"),
         ("sampler_seed", 0, lambda v: _int(v) and v >= 0, "an integer >= 0"),
         ("scheduler", "none", lambda v: v in ("none", "asha"), "'none' or 'asha'"),

@@ -77,3 +77,29 @@ def test_bad_spec_on_the_command_line_exits_2_before_ray(tmp_path: Path) -> None
     res = subprocess.run([str(exe), "run", str(evil)], capture_output=True, text=True,
                          timeout=60)
     assert res.returncode == 2 and "not valid safe YAML" in res.stderr
+
+
+@pytest.mark.parametrize("flag,value,key", [
+    ("--cpus-per-trial", "0", "resources.cpus_per_trial"),
+    ("--gpus-per-trial", "-1", "resources.gpus_per_trial"),
+    ("--trials", "0", "trials"), ("--trials", "100001", "trials")])
+def test_a_flag_and_the_spec_refuse_a_value_by_one_rule(tmp_path: Path, flag: str, value: str,
+                                                        key: str) -> None:
+    """The same value, set in the spec or on the command line, is refused with the same
+    'allowed' text, before anything is written."""
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(GOOD))
+    exe = Path(sys.executable).with_name("mistudy")
+    res = subprocess.run([str(exe), "run", str(path), "--out", str(tmp_path / "o"), flag, value],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and not (tmp_path / "o").exists()
+    raw = dict(GOOD)
+    if key == "trials":
+        raw["trials"] = int(value)
+    else:
+        raw["resources"] = {key.split(".")[1]: float(value)}
+    with pytest.raises(SpecError) as info:
+        parse_spec(raw)
+    allowed = str(info.value).split(" -- ", 1)[1].strip()  # "KEY: VALUE -- ALLOWED"
+    assert res.stderr.strip() == f"error: {flag}={float(value) if 'pus' in flag else value}" \
+        f" -- allowed: {allowed}", (res.stderr, allowed)
