@@ -31,7 +31,7 @@ from typing import Any
 from trainables._yaml import YamlLimitError, safe_load
 from trainables.locks import LOCK_FILE, FolderLocked, folder_lock
 from trainables.records import atomic_write_text
-from trainables.studyfolder import FOLDER_STORE, tracking_uri_of
+from trainables.studyfolder import FOLDER_STORE, sqlite_path, tracking_uri_of
 
 from .spec import SpecError, StudySpec, parse_spec
 
@@ -98,8 +98,8 @@ def normalize_tracking_uri(uri: str) -> str:
     if parts.scheme in ("http", "https") and not parts.hostname:
         raise StudyError(f"--tracking-uri {redact(uri)!r} has no host")
     if parts.scheme == "sqlite":
-        path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else ""
-        if not path or path == ":memory:":
+        path = sqlite_path(uri)
+        if path is None:
             raise StudyError(f"--tracking-uri {uri!r}: an SQLite store needs a file path, "
                              f"e.g. sqlite:///path/mlflow.db")
         return f"sqlite:///{Path(path).resolve()}"

@@ -13,15 +13,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-PREFIX = "sqlite:///"
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///PATH`` URI (None for other stores)."""
-    if not uri.startswith(PREFIX):
-        return None
-    rest = uri[len(PREFIX):].split("?", 1)[0]
-    return None if rest in ("", ":memory:") else Path(rest)
+from trainables.studyfolder import SQLITE_PREFIX as PREFIX
+from trainables.studyfolder import sqlite_path
 
 
 def create_atomically(uri: str, build: Callable[[str], None]) -> bool:

@@ -365,7 +365,9 @@ def ui_command(args: argparse.Namespace) -> int:
 
 def _sqlite_problem(uri: str) -> str | None:
     """A missing or damaged store is said, never silently replaced by an empty one."""
-    path = Path(uri[len("sqlite:///"):])
+    from trainables.studyfolder import sqlite_path
+
+    path = sqlite_path(uri) or Path(uri)
     if not path.is_file():
         return f"the study's MLflow store {path} is missing; the runs are under ray/: " \
                f"'mistudy sync --out FOLDER' rebuilds the store from them"

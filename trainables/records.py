@@ -235,12 +235,14 @@ class MetricsWriter:
 
 def write_metrics(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
     """Write a whole ``metrics.csv`` atomically (a hidden file renamed into place)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with MetricsWriter(tmp) as w:
-        for r in records:
-            w.write(r)
-    os.replace(tmp, path)
+    import io
+
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=list(RECORD_KEYS), extrasaction="ignore")
+    w.writeheader()
+    for r in records:
+        w.writerow(dict(r))
+    atomic_write_text(Path(path), buf.getvalue())
 
 
 def read_metrics(path: Path) -> list[dict[str, float]]:

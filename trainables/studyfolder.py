@@ -9,18 +9,29 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["FOLDER_STORE", "tracking_uri_of", "split_credentials", "credentials_to_env",
-           "storage_failure", "search_all_runs"]
+           "storage_failure", "search_all_runs", "sqlite_path", "SQLITE_PREFIX"]
 
 FOLDER_STORE = "folder"  # study.json's tracking_uri for the folder's own DIR/mlflow.db
+SQLITE_PREFIX = "sqlite:///"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` URI (None for other stores and for an
+    in-memory or path-less one): the one SQLite URI parser."""
+    if not uri.startswith(SQLITE_PREFIX):
+        return None
+    rest = uri[len(SQLITE_PREFIX):].split("?", 1)[0]
+    return None if rest in ("", ":memory:") else Path(rest)
 
 
 def _moved(uri: str, root: Path, name: str) -> str | None:
     """A study.json from before relative stores names an absolute file in the folder it was
     made in; if this folder holds a file of that name, the folder was copied or moved."""
-    if uri.startswith("sqlite:///") and Path(uri[len("sqlite:///"):]).name == name:
+    path = sqlite_path(uri)
+    if path is not None and path.name == name:
         here = (root / name).resolve()
-        if here.exists() and Path(uri[len("sqlite:///"):]) != here:
-            return f"sqlite:///{here}"
+        if here.exists() and path != here:
+            return f"{SQLITE_PREFIX}{here}"
     return None
 
 
