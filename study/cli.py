@@ -114,9 +114,8 @@ def confirm_command(args: argparse.Namespace) -> int:
     if not args.quiet:
         from ._folder import open_study
 
-        _, spec = open_study(out)
-        n = (args.top or 3) * (args.seeds or 3) + len(spec.batch_sizes) * (args.seeds or 3)
-        progress = [StudyProgress(total=n, epochs=int(spec.fixed.get("epochs", 10)))]
+        _, spec = open_study(out)  # the total is set from the plan (fewer feasible: fewer)
+        progress = [StudyProgress(total=0, epochs=int(spec.fixed.get("epochs", 10)))]
     try:
         info = run_confirm(out, args.top, args.seeds, args.num_cpus, progress)
     finally:

@@ -305,6 +305,9 @@ def run_confirm(out: Path, top: int | None = None, seeds: int | None = None,
         check_local_cpus(spec.cpus_per_trial, num_cpus)
         check_local_gpus(spec.gpus_per_trial)
         plan = load_or_plan(out, top, seeds)
+        for cb in callbacks or []:  # a progress display counts the runs the plan holds
+            if hasattr(cb, "total"):
+                cb.total = len(plan["configs"])
         tracker = _tracker(spec, paths, meta)
         exp_dir = confirm_dir(paths, spec)
         if _unfinished(exp_dir):
