@@ -24,6 +24,7 @@ from trainables.records import (
     DEFAULT_ALPHA,
     DEFAULT_LAST_K,
     NUM_CLASSES,
+    atomic_write_text,
     read_metrics,
     write_metrics,
 )
@@ -61,9 +62,10 @@ def _config(dataset: str, model: str, condition: str, seed: int, epochs: int,
 
 
 class _Run:
-    """One reproduction run in ``folder``, resumable after every epoch: ``state.pt`` (the
-    trainer's checkpoint), ``metrics.partial.csv`` and ``alignment.partial.jsonl`` grow epoch by
-    epoch; the finished run is ``metrics.csv`` (+ ``alignment.json``), written atomically."""
+    """One reproduction run in ``folder``, resumable after every epoch in the one checkpoint
+    layout (:mod:`trainables.checkpoint`: ``state.pt``, ``history.json``), plus
+    ``alignment.partial.jsonl`` for Fig. 1's curves; the finished run is ``metrics.csv``
+    (+ ``alignment.json``), written atomically, and its checkpoint removed."""
 
     def __init__(self, cfg: TrainConfig, folder: Path, curves: bool) -> None:
         self.cfg, self.folder, self.curves = cfg, folder, curves
@@ -85,14 +87,13 @@ class _Run:
         import torch
 
         from trainables import Trainer
+        from trainables.checkpoint import STATE_FILE, load
 
         self.folder.mkdir(parents=True, exist_ok=True)
         self.trainer = Trainer(self.cfg)
-        state = self.folder / "state.pt"
-        if state.exists():
-            self.trainer.load_state_dict(torch.load(state, weights_only=True))
+        if (self.folder / STATE_FILE).exists():
+            self.records = load(self.folder, self.trainer) or []
             e = self.trainer.epoch
-            self.records = list(read_metrics(self.folder / "metrics.partial.csv"))[:e]
             lines = (self.folder / "alignment.partial.jsonl").read_text().splitlines() \
                 if self.curves else []
             self.align = [json.loads(x) for x in lines[:e]]
@@ -102,9 +103,11 @@ class _Run:
         self.rng = torch.get_rng_state()
 
     def step(self) -> None:
-        """Train one epoch, append its record, then checkpoint (row first: a kill between the
-        two re-trains that epoch, it never skips one)."""
+        """Train one epoch, then checkpoint it (records before state: a kill between the two
+        re-trains that epoch, it never skips one)."""
         import torch
+
+        from trainables.checkpoint import save
 
         tr = self.trainer
         torch.set_rng_state(self.rng)  # runs interleaved in one process keep their own RNG
@@ -114,28 +117,21 @@ class _Run:
             self.align.append({"widths": c.widths.tolist(), "alignment": c.alignment.tolist(),
                                "sigma_yhat": tr.sigma_yhat})
         self.rng = torch.get_rng_state()
-        write_metrics(self.folder / "metrics.partial.csv", self.records)
         if self.curves:
-            _write_text(self.folder / "alignment.partial.jsonl",
-                        "".join(json.dumps(a) + "\n" for a in self.align))
-        tmp = self.folder / ".state.pt.tmp"
-        torch.save(tr.state_dict(), tmp)
-        tmp.replace(self.folder / "state.pt")
+            atomic_write_text(self.folder / "alignment.partial.jsonl",
+                              "".join(json.dumps(a) + "\n" for a in self.align))
+        save(self.folder, tr, self.records)
         if tr.epoch >= self.cfg.epochs:
             self._finish()
 
     def _finish(self) -> None:
+        from trainables.checkpoint import HISTORY_FILE, STATE_FILE
+
         if self.curves:
-            _write_text(self.folder / "alignment.json", json.dumps(self.align))
+            atomic_write_text(self.folder / "alignment.json", json.dumps(self.align))
         write_metrics(self.done, self.records)
-        for name in ("state.pt", "metrics.partial.csv", "alignment.partial.jsonl"):
+        for name in (STATE_FILE, HISTORY_FILE, "alignment.partial.jsonl"):
             (self.folder / name).unlink(missing_ok=True)
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def train_runs(runs: list[_Run], log: Any = print) -> None:

@@ -44,7 +44,7 @@ def restore_deleted_checkpoints(exp_dir: Path) -> list[str]:
     in the trial's results: the earliest of them is copied under the missing name, the trial
     restarts from it, and the epochs after it are trained again (bit for bit on the CPU) and
     recorded once by epoch. Returns one line per repaired trial."""
-    from trainables.ray_trainable import STATE_FILE
+    from trainables.checkpoint import STATE_FILE
 
     notes = []
     for trial_id, missing in _named_checkpoints(exp_dir):

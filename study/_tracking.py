@@ -26,10 +26,11 @@ from typing import Any
 
 import yaml
 
+from trainables.checkpoint import HISTORY_FILE, PLOT_FILE
 from trainables.closure import last_k_mean
 from trainables.config import TrainConfig
 from trainables.plots import plot_trial
-from trainables.ray_trainable import HISTORY_FILE, PLOT_FILE, train_config_of
+from trainables.ray_trainable import train_config_of
 from trainables.records import (
     BASELINE_KEY,
     DEFAULT_LAST_K,

@@ -7,24 +7,18 @@ restarted trial continues from its last checkpoint, bit for bit on the CPU.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from .checkpoint import HISTORY_FILE, PLOT_FILE, STATE_FILE, load, save
 from .config import TrainConfig
 from .loop import Trainer
 from .records import BASELINE_KEY, STUDY_KEYS
 
-__all__ = ["train_tune", "train_config_of"]
-
-STATE_FILE = "state.pt"
-HISTORY_FILE = "history.json"  # the records so far, carried from checkpoint to checkpoint
-PLOT_FILE = "trajectories.png"  # in the last checkpoint: the driver logs it as it is
+__all__ = ["train_tune", "train_config_of", "STATE_FILE", "HISTORY_FILE", "PLOT_FILE"]
 
 
 def train_config_of(config: dict[str, Any]) -> dict[str, Any]:
@@ -49,8 +43,7 @@ def train_tune(config: dict[str, Any]) -> None:
     history: list[dict[str, Any]] | None = []  # every epoch's record, for the trial's plot
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            trainer.load_state_dict(torch.load(Path(d) / STATE_FILE, weights_only=True))
-            history = _read_history(Path(d))
+            history = load(Path(d), trainer)
     extras = {
         BASELINE_KEY: int(bool(config.get(BASELINE_KEY, False))),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
@@ -66,33 +59,10 @@ def train_tune(config: dict[str, Any]) -> None:
             history.append(record)
         with tempfile.TemporaryDirectory() as d:
             t0 = time.perf_counter()
-            torch.save(trainer.state_dict(), Path(d) / STATE_FILE)
-            if history is not None:
-                (Path(d) / HISTORY_FILE).write_text(json.dumps(history), encoding="utf-8")
-                if trainer.epoch == cfg.epochs:
-                    _draw(history, Path(d), cfg)
+            save(Path(d), trainer, history, draw=trainer.epoch == cfg.epochs)
             extras["checkpoint_seconds"] = time.perf_counter() - t0
             # epochs_done is ASHA's clock: Tune's own iteration count restarts from what its
             # saved state knew, which can trail the checkpoint a resumed trial restarts from.
             tune.report({**record, **extras, "epochs_done": trainer.epoch},
                         checkpoint=tune.Checkpoint.from_directory(d))
 
-
-def _read_history(folder: Path) -> list[dict[str, Any]] | None:
-    """The records a checkpoint carries; None for one made before histories were kept (that
-    trial's plot is then the driver's job)."""
-    try:
-        return list(json.loads((folder / HISTORY_FILE).read_text(encoding="utf-8")))
-    except (OSError, ValueError):
-        return None
-
-
-def _draw(history: list[dict[str, Any]], folder: Path, cfg: TrainConfig) -> None:
-    """The trial's trajectory plot, drawn here so the driver does not have to."""
-    try:
-        from .plots import plot_trial
-        from .records import run_name
-
-        plot_trial(history, folder / PLOT_FILE, run_name(cfg.to_dict()))
-    except ImportError:  # a box without matplotlib: the driver draws it
-        pass

@@ -1,0 +1,67 @@
+"""The one checkpoint layout of a training run, wherever it is kept: in Tune's checkpoint folders
+(the Ray trainable) or in a run's own folder (the reproduction).
+
+    state.pt          the trainer's state (model, optimizer, RNG, epoch, kernel widths)
+    history.json      every epoch's record so far
+    trajectories.png  the run's plot, drawn once, with the last epoch
+
+Each file is written atomically; ``history.json`` before ``state.pt``, so a kill between the two
+leaves a history one epoch ahead of the state, which :func:`load` cuts back (the epoch is
+trained again, never skipped). Loading uses ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .records import atomic_write_bytes, atomic_write_text, run_name
+
+__all__ = ["STATE_FILE", "HISTORY_FILE", "PLOT_FILE", "save", "load", "read_history"]
+
+STATE_FILE = "state.pt"
+HISTORY_FILE = "history.json"
+PLOT_FILE = "trajectories.png"
+
+
+def save(folder: Path, trainer: Any, history: list[dict[str, Any]] | None,
+         draw: bool = False) -> None:
+    """Checkpoint ``trainer`` (and its records) into ``folder``; ``draw`` adds the plot."""
+    folder = Path(folder)
+    if history is not None:
+        atomic_write_text(folder / HISTORY_FILE, json.dumps(history))
+        if draw:
+            _draw(history, folder, trainer.cfg)
+    buf = io.BytesIO()
+    torch.save(trainer.state_dict(), buf)
+    atomic_write_bytes(folder / STATE_FILE, buf.getvalue())
+
+
+def load(folder: Path, trainer: Any) -> list[dict[str, Any]] | None:
+    """Restore ``trainer`` from ``folder``; the records up to its epoch (None when the folder
+    has no history: a checkpoint from before histories were kept)."""
+    folder = Path(folder)
+    trainer.load_state_dict(torch.load(folder / STATE_FILE, weights_only=True))
+    history = read_history(folder)
+    return None if history is None else history[:trainer.epoch]
+
+
+def read_history(folder: Path) -> list[dict[str, Any]] | None:
+    try:
+        return list(json.loads((Path(folder) / HISTORY_FILE).read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return None
+
+
+def _draw(history: list[dict[str, Any]], folder: Path, cfg: Any) -> None:
+    """The run's trajectory plot, drawn where it ran (not on a study's driver)."""
+    from .plots import plot_trial
+
+    try:
+        plot_trial(history, folder / PLOT_FILE, run_name(cfg.to_dict()))
+    except ImportError:  # a box without matplotlib: the driver draws it
+        pass
