@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from trainables.checkpoint import HISTORY_FILE, PLOT_FILE
+from trainables.checkpoint import PLOT_FILE, read_history
 from trainables.closure import last_k_mean
 from trainables.config import TrainConfig
 from trainables.plots import plot_trial
@@ -95,12 +95,8 @@ def _trial_plot(trial_dir: str | Path | None, epochs: int) -> Path | None:
     drawn = sorted(Path(trial_dir).glob(f"checkpoint_*/{PLOT_FILE}"))
     if not drawn:
         return None
-    history = drawn[-1].parent / HISTORY_FILE
-    try:
-        return drawn[-1] if len(json.loads(history.read_text(encoding="utf-8"))) == epochs \
-            else None
-    except (OSError, ValueError):
-        return None
+    history = read_history(drawn[-1].parent)
+    return drawn[-1] if history is not None and len(history) == epochs else None
 
 
 def resolved_config(config: Mapping[str, Any]) -> dict[str, Any]:
