@@ -169,30 +169,43 @@ def _mean_ci(values: Any, n_boot: int, seed: int) -> tuple[float, float, float, 
     return (float(np.mean(vals)) if vals else float("nan")), lo, hi, len(vals)
 
 
-def _schedule_row(label: str, grp: pd.DataFrame, selection: Selection, acc_tolerance: float,
-                  n_boot: int, seed: int) -> dict[str, Any]:
-    row: dict[str, Any] = {"schedule": label, "family": grp["p.transition.family"].iloc[0]}
+def _mean(rows: list[dict[str, Any]], key: str) -> float:
+    """Mean over a schedule's seeds, NaN counted as pandas' ``Series.mean`` does (skipped)."""
+    vals = [float(r[key]) for r in rows if not _absent(r.get(key))]
+    return sum(vals) / len(vals) if vals else float("nan")
+
+
+def _median(rows: list[dict[str, Any]], key: str) -> float:
+    vals = [float(r[key]) for r in rows if not _absent(r.get(key))]
+    return float(np.median(vals)) if vals else float("nan")
+
+
+def _schedule_row(label: str, grp: list[dict[str, Any]], selection: Selection,
+                  acc_tolerance: float, n_boot: int, seed: int) -> dict[str, Any]:
+    """One schedule's row from its seeds' rows (plain dicts: per-group pandas calls cost
+    seconds at a thousand schedules)."""
+    row: dict[str, Any] = {"schedule": label, "family": grp[0]["p.transition.family"]}
     for split in ("val", "test"):
-        mean, lo, hi, n = _mean_ci(grp[f"{split}_closure"], n_boot, seed)
+        mean, lo, hi, n = _mean_ci([r[f"{split}_closure"] for r in grp], n_boot, seed)
         row.update({f"{split}_closure": mean, f"{split}_ci_low": lo, f"{split}_ci_high": hi})
-        red, rlo, rhi, _ = _mean_ci(grp[f"{split}_gap_reduction"], n_boot, seed)
+        red, rlo, rhi, _ = _mean_ci([r[f"{split}_gap_reduction"] for r in grp], n_boot, seed)
         row.update({f"{split}_gap_reduction": red, f"{split}_red_ci_low": rlo,
                     f"{split}_red_ci_high": rhi})
         row[f"n_{split}"] = n
-    has = grp.matched.any()
+    has = any(r["matched"] for r in grp)
     nan = float("nan")
     row.update({
-        "n_seeds": int(len(grp)), "n_unmatched": int((~grp.matched).sum()),
-        "delta_val_acc": float(grp.val_acc_delta.mean()) if has else nan,
-        "delta_val_ce": float(grp.val_ce_delta.mean()) if has else nan,
-        "delta_test_acc": float(grp.test_acc_delta.mean()) if has else nan,
-        "gap": float(grp.test_gap.mean()), "gap_baseline": float(grp.test_gap_baseline.mean()),
-        "val_gap": float(grp.val_gap.mean()), "test_acc": float(grp.test_acc.mean()),
-        "dpi_violation_rate": float(grp.dpi_violation_rate.mean()),
-        "saturation_epoch": float(grp.saturation_epoch.median()),
-        "final_mi": float(grp.final_mi.mean()),
-        "enqueued": bool(grp.get("enqueued", pd.Series([False])).fillna(False).any()),
-        "run_ids": list(grp.sort_values("p.seed").run_id),
+        "n_seeds": len(grp), "n_unmatched": sum(1 for r in grp if not r["matched"]),
+        "delta_val_acc": _mean(grp, "val_acc_delta") if has else nan,
+        "delta_val_ce": _mean(grp, "val_ce_delta") if has else nan,
+        "delta_test_acc": _mean(grp, "test_acc_delta") if has else nan,
+        "gap": _mean(grp, "test_gap"), "gap_baseline": _mean(grp, "test_gap_baseline"),
+        "val_gap": _mean(grp, "val_gap"), "test_acc": _mean(grp, "test_acc"),
+        "dpi_violation_rate": _mean(grp, "dpi_violation_rate"),
+        "saturation_epoch": _median(grp, "saturation_epoch"),
+        "final_mi": _mean(grp, "final_mi"),
+        "enqueued": any(not _absent(r.get("enqueued")) and bool(r["enqueued"]) for r in grp),
+        "run_ids": [r["run_id"] for r in sorted(grp, key=_seed_order)],
     })
     row["acc_drop"] = bool(row["delta_test_acc"] < -acc_tolerance) if has else False
     row["feasible"] = bool(has and selection.feasible(row["delta_val_acc"],
@@ -200,13 +213,21 @@ def _schedule_row(label: str, grp: pd.DataFrame, selection: Selection, acc_toler
     return row
 
 
+def _seed_order(row: dict[str, Any]) -> tuple[bool, Any]:
+    seed = row.get("p.seed")
+    return _absent(seed), (0 if _absent(seed) else seed)
+
+
 def rank_schedules(matched: pd.DataFrame, acc_tolerance: float = 0.02, n_boot: int = 10_000,
                    seed: int = 0, selection: Selection | None = None) -> pd.DataFrame:
     """One row per schedule, selected on validation: feasible schedules first, then by the
     selection metric (best first); schedules without a baseline last."""
     selection = selection or Selection()
-    rows = [_schedule_row(str(label), grp, selection, acc_tolerance, n_boot, seed)
-            for label, grp in matched.groupby("schedule", sort=False)]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in matched.to_dict("records"):  # one conversion; groups in first-seen order
+        groups.setdefault(str(r["schedule"]), []).append(r)
+    rows = [_schedule_row(label, grp, selection, acc_tolerance, n_boot, seed)
+            for label, grp in groups.items()]
     ranked = pd.DataFrame(rows)
     if ranked.empty:
         return ranked

@@ -24,8 +24,8 @@ __all__ = [
     "TAG", "tag", "DEFAULT_ALPHA", "NUM_CLASSES", "DEFAULT_LAST_K",
     "schedule_text", "run_name", "flatten", "unflatten", "param_text", "param_value",
     "typed_config",
-    "MetricsWriter", "read_metrics", "write_metrics", "non_finite", "atomic_write_text",
-    "atomic_write_bytes", "cpu_model",
+    "MetricsWriter", "read_metrics", "parse_metrics", "write_metrics", "non_finite",
+    "atomic_write_text", "atomic_write_bytes", "cpu_model",
 ]
 
 # ---- epoch records ----------------------------------------------------------------------
@@ -248,15 +248,20 @@ def write_metrics(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
 def read_metrics(path: Path) -> list[dict[str, float]]:
     """Read ``metrics.csv`` as floats (``epoch`` as int); empty cells (a key an older version
     did not write) are left out; a torn last line (a kill mid-write) is dropped."""
-    rows = []
     with open(path, newline="", encoding="utf-8") as fh:
-        for raw in csv.DictReader(fh):
-            try:
-                row = {k: float(v) for k, v in raw.items() if k and v not in (None, "")}
-            except ValueError:
-                break
-            if not all(k in row for k in RECORD_KEYS if k not in OPTIONAL_RECORD_KEYS):
-                break
-            row["epoch"] = int(row["epoch"])
-            rows.append(row)
+        return parse_metrics(fh)
+
+
+def parse_metrics(lines: Iterable[str]) -> list[dict[str, float]]:
+    """:func:`read_metrics` of a ``metrics.csv`` already in memory (e.g. downloaded)."""
+    rows = []
+    for raw in csv.DictReader(lines):
+        try:
+            row = {k: float(v) for k, v in raw.items() if k and v not in (None, "")}
+        except ValueError:
+            break
+        if not all(k in row for k in RECORD_KEYS if k not in OPTIONAL_RECORD_KEYS):
+            break
+        row["epoch"] = int(row["epoch"])
+        rows.append(row)
     return rows
