@@ -1,14 +1,16 @@
 """Load a study's runs and per-epoch records from MLflow into pandas, through MLflow's public
 client only (no store schema): runs page by page, and each finished run's records in one read
-of the ``metrics.csv`` the tracker logs beside its metrics (a local file, or one artifact
-download in parallel threads for a tracking server); the metric histories only for runs that
-have no file yet (still running, or killed before their finish).
+of the ``metrics.csv`` the tracker logs beside its metrics (a local file, or one GET of the
+tracking server's artifact proxy); the metric histories only for runs that have no file yet
+(still running, or killed before their finish). From a tracking server the search runs in
+parallel start-time slices and the downloads in 16 threads, starting as each slice arrives.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from trainables.studyfolder import (
     FOLDER_STORE,
     credentials_to_env,
     search_all_runs,
+    search_slices,
     split_credentials,
     tracking_uri_of,
 )
@@ -154,7 +157,8 @@ def _local_csv(artifact_uri: str, folder: Path | None) -> Path | None:
     return path
 
 
-def _records_of(client: Any, run: Any, folder: Path | None) -> list[dict[str, float]] | None:
+def _records_of(client: Any, run: Any, folder: Path | None,
+                get: Callable[[str], Any] | None = None) -> list[dict[str, float]] | None:
     """A finished run's per-epoch records in one read: the metrics.csv the tracker logs with
     it (the same numbers as its metric histories; a file, or one artifact download)."""
     if run.info.status == "RUNNING":
@@ -165,7 +169,7 @@ def _records_of(client: Any, run: Any, folder: Path | None) -> list[dict[str, fl
             return read_metrics(local) if local.is_file() else None
         uri = run.info.artifact_uri
         if uri.startswith(_PROXIED) and not uri.startswith(_PROXIED + "/"):
-            return _proxied_csv(client, uri)
+            return _proxied_csv(get or _proxy_getter(client.tracking_uri), uri)
         import tempfile
 
         from mlflow.artifacts import download_artifacts
@@ -182,19 +186,61 @@ _PROXIED = "mlflow-artifacts:/"  # artifacts the tracking server itself serves
 _ARTIFACTS_ENDPOINT = "/api/2.0/mlflow-artifacts/artifacts/"  # MLflow's artifact REST API
 
 
-def _proxied_csv(client: Any, artifact_uri: str) -> list[dict[str, float]] | None:
+def _proxied_csv(get: Callable[[str], Any], artifact_uri: str) -> list[dict[str, float]] | None:
     """A run's ``metrics.csv`` from the tracking server's artifact proxy in one GET of the
-    REST endpoint, with MLflow's own credentials and retries. ``download_artifacts`` lists
-    the path before fetching it (two requests, and 2.6x the time at 1,000 runs). A URI with
-    another host (``mlflow-artifacts://host/...``) goes through ``download_artifacts``."""
+    REST endpoint (``get`` from :func:`_proxy_getter`). ``download_artifacts`` lists the path
+    before fetching it (two requests, and 2.6x the time at 1,000 runs). A URI with another
+    host (``mlflow-artifacts://host/...``) goes through ``download_artifacts``."""
+    resp = get(f"{_ARTIFACTS_ENDPOINT}{artifact_uri[len(_PROXIED):]}/metrics.csv")
+    return parse_metrics(resp.text.splitlines()) if resp.status_code == 200 else None
+
+
+def _proxy_getter(tracking_uri: str) -> Callable[[str], Any]:
+    """GET of a server path with MLflow's credentials, headers and retry policy. MLflow's
+    ``http_request`` resolves its request-header plugins on every call (1.2 ms of client CPU,
+    a quarter of a metrics.csv download at 1,000 runs); for a server reached without
+    credentials (TLS settings aside) the headers are resolved once here and the GETs share one
+    keep-alive session. With credentials of any kind every GET goes through ``http_request``."""
+    import requests
+    from mlflow.environment_variables import (
+        MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR,
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+        MLFLOW_HTTP_REQUEST_TIMEOUT,
+    )
+    from mlflow.tracking.request_header.registry import resolve_request_headers
     from mlflow.utils.credentials import get_default_host_creds
     from mlflow.utils.rest_utils import http_request
+    from urllib3.util import Retry
 
-    path = artifact_uri[len(_PROXIED):]
-    resp = http_request(get_default_host_creds(client.tracking_uri),
-                        f"{_ARTIFACTS_ENDPOINT}{path}/metrics.csv", "GET",
-                        raise_on_status=False)
-    return parse_metrics(resp.text.splitlines()) if resp.status_code == 200 else None
+    creds = get_default_host_creds(tracking_uri)
+    if any(getattr(creds, k, None) for k in _CREDENTIALS) or set(os.environ) & _HEADER_ENV:
+        return lambda endpoint: http_request(creds, endpoint, "GET", raise_on_status=False)
+    session = requests.Session()  # thread-safe for GETs: MLflow shares one across threads too
+    retry = Retry(total=MLFLOW_HTTP_REQUEST_MAX_RETRIES.get(), allowed_methods=None,
+                  backoff_factor=MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.get(),
+                  status_forcelist=[408, 429, 500, 502, 503, 504], raise_on_status=False)
+    adapter = requests.adapters.HTTPAdapter(pool_maxsize=_THREADS, max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    headers, host = dict(resolve_request_headers()), creds.host.rstrip("/")
+    kwargs = {"verify": creds.verify, "cert": creds.client_cert_path,
+              "timeout": MLFLOW_HTTP_REQUEST_TIMEOUT.get()}
+    return lambda endpoint: session.get(host + endpoint, headers=headers, **kwargs)
+
+
+# What sends a request through MLflow's http_request each time (_proxy_getter): credentials,
+# auth plugins, Databricks, and the environment that adds per-request headers.
+_CREDENTIALS = ("username", "password", "token", "aws_sigv4", "auth", "use_databricks_sdk",
+                "client_id", "client_secret", "workspace_id")
+_HEADER_ENV = {"MLFLOW_WORKSPACE", "MLFLOW_DATABRICKS_TRAFFIC_ID"}
+_THREADS = 16  # parallel downloads from a tracking server
+_SEARCH_SLICES = 4  # parallel searches of a tracking server (3.2 s -> 1.8 s at 1,000 runs)
+
+
+def _is_local(client: Any) -> bool:
+    """SQLite and local files: no server to wait on, so threads would only contend for the
+    GIL."""
+    return not client.tracking_uri.startswith(("http:", "https:"))
 
 
 def _histories(client: Any, run_id: str) -> list[dict[str, float]]:
@@ -206,24 +252,40 @@ def _histories(client: Any, run_id: str) -> list[dict[str, float]]:
     return [{**r, "epoch": e} for e, r in sorted(by_epoch.items())]
 
 
-def _history_frame(client: Any, runs: list[Any], folder: Path | None) -> pd.DataFrame:
-    """Every run's records, one row per (run_id, epoch), through MLflow's public API: the
-    metrics.csv of finished runs in bulk, the metric histories of the rest (running, killed
-    before their finish), in parallel threads for a tracking server."""
-    def one(run: Any) -> list[dict[str, Any]]:
-        recs = _records_of(client, run, folder)
-        if recs is None:
-            recs = _histories(client, run.info.run_id)
-        return [{"run_id": run.info.run_id, **{k: v for k, v in r.items()
-                                                if k in RECORD_KEYS}} for r in recs]
-
-    local = not client.tracking_uri.startswith(("http:", "https:"))
+def _runs_and_history(client: Any, experiment_id: str, flt: str,
+                      folder: Path | None) -> tuple[list[Any], pd.DataFrame]:
+    """The runs matching ``flt`` (in start order) and every run's records, one row per
+    (run_id, epoch), through MLflow's public API: the metrics.csv of finished runs, the metric
+    histories of the rest (running, killed before their finish). From a tracking server the
+    search runs in parallel slices and each slice's downloads start as it arrives (16
+    threads): at 1,000 runs on a local server, 3.8 s in turn, 3.4 s overlapped."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per run
-    if local:  # SQLite and local files: threads only contend for the GIL
-        rows = [row for run in runs for row in one(run)]
-    else:
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            rows = [row for part in pool.map(one, runs) for row in part]
+    if _is_local(client):
+        runs = search_all_runs(client, experiment_id, flt)
+        return runs, _frame([_run_rows(client, run, folder, None) for run in runs])
+    get = _proxy_getter(client.tracking_uri)
+    found: dict[int, list[Any]] = {}
+    with ThreadPoolExecutor(max_workers=_THREADS) as pool:
+        futures = []
+        for i, part in search_slices(client, experiment_id, flt, _SEARCH_SLICES):
+            found[i] = part
+            futures += [pool.submit(_run_rows, client, run, folder, get) for run in part]
+        parts = [f.result() for f in futures]
+    return [run for i in sorted(found) for run in found[i]], _frame(parts)
+
+
+def _run_rows(client: Any, run: Any, folder: Path | None,
+              get: Callable[[str], Any] | None) -> list[dict[str, Any]]:
+    """One run's records as rows of the history frame."""
+    recs = _records_of(client, run, folder, get)
+    if recs is None:
+        recs = _histories(client, run.info.run_id)
+    return [{"run_id": run.info.run_id, **{k: v for k, v in r.items() if k in RECORD_KEYS}}
+            for r in recs]
+
+
+def _frame(parts: list[list[dict[str, Any]]]) -> pd.DataFrame:
+    rows = [row for part in parts for row in part]
     if not rows:
         return pd.DataFrame(columns=["run_id", *RECORD_KEYS])
     wide = pd.DataFrame(rows)
@@ -253,15 +315,14 @@ def load_study(study: str, tracking_uri: str | None = None) -> StudyData:
     flt = f"tags.`{tag('role')}` = 'trial'"
     if study_id:
         flt += f" and tags.`{tag('study_id')}` = '{study_id}'"
-    runs = search_all_runs(client, exp.experiment_id, flt)
+    folder = Path(study).resolve() if (Path(study) / "study.json").is_file() else None
+    runs, history = _runs_and_history(client, exp.experiment_id, flt, folder)
     parents = client.search_runs([exp.experiment_id],
                                  filter_string=f"tags.`{tag('role')}` = 'parent'"
                                  + (f" and tags.`{tag('study_id')}` = '{study_id}'"
                                     if study_id else ""),
                                  order_by=["attributes.start_time DESC"], max_results=1)
-    folder = Path(study).resolve() if (Path(study) / "study.json").is_file() else None
-    return StudyData(str(exp.experiment_id), exp.name, uri, _runs_frame(runs),
-                     _history_frame(client, runs, folder),
+    return StudyData(str(exp.experiment_id), exp.name, uri, _runs_frame(runs), history,
                      parents[0].info.run_id if parents else None)
 
 

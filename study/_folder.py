@@ -31,7 +31,7 @@ from typing import Any
 from trainables._yaml import YamlLimitError, safe_load
 from trainables.locks import LOCK_FILE, FolderLocked, folder_lock
 from trainables.records import atomic_write_text
-from trainables.studyfolder import FOLDER_STORE, sqlite_path, tracking_uri_of
+from trainables.studyfolder import FOLDER_STORE, sqlite_path, sqlite_uri, tracking_uri_of
 
 from .spec import SpecError, StudySpec, parse_spec
 
@@ -69,10 +69,10 @@ class StudyPaths:
 
     @property
     def optuna(self) -> str:
-        return f"sqlite:///{(self.root / 'optuna.db').resolve()}"
+        return sqlite_uri(self.root / "optuna.db")
 
     def default_tracking_uri(self) -> str:
-        return f"sqlite:///{(self.root / 'mlflow.db').resolve()}"
+        return sqlite_uri(self.root / "mlflow.db")
 
     def artifacts(self) -> str:
         return (self.root / "mlartifacts").resolve().as_uri()

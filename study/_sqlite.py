@@ -9,10 +9,10 @@ does not exist yet or is complete.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
+from trainables.records import replace_atomically
 from trainables.studyfolder import SQLITE_PREFIX as PREFIX
 from trainables.studyfolder import sqlite_path
 
@@ -26,11 +26,13 @@ def create_atomically(uri: str, build: Callable[[str], None]) -> bool:
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.creating-*"):  # left by a killed attempt
         stale.unlink(missing_ok=True)
-    tmp = path.with_name(f".{path.name}.creating-{os.getpid()}")
-    build(f"{PREFIX}{tmp}")
-    for suffix in ("-journal", "-wal", "-shm"):  # none left once the engine is disposed
-        Path(f"{tmp}{suffix}").unlink(missing_ok=True)
-    os.replace(tmp, path)
+
+    def build_and_close(tmp: Path) -> None:
+        build(f"{PREFIX}{tmp}")
+        for suffix in ("-journal", "-wal", "-shm"):  # none left once the engine is disposed
+            Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+
+    replace_atomically(path, build_and_close, tag="creating")
     return True
 
 

@@ -12,7 +12,7 @@ import csv
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ __all__ = [
     "schedule_text", "run_name", "flatten", "unflatten", "param_text", "param_value",
     "typed_config",
     "MetricsWriter", "read_metrics", "parse_metrics", "write_metrics", "non_finite",
-    "atomic_write_text", "atomic_write_bytes", "cpu_model",
+    "atomic_write_text", "replace_atomically", "atomic_write_bytes", "cpu_model",
 ]
 
 # ---- epoch records ----------------------------------------------------------------------
@@ -180,20 +180,30 @@ def cpu_model() -> str:
 
 
 # ---- files ------------------------------------------------------------------------------
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` whole or not at all: a hidden file beside it, flushed to
-    disk, renamed into place (a kill or a full disk leaves the old file, never a torn one)."""
+def replace_atomically(path: Path, build: Callable[[Path], None], tag: str = "tmp") -> None:
+    """Give ``path`` its new content whole or not at all: ``build`` writes it into a hidden
+    file beside ``path`` (``.NAME.TAG-PID``), which is renamed into place; on an error the
+    hidden file is removed and the old ``path`` stays. The one atomic write of the project."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{tag}-{os.getpid()}")
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        build(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through :func:`replace_atomically`, flushed to disk first
+    (a kill or a full disk leaves the old file, never a torn one)."""
+    def build(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    replace_atomically(path, build)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

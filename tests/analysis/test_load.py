@@ -4,15 +4,21 @@ are the same numbers as its metric histories, read independently, point by point
 
 from __future__ import annotations
 
+import base64
+import http.server
 import math
+import threading
+import time
 from typing import Any
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from analysis import load_study
-from analysis._load import _records_of
+from analysis._load import _proxied_csv, _proxy_getter, _records_of
 from study._tracking import Tracker
-from trainables.records import RECORD_KEYS
+from trainables.records import RECORD_KEYS, tag
+from trainables.studyfolder import search_all_runs
 
 EPOCHS = 3
 
@@ -65,3 +71,72 @@ def test_server_study_loads_the_records_its_histories_hold(mlflow_server) -> Non
         for r in rows:
             for key, value in truth[int(r["epoch"])].items():
                 assert math.isclose(float(r[key]), value, rel_tol=1e-12), (run_id, key)
+
+
+def test_sliced_search_finds_every_run_once_in_start_order(mlflow_server) -> None:
+    """The parallel start-time slices (search_slices) against one plain search: the same
+    runs, none twice, in the same order, for more slices than runs and for an empty filter."""
+    tracker = Tracker(mlflow_server.uri, "load-sliced", "ls1")
+    tracker.parent_run({"name": "load-sliced"})
+    for seed in range(7):
+        tracker.ensure_trial_run(f"t{seed}", _config(seed))
+        time.sleep(0.003)  # distinct start times (ms), and two runs may share one: both kinds
+    client = MlflowClient(mlflow_server.uri)
+    eid = client.get_experiment_by_name("load-sliced").experiment_id
+    flt = f"tags.`{tag('role')}` = 'trial'"
+    plain = [r.info.run_id for r in search_all_runs(client, eid, flt)]
+    assert len(plain) == 7
+    for slices in (2, 3, 16):
+        assert [r.info.run_id for r in search_all_runs(client, eid, flt, slices=slices)] == plain
+    assert search_all_runs(client, eid, flt + " and tags.`nothing` = 'x'", slices=4) == []
+
+
+_ROW = {k: (0 if k == "epoch" else 0.5 + j) for j, k in enumerate(RECORD_KEYS)}
+_ROW_CSV = ",".join(_ROW) + "\n" + ",".join(str(v) for v in _ROW.values()) + "\n"
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with a one-row metrics.csv and keeps the request's headers."""
+    seen: list[dict[str, str]] = []
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        type(self).seen.append(dict(self.headers))
+        body = _ROW_CSV.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("env", [{}, {"MLFLOW_TRACKING_USERNAME": "ann",
+                                      "MLFLOW_TRACKING_PASSWORD": "s3cret"},
+                                 {"MLFLOW_TRACKING_TOKEN": "tok"}])
+def test_proxy_get_sends_the_credentials_mlflow_would(monkeypatch, env: dict[str, str]) -> None:
+    """The artifact GET resolves MLflow's headers once when there are no credentials, and
+    sends the credentials of MLflow's environment when there are (a server that records what
+    it receives; the expected Authorization value computed here from the standard)."""
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    _Recorder.seen = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        uri = f"http://127.0.0.1:{server.server_address[1]}"
+        get = _proxy_getter(uri)
+        recs = [_proxied_csv(get, "mlflow-artifacts:/1/abc/artifacts") for _ in range(2)]
+    finally:
+        server.shutdown()
+    assert recs[0] == recs[1] == [_ROW]
+    assert len(_Recorder.seen) == 2 and all("mlflow" in h["User-Agent"] for h in _Recorder.seen)
+    auth = {h.get("Authorization") for h in _Recorder.seen}
+    if "MLFLOW_TRACKING_TOKEN" in env:
+        assert auth == {"Bearer tok"}
+    elif env:
+        assert auth == {"Basic " + base64.b64encode(b"ann:s3cret").decode()}
+    else:
+        assert auth == {None}
