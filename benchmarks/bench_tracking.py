@@ -145,6 +145,14 @@ def _rank(uri: str) -> tuple[float, int]:
     return time.perf_counter() - t0, len(res.ranking)
 
 
+def _rank_cli(uri: str) -> float:
+    """``mistudy rank`` end to end, in its own process (imports included)."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "study.cli", "rank", "bench", "--tracking-uri", uri],
+                   check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
 def _server(root: Path) -> tuple[subprocess.Popen, str]:
     import socket
 
@@ -183,6 +191,7 @@ def run(trials: int = 1000, epochs: int = 20, stores: tuple[str, ...] = ("sqlite
                 row = {"store": store, "trials": trials, "epochs": epochs,
                        **_measure(uri, root, trials, epochs)}
                 row["rank_s"], row["ranked"] = _rank(uri)
+                row["rank_cli_s"] = _rank_cli(uri)
             finally:
                 if proc is not None:
                     os.killpg(proc.pid, 9)
