@@ -13,6 +13,7 @@ import pandas as pd
 import yaml
 
 from trainables._yaml import safe_load
+from trainables.closure import last_k_problem
 from trainables.records import DEFAULT_LAST_K
 
 from . import _figures as fig
@@ -45,6 +46,8 @@ def analyze(study: str, tracking_uri: str | None = None, last_k: int | None = No
     saturation settings, the selection metric and the guards default to the study's own (its
     spec), else ``records.DEFAULT_LAST_K``, the stopper's defaults and ``val_closure`` -- so the
     ranking agrees with what the search was told and with the MLflow tags."""
+    if last_k is not None and (allowed := last_k_problem(last_k)):
+        raise AnalysisError(f"last_k={last_k!r} -- allowed: {allowed}")
     settings = study_settings(study)
     last_k = last_k or settings.get("last_k", DEFAULT_LAST_K)
     selection = Selection(settings.get("select", "val_closure"),

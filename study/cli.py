@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from trainables.cli import add_train_arguments, train_command
+from trainables.closure import last_k_problem
 from trainables.records import DEFAULT_LAST_K
 
 __all__ = ["main", "build_parser"]
@@ -396,8 +397,8 @@ def analysis_command(args: argparse.Namespace) -> int:
         write_report,
     )
 
-    if args.last_k is not None and args.last_k < 1:
-        return _err(f"--last-k={args.last_k} -- allowed: an integer >= 1")
+    if args.last_k is not None and (allowed := last_k_problem(args.last_k)):
+        return _err(f"--last-k={args.last_k} -- allowed: {allowed}")
     if not 0 <= args.acc_tolerance <= 1:  # NaN fails this too
         return _err(f"--acc-tolerance={args.acc_tolerance} -- allowed: a number in [0, 1]")
     if args.command == "export":

@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from trainables._yaml import MAX_BYTES, YamlLimitError, safe_load
+from trainables.closure import last_k_problem
 from trainables.config import MAX_SEED, ConfigError, TrainConfig
 from trainables.records import DEFAULT_ALPHA, DEFAULT_LAST_K, NUM_CLASSES
 from trainables.schedules import FAMILIES
@@ -253,8 +254,8 @@ def _objectives(c: _Checker, raw: Any) -> tuple[tuple[Objective, ...], int]:
             c.bad(f"{path}.mode", mode, "'min' or 'max'")
             continue
         last_k = item.get("last_k", DEFAULT_LAST_K)
-        if not (_int(last_k) and last_k >= 1):
-            c.bad(f"{path}.last_k", last_k, "an integer >= 1")
+        if allowed := last_k_problem(last_k):
+            c.bad(f"{path}.last_k", last_k, allowed)
             last_k = DEFAULT_LAST_K
         last_ks.append(last_k)
         objs.append(Objective(metric, mode))
@@ -316,8 +317,11 @@ def _enqueue(c: _Checker, raw: Any, families: dict[str, dict[str, Any]],
 
 
 def _gave_last_k(raw: Any) -> bool:
+    """The spec set a well-formed last_k (a malformed one is reported once, by its own rule,
+    not again as the default it fell back to)."""
     items = raw if isinstance(raw, list) else [raw]
-    return any(isinstance(i, dict) and "last_k" in i for i in items)
+    return any(isinstance(i, dict) and "last_k" in i and last_k_problem(i["last_k"]) is None
+               for i in items)
 
 
 def _search(c: _Checker, raw: dict[str, Any]) -> tuple[Any, tuple[float, float], tuple[int, ...]]:

@@ -26,8 +26,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["MATCH_KEYS", "SPLITS", "COMPARISON_KEYS", "match_key", "last_k_window",
-           "window_mean", "last_k_mean", "closure", "compare", "mean_defined"]
+__all__ = ["MATCH_KEYS", "SPLITS", "COMPARISON_KEYS", "match_key", "last_k_problem",
+           "last_k_window", "window_mean", "last_k_mean", "closure", "compare", "mean_defined"]
 
 MATCH_KEYS = ("dataset", "model", "batch_size", "epochs", "seed")
 SPLITS = ("val", "test")
@@ -47,6 +47,13 @@ def match_key(config: Mapping[str, Any]) -> tuple[str, ...]:
             return str(int(v))
         return str(v)
     return tuple(text(config.get(k)) for k in MATCH_KEYS)
+
+
+def last_k_problem(value: Any) -> str | None:
+    """What a last-k window allows when ``value`` breaks it, else None: the one rule for the
+    spec's ``objective.last_k``, the ``--last-k`` flag and :func:`analysis.analyze`."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    return None if ok else "an integer >= 1"
 
 
 def last_k_window(records: Iterable[Record], last_k: int) -> tuple[int, ...]:

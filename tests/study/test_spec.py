@@ -103,3 +103,25 @@ def test_a_flag_and_the_spec_refuse_a_value_by_one_rule(tmp_path: Path, flag: st
     allowed = str(info.value).split(" -- ", 1)[1].strip()  # "KEY: VALUE -- ALLOWED"
     assert res.stderr.strip() == f"error: {flag}={float(value) if 'pus' in flag else value}" \
         f" -- allowed: {allowed}", (res.stderr, allowed)
+
+
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_spec_rank_flag_and_analyze_refuse_a_last_k_by_one_rule(tmp_path: Path,
+                                                                value: str) -> None:
+    """objective.last_k in a spec, `mistudy rank --last-k` and analysis.analyze(last_k=)
+    refuse the same value with the same 'allowed' text; the flag and analyze do so before
+    looking for the study (a study that does not exist is not what they report)."""
+    from analysis import AnalysisError, analyze
+
+    with pytest.raises(SpecError) as info:
+        parse_spec({**GOOD, "objective": {"metric": "val_ce", "last_k": int(value)}})
+    allowed = str(info.value).split(" -- ", 1)[1].strip()
+    exe = Path(sys.executable).with_name("mistudy")
+    missing = str(tmp_path / "no-such-study")
+    res = subprocess.run([str(exe), "rank", missing, "--last-k", value], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 2 and res.stderr.strip() == \
+        f"error: --last-k={value} -- allowed: {allowed}", res.stderr
+    with pytest.raises(AnalysisError) as err:
+        analyze(missing, last_k=int(value))
+    assert str(err.value) == f"last_k={value} -- allowed: {allowed}"
