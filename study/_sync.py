@@ -3,7 +3,6 @@ onto the runs, and the summaries the CLI prints (best configurations, the confir
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -81,34 +80,27 @@ def _backfill_ranking(out: Path, tracker: Any) -> None:
     """Gap closure on every searched trial run that has matched baselines (the ranking's
     numbers, with the study's last_k and saturation settings), and the ranking on the parent
     run: ``ranking.csv``/``ranking.md`` and the best schedule's closure as metrics."""
-    from mlflow.entities import Metric
-
     from analysis import AnalysisError, analyze, log_ranking
 
     try:
         a = analyze(str(out))
     except AnalysisError:
         return  # nothing to rank yet (no finished trials, or only baselines)
-    now = int(time.time() * 1000)
     keys = ("val_closure", "test_closure", "val_gap_reduction", "test_gap_reduction",
             "val_acc_delta", "test_acc_delta")
     for row in a.matched.to_dict("records"):
-        metrics = [Metric(k, float(row[k]), now, 0) for k in keys if row[k] == row[k]]
-        if row["test_closure"] == row["test_closure"]:  # not NaN; the UI's sort column
-            metrics.append(Metric("gap_closure", float(row["test_closure"]), now, 0))
-        if metrics:
-            tracker.client.log_batch(row["run_id"], metrics=metrics)
+        # test_closure again as gap_closure: the UI's sort column
+        tracker.log_values(row["run_id"], {**{k: row[k] for k in keys},
+                                           "gap_closure": row["test_closure"]})
     log_ranking(a)
     best = a.ranking.dropna(subset=[a.selection.metric]).head(1)
     if a.data.parent_run_id and not best.empty:
         top = best.iloc[0]
-        tracker.client.log_batch(a.data.parent_run_id, metrics=[
-            Metric(f"best_{k}", float(top[k]), now, 0)
-            for k in ("val_closure", "test_closure", "delta_val_acc", "delta_test_acc")
-            if top[k] == top[k]])
-        tracker.client.set_tag(a.data.parent_run_id, "best_schedule", str(top.schedule))
-        tracker.client.set_tag(a.data.parent_run_id, tag("selected_by"),
-                               f"{a.selection.metric} on validation")
+        tracker.log_values(a.data.parent_run_id, {
+            f"best_{k}": top[k]
+            for k in ("val_closure", "test_closure", "delta_val_acc", "delta_test_acc")},
+            {"best_schedule": str(top.schedule),
+             tag("selected_by"): f"{a.selection.metric} on validation"})
 
 
 def best_trials(out: Path, k: int = 5) -> list[dict[str, Any]]:

@@ -242,6 +242,20 @@ class Tracker:
         if tags:  # one call for all of them
             self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
+    def log_values(self, run_id: str, values: Mapping[str, float],
+                   tags: Mapping[str, str] | None = None) -> None:
+        """One-number columns (step 0) and tags of a run, in one call. Non-finite values are
+        left out, and so is any key named like a per-epoch record key (val_gap, val_ce as an
+        objective): it would add a point to that key's epoch history."""
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, 0) for k, v in values.items()
+                   if math.isfinite(float(v)) and k not in RECORD_KEYS]
+        tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        if metrics or tag_list:
+            self.client.log_batch(run_id, metrics=metrics, tags=tag_list)
+
     def logged_steps(self, run_id: str) -> set[int]:
         if run_id not in self._steps:
             hist = self.client.get_metric_history(run_id, "epoch")
@@ -326,21 +340,13 @@ class Tracker:
                       reason: str) -> None:
         """What the searcher told Optuna about one configuration, on each seed's run: that
         seed's validation values against its matched baseline, the state, any reason."""
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
         runs = self.trial_runs()
         for trial_id, values in per_trial.items():
             run_id = runs.get(trial_id)
-            if run_id is None:
-                continue
-            # one-number columns only: a value named like a per-epoch record key (val_gap,
-            # val_ce as an objective) would add a point to that key's epoch history
-            metrics = [Metric(k, float(v), now, 0) for k, v in values.items()
-                       if math.isfinite(float(v)) and k not in RECORD_KEYS]
-            self.client.log_batch(run_id, metrics=metrics)
-            self.set_tags(run_id, {tag("told"): state, **({tag("told_reason"): reason}
-                                                           if reason else {})})
+            if run_id is not None:
+                self.log_values(run_id, values, {tag("told"): state,
+                                                 **({tag("told_reason"): reason} if reason
+                                                    else {})})
 
     def _sat_kwargs(self) -> dict[str, Any]:
         return {k: self.saturation[k] for k in ("window", "rel_tol", "grad_tol")

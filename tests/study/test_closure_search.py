@@ -90,6 +90,32 @@ def test_enqueued_first_and_told_values_equal_the_recomputed_reduction(
             assert t.system_attrs[f"constraints:{name}"] == pytest.approx(value)
 
 
+def test_each_seeds_mlflow_run_carries_what_optuna_was_told(closure_study: dict) -> None:
+    """The searcher's told values on every searched seed's MLflow run: the state as a tag, the
+    seed's own validation gap reduction (recomputed from Tune's records) as a one-number
+    column, and no extra point in the per-epoch histories of the same-named record keys."""
+    from mlflow.tracking import MlflowClient
+
+    from trainables.records import tag
+
+    out = closure_study["out"]
+    runs = _results(out / "ray" / "tiny")
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("tiny")
+    by_trial = {r.data.tags[tag("trial_id")]: r for r in client.search_runs(
+        [exp.experiment_id], f"tags.`{tag('role')}` = 'trial'", max_results=1000)}
+    searched = [r for r in runs if not r["config"].get("mistudy_baseline")]
+    assert len(searched) == 6  # 3 configurations x 2 seeds
+    for r in searched:
+        run = by_trial[r["records"][0]["trial_id"]]
+        assert run.data.tags[tag("told")] == "COMPLETE"
+        b = _baseline(runs, r["config"])["records"]
+        red = _window_mean(b, "val_gap") - _window_mean(r["records"], "val_gap")
+        assert run.data.metrics["val_gap_reduction"] == pytest.approx(red, rel=1e-9, abs=1e-12)
+        steps = [int(m.step) for m in client.get_metric_history(run.info.run_id, "val_gap")]
+        assert sorted(steps) == [int(x["epoch"]) for x in r["records"]]
+
+
 def test_confirm_reruns_the_top_on_fresh_seeds_and_reports_the_shrinkage(
         closure_study: dict) -> None:
     from analysis import analyze
