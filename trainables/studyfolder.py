@@ -139,7 +139,8 @@ def search_slices(client: Any, experiment_id: str, flt: str,
 
     ends = [client.search_runs([experiment_id], filter_string=flt, max_results=1,
                                order_by=[f"attributes.start_time {o}"]) for o in ("ASC", "DESC")]
-    if not ends[0]:
+    if not ends[0] or not ends[1]:  # none, or the runs changed between the two calls
+        yield 0, search_all_runs(client, experiment_id, flt)
         return
     lo, hi = ends[0][0].info.start_time, ends[1][0].info.start_time + 1  # ms, hi excluded
     cuts = [lo + (hi - lo) * i // slices for i in range(slices)] + [hi]
