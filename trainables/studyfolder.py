@@ -107,17 +107,9 @@ def storage_failure(exc: BaseException) -> tuple[str, str | None] | None:
 
 
 def search_all_runs(client: Any, experiment_id: str, flt: str,
-                    order_by: list[str] | None = None, slices: int = 1) -> list[Any]:
+                    order_by: list[str] | None = None) -> list[Any]:
     """Every run of an experiment matching ``flt`` through MLflow's public client, page by
-    page (a page holds at most 1,000 runs): the tracker and the analysis both read this way.
-
-    With ``slices`` > 1 and the default order (start time), the runs' start-time range is cut
-    into that many intervals searched in parallel threads (:func:`search_slices`) and the
-    parts joined in order: for a tracking server, where one search is one request served by
-    one worker (1,000 runs from a local server: 3.2 s in one search, 1.8 s in 4)."""
-    if slices > 1 and order_by is None:
-        found = dict(search_slices(client, experiment_id, flt, slices))
-        return [run for i in sorted(found) for run in found[i]]
+    page (a page holds at most 1,000 runs): the tracker and the analysis both read this way."""
     runs: list[Any] = []
     token = None
     while True:
@@ -134,7 +126,9 @@ def search_slices(client: Any, experiment_id: str, flt: str,
                   slices: int) -> Iterator[tuple[int, list[Any]]]:
     """The runs of :func:`search_all_runs` in ``slices`` half-open start-time intervals
     searched in parallel threads, each as ``(interval index, runs)`` as soon as it arrives (a
-    reader can work on one part while the others are searched)."""
+    reader can work on one part while the others are searched; joined in index order they are
+    :func:`search_all_runs`'s list). For a tracking server, where one search is one request
+    served by one worker: 1,000 runs from a local server, 3.2 s in one search, 1.8 s in 4."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
     ends = [client.search_runs([experiment_id], filter_string=flt, max_results=1,
