@@ -4,6 +4,8 @@ only when they run, so ``mistudy train`` works on a box with torch alone."""
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -534,6 +536,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "run" and getattr(args, "out", None) else ""
         print(f"interrupted{resume}", file=sys.stderr)
         return exit_code()
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise  # a socket's, not the reader's: a real error
+        return 128 + signal.SIGPIPE  # `mistudy rank ... | head`: stop quietly, as Unix tools do
     except Exception as exc:
         from .spec import SpecError
 
@@ -545,6 +551,20 @@ def main(argv: list[str] | None = None) -> int:
         if storage:
             return _err(storage)
         raise
+
+
+def _stdout_closed() -> bool:
+    """Whether the reader of stdout went away (the pipe reports an error to poll). Then
+    stdout is pointed at /dev/null: Python would report the broken pipe again at exit."""
+    import select
+
+    fd = sys.stdout.fileno()
+    poller = select.poll()
+    poller.register(fd, 0)  # POLLERR and POLLHUP are always reported
+    if not any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0)):
+        return False
+    os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    return True
 
 
 def _storage_problem(exc: BaseException) -> str | None:

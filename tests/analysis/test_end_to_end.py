@@ -98,3 +98,16 @@ def test_report_renders_in_headless_chromium(finished_study: Path, tmp_path: Pat
     colored = (img.max(axis=2) - img.min(axis=2)) > 0.25  # plot lines, not text or white
     assert colored.mean() > 0.002, "the figures did not render"
     assert np.any(img < 0.2)  # text
+
+
+def test_rank_into_a_closed_pipe_stops_quietly(finished_study: Path) -> None:
+    """`mistudy rank ... | head`: when the reader is gone before the table is printed, rank
+    ends as a Unix tool killed by SIGPIPE would (exit 141), without a traceback."""
+    from tests.study.conftest import BIN
+
+    proc = subprocess.Popen([str(BIN / "mistudy"), "rank", str(finished_study)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # no reader left: the first print meets a broken pipe
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 141 and "Traceback" not in err, err
