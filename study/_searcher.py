@@ -246,6 +246,24 @@ class StudySearcher(Searcher):
             return  # a trial from before a lost searcher save
         self._tell_ready()
 
+    def recover(self, records: Mapping[str, list[dict[str, Any]]],
+                finished: set[str]) -> tuple[int, list[str]]:
+        """Bring a restored state up to the trials' records (``study._resume``): the epochs a
+        trial in flight trained that its history lacks, and the completion of a trial Tune
+        finished after this state was saved (told as usual once its configuration is ready).
+        Returns (epoch records added, trials completed)."""
+        added = 0
+        for tid in set(self.trial_map) | set(self.base_map):
+            for r in records.get(tid, []):
+                history = self.histories.setdefault(tid, {})
+                if str(int(r["epoch"])) not in history:
+                    history[str(int(r["epoch"]))] = _kept(r)
+                    added += 1
+        completed = sorted(t for t in finished if t in self.trial_map or t in self.base_map)
+        for tid in completed:
+            self.on_trial_complete(tid)
+        return added, completed
+
     # ---- the deferred tell ---------------------------------------------------------------
     def _tell_ready(self) -> None:
         """Tell every configuration whose seeds and matched baselines have all finished."""
@@ -304,6 +322,22 @@ class StudySearcher(Searcher):
             self.__dict__.setdefault(k, v() if callable(v) else v)
         self.__dict__.setdefault("sampler_seed", self.spec.sampler_seed)
         self._study = None
+
+    @classmethod
+    def from_state_file(cls, path: Path) -> StudySearcher | None:
+        """A searcher as Tune would restore it from ``path`` (no tracker); None when the file
+        is not this searcher's JSON state."""
+        try:
+            state = json.loads(Path(path).read_bytes())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return None
+        if not isinstance(state, dict) or "histories" not in state:
+            return None
+        searcher = cls.__new__(cls)
+        Searcher.__init__(searcher)
+        searcher.tracker = None
+        searcher.restore(str(path))
+        return searcher
 
     def save(self, checkpoint_path: str) -> None:
         """The searcher's state as JSON (data, never code; Tune's own files are pickles)."""

@@ -16,7 +16,8 @@ from ._folder import (
     optuna_study_name,
     writer_lock,
 )
-from ._tune import _tracker, study_trials
+from ._resume import recover_records
+from ._tune import _tracker, experiment_dirs, study_trials
 
 __all__ = ["sync_study", "best_trials", "baseline_records", "confirm_info"]
 
@@ -47,6 +48,9 @@ def sync_study(out: Path, locked: bool = False) -> dict[str, int]:
 
     meta, spec = open_study(out)
     check_tracking(meta["tracking_uri"])
+    recovered = [n for d in experiment_dirs(StudyPaths(out), spec) for n in recover_records(d)]
+    for note in recovered:
+        print(note, flush=True)
     trials = study_trials(out)
     if not trials and not StudyPaths(out).ray.exists():
         raise StudyError(f"no Tune experiment in {StudyPaths(out).ray}")
@@ -73,7 +77,8 @@ def sync_study(out: Path, locked: bool = False) -> dict[str, int]:
             tracker.finish_trial(run_id, records, t["config"], status, error,
                                  trial_dir=t["path"])
     _backfill_ranking(out, tracker)
-    return {"trials": len(trials), "epochs_logged": logged, "stray_runs_deleted": len(stray)}
+    return {"trials": len(trials), "epochs_logged": logged, "stray_runs_deleted": len(stray),
+            "repairs": len(recovered)}
 
 
 def _backfill_ranking(out: Path, tracker: Any) -> None:

@@ -100,6 +100,10 @@ def _fit_list(exp_dir: Path, configs: list[dict[str, Any]], spec: StudySpec, tra
 
     cpus, gpus = spec.cpus_per_trial, spec.gpus_per_trial
     if any(exp_dir.glob("experiment_state-*.json")):
+        from ._resume import prepare_resume
+
+        for note in prepare_resume(exp_dir):
+            print(note, flush=True)
         tuner = tune.Tuner.restore(str(exp_dir), _trainable(cpus, gpus),
                                    resume_unfinished=True, resume_errored=True)
     else:

@@ -46,7 +46,7 @@ from ._ray import (
     shutdown_ray,
     slots,
 )
-from ._resume import restore_deleted_checkpoints
+from ._resume import prepare_resume
 from ._sqlite import ensure_optuna_store
 from ._sync import baseline_records, best_trials, confirm_info, sync_study
 from ._tune import (
@@ -209,7 +209,7 @@ def _fitter(spec: StudySpec, paths: StudyPaths, tracker: Any, cpus: float, gpus:
             # experiment afresh; runs the killed attempt created are removed by the sync.
             shutil.rmtree(exp_dir)
         if saved:
-            for note in restore_deleted_checkpoints(exp_dir):
+            for note in prepare_resume(exp_dir):
                 _print(note)
             tuner = tune.Tuner.restore(str(exp_dir), _trainable(cpus, gpus),
                                        resume_unfinished=True, resume_errored=True)

@@ -11,6 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -101,6 +102,78 @@ def test_driver_sigkilled_at_five_points_then_resumed(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr[-3000:]
     children = _check_one_run_per_trial(out, epochs)
     assert len(children) == trials + 1
+
+
+def _resumable_trial(exp: Path) -> tuple[str, list[int]]:
+    """A trial the newest saved state resumes from a checkpoint, and that checkpoint's epochs."""
+    state = sorted(exp.glob("experiment_state-*.json"))[-1]
+    for entry in json.loads(state.read_text())["trial_data"]:
+        trial, meta = json.loads(entry[0]), json.loads(entry[1])
+        name = (meta.get("last_result") or {}).get("checkpoint_dir_name")
+        if trial["status"] != "TERMINATED" and name:
+            history = exp / trial["relative_logdir"] / name / "history.json"
+            return trial["trial_id"], [r["epoch"] for r in json.loads(history.read_text())]
+    raise AssertionError(f"no trial of {state.name} resumes from a checkpoint")
+
+
+def _forget_epochs(out: Path, exp: Path, trial_id: str, epochs: set[int]) -> None:
+    """What a driver killed before Tune copied its records leaves: the trial's result.json and
+    the searcher's saved history without ``epochs``, and MLflow without them (its run)."""
+    results = exp / trial_id / "result.json"
+    kept = [ln for ln in results.read_text().splitlines()
+            if json.loads(ln)["epoch"] not in epochs]
+    results.write_text("".join(ln + "\n" for ln in kept))
+    searcher = sorted(exp.glob("searcher-state-*.pkl"))[-1]
+    state = json.loads(searcher.read_text())
+    for e in epochs:
+        state["histories"].get(trial_id, {}).pop(str(e), None)
+    searcher.write_text(json.dumps(state))
+    client = MlflowClient(store_uri(out))
+    for run in study_runs(store_uri(out), "tiny", out)[1]:
+        if run.data.tags["mistudy.trial_id"] == trial_id:
+            client.delete_run(run.info.run_id)
+
+
+def test_epochs_only_a_checkpoint_holds_are_recovered_on_resume(tmp_path: Path) -> None:
+    # Tune copies each trial's result.json and the searcher's state into the study folder after
+    # the fact, with the experiment state; workers upload checkpoints at once. A driver killed
+    # mid-copy leaves a state naming a checkpoint ahead of every record (CI saw a finished run
+    # without its last epoch): the trial resumes after epochs nobody recorded. Made certain
+    # here: after a kill, a resumable trial's last checkpointed epochs are forgotten as that
+    # copy forgets them. On resume they come back from the checkpoint: in Tune's results, in
+    # MLflow (each epoch once) and in the value told to Optuna.
+    epochs, last_k = 4, 2
+    spec = tiny_spec(tmp_path / "spec.yaml", fixed={"epochs": epochs}, trials=1,
+                     search={"families": {"power": {}}, "alpha": 1.01, "batch_size": [50]},
+                     objective={"metric": "val_gap_reduction", "mode": "max", "last_k": last_k})
+    out = tmp_path / "study"
+    exp = out / "ray" / "tiny"
+    kill_driver_when(out, spec, min_epochs=3)
+    trial_id, held = _resumable_trial(exp)
+    forgotten = set(held[-2:])
+    _forget_epochs(out, exp, trial_id, forgotten)
+    res = mistudy("run", "--resume", "--out", str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"trial {trial_id}'s results lacked epoch(s) " in res.stdout, res.stdout[-3000:]
+    _check_one_run_per_trial(out, epochs)
+    runs = {}
+    for folder in exp.iterdir():
+        if (folder / "result.json").is_file():
+            by_epoch = {}
+            for ln in (folder / "result.json").read_text().splitlines():
+                r = json.loads(ln)
+                by_epoch[r["epoch"]] = r
+            assert sorted(by_epoch) == list(range(epochs)), (folder.name, sorted(by_epoch))
+            runs[folder.name] = [by_epoch[e] for e in range(epochs)]
+    base = next(r for r in runs.values() if r[0].get("mistudy_baseline"))
+    searched = next(r for r in runs.values() if not r[0].get("mistudy_baseline"))
+
+    def window(records: list, key: str) -> float:
+        return sum(r[key] for r in records[-last_k:]) / last_k
+
+    told = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'optuna.db'}")
+    assert told.trials[0].value == pytest.approx(
+        window(base, "val_gap") - window(searched, "val_gap"), rel=1e-9, abs=1e-12)
 
 
 def _states(out: Path) -> set[Path]:

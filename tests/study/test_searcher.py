@@ -90,3 +90,28 @@ def test_tpe_with_the_guard_samples_fewer_infeasible_configurations() -> None:
     with_guard, without = infeasible_after_startup(True), infeasible_after_startup(False)
     assert with_guard < without, (with_guard, without)
     assert without - with_guard >= 10  # here 16 of 30 against all 30 without the guard
+
+
+def test_a_restored_state_is_brought_up_to_the_records_and_tells_what_finished(tmp_path) -> None:
+    # The driver saved the searcher while seed 1 had reported one epoch; then seed 1 trained its
+    # second epoch and finished, and the driver died before either reached the searcher (Tune's
+    # copy of its state trails the trials' checkpoints). study._resume hands it the records.
+    s = StudySearcher(SPEC, f"sqlite:///{tmp_path / 'o.db'}", "sid")
+    for i in range(6):  # four baselines, then configuration 0 on seeds 0 and 1
+        s.suggest(f"t{i}")
+    for epoch, v in ((1, 4.0), (2, 3.0)):
+        s.on_trial_result("t4", {"epoch": epoch, "val_ce": v})
+    s.on_trial_complete("t4", {})
+    s.on_trial_result("t5", {"epoch": 1, "val_ce": 2.0})
+    state = tmp_path / "searcher-state-x.pkl"
+    s.save(str(state))
+    restored = StudySearcher.from_state_file(state)
+    assert restored is not None
+    records = {"t5": [{"epoch": 1, "val_ce": 2.0}, {"epoch": 2, "val_ce": 1.0}]}
+    assert restored.recover(records, finished={"t5"}) == (1, ["t5"])
+    trial = restored.study.trials[0]
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    assert trial.value == pytest.approx(((4.0 + 3.0) / 2 + (2.0 + 1.0) / 2) / 2)
+    assert restored.recover(records, finished={"t5"}) == (0, [])  # once only
+    (tmp_path / "list.pkl").write_text('{"pending": []}')  # a confirmation's searcher
+    assert StudySearcher.from_state_file(tmp_path / "list.pkl") is None
