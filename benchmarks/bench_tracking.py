@@ -41,7 +41,9 @@ class _Trial:
     """What the callback reads from Tune's Trial object."""
 
     def __init__(self, trial_id: str, config: dict[str, Any], path: Path) -> None:
-        self.trial_id, self.config, self.local_path, self.path = trial_id, config, str(path), ""
+        # one folder for both here: the driver's copy of the results and the checkpoints
+        self.trial_id, self.config, self.local_path, self.path = trial_id, config, str(path), \
+            str(path)
 
 
 def _config(i: int, epochs: int) -> dict[str, Any]:
@@ -84,7 +86,7 @@ def _wait(cb: Any, done: Any, timeout: float = 3600) -> float:
 
 
 def _measure(uri: str, root: Path, trials: int, epochs: int) -> dict[str, Any]:
-    from study._callbacks import MlflowCallback
+    from study._callbacks import MlflowCallback, _folders
     from study._tracking import Tracker
     from trainables.plots import plot_trial
 
@@ -111,7 +113,7 @@ def _measure(uri: str, root: Path, trials: int, epochs: int) -> dict[str, Any]:
     assert cb.flush()
     log_s, log_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     for t in ts:
-        cb._absorb(("finish", t.trial_id, t.config, t.local_path, "FINISHED", None))
+        cb._absorb(("finish", t.trial_id, t.config, _folders(t), "FINISHED", None))
     t0 = time.perf_counter()
     assert cb.flush()
     finish_s = time.perf_counter() - t0
@@ -119,7 +121,8 @@ def _measure(uri: str, root: Path, trials: int, epochs: int) -> dict[str, Any]:
             "uncoalesced_per_s": _uncoalesced(uri, art, min(trials, 100), 5),
             "epochs_per_s": trials * (epochs - 1) / log_s,
             "driver_epochs_per_cpu_s": trials * (epochs - 1) / log_cpu,
-            "finish_ms": 1000 * finish_s / trials, "callback_failures": cb.failures}
+            "finish_ms": 1000 * finish_s / trials, "callback_failures": cb.failures,
+            "driver_plots": tracker.plots_drawn}
 
 
 def _uncoalesced(uri: str, art: str | None, n: int, epochs: int) -> float:

@@ -25,6 +25,13 @@ __all__ = ["MlflowCallback", "SaturationStopper", "BaselineSafeASHA",
            "trial_error_text"]
 
 
+def _folders(trial: Any) -> tuple[str, str]:
+    """Where a trial's results are freshest (the driver's copy, which Tune copies into the
+    study folder only later) and where its checkpoints are (the study folder: the workers
+    upload them there, with the plot each trial drew)."""
+    return str(trial.local_path or trial.path), str(trial.path)
+
+
 def trial_error_text(trial: Any) -> str:
     """The last line of a failed trial's traceback (the reason), or a generic note."""
     path = getattr(trial, "error_file", None) or ""
@@ -59,7 +66,8 @@ class MlflowCallback(Callback):
         self.pending: dict[str, dict[int, dict[str, Any]]] = {}  # trial -> epoch -> record
         self.configs: dict[str, dict[str, Any]] = {}
         self.tags: dict[str, dict[str, str]] = {}  # trial -> tags still to set
-        self.finished: dict[str, tuple[str, str, str | None]] = {}  # trial -> path, status, err
+        # trial -> (results folder, checkpoints folder), status, error
+        self.finished: dict[str, tuple[tuple[str, str], str, str | None]] = {}
         self._queue: queue.Queue | None = None
         self._thread: threading.Thread | None = None
 
@@ -88,12 +96,12 @@ class MlflowCallback(Callback):
             self._put(("result", trial.trial_id, dict(trial.config), record, _tags(result)))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._put(("finish", trial.trial_id, dict(trial.config),
-                   str(trial.local_path or trial.path), "FINISHED", None))
+        self._put(("finish", trial.trial_id, dict(trial.config), _folders(trial), "FINISHED",
+                   None))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._put(("finish", trial.trial_id, dict(trial.config),
-                   str(trial.local_path or trial.path), "FAILED", trial_error_text(trial)))
+        self._put(("finish", trial.trial_id, dict(trial.config), _folders(trial), "FAILED",
+                   trial_error_text(trial)))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         if self._thread is not None and self._queue is not None:
@@ -107,7 +115,8 @@ class MlflowCallback(Callback):
                       file=sys.stderr)
         if self.tracker.timings_path:
             record_timings(self.tracker.timings_path,
-                           {"mlflow_callback_seconds": self.seconds})
+                           {"mlflow_callback_seconds": self.seconds,
+                            "driver_plots": self.tracker.plots_drawn})
 
     # ---- the logging thread ---------------------------------------------------------------
     def _work(self) -> None:
@@ -144,9 +153,9 @@ class MlflowCallback(Callback):
             if int(record["epoch"]) == 0 or tid not in self.tracker._runs:
                 self.tags[tid] = tags
         elif event[0] == "finish":
-            _, tid, config, path, status, error = event
+            _, tid, config, folders, status, error = event
             self.configs[tid] = config
-            self.finished[tid] = (path, status, error)
+            self.finished[tid] = (folders, status, error)
 
     def _try(self, fn: Any) -> bool:
         t0 = time.perf_counter()
@@ -186,18 +195,20 @@ class MlflowCallback(Callback):
         for tid, ok in zip(tids, done):
             if ok:
                 del self.pending[tid]
-        for tid, (path, status, error) in list(self.finished.items()):
+        for tid, (folders, status, error) in list(self.finished.items()):
             if tid in self.pending:
                 continue
-            if self._try(lambda tid=tid, path=path, status=status, error=error:
-                         self._finish(tid, path, status, error)):
+            if self._try(lambda tid=tid, folders=folders, status=status, error=error:
+                         self._finish(tid, folders, status, error)):
                 del self.finished[tid]
         return not (self.pending or self.finished or self.tags)
 
-    def _finish(self, tid: str, path: str, status: str, error: str | None) -> None:
-        records = read_trial_results(Path(path))
+    def _finish(self, tid: str, folders: tuple[str, str], status: str,
+                error: str | None) -> None:
+        records = read_trial_results(Path(folders[0]))
         run = self.tracker.ensure_trial_run(tid, self.configs[tid])
-        self.tracker.finish_trial(run, records, self.configs[tid], status, error, trial_dir=path)
+        self.tracker.finish_trial(run, records, self.configs[tid], status, error,
+                                  trial_dir=folders[1])
 
 
 def _tags(result: dict[str, Any]) -> dict[str, str]:

@@ -72,6 +72,8 @@ def test_local_study_records_every_trial(tmp_path: Path) -> None:
     for c in children:
         png = client.download_artifacts(c.info.run_id, "trajectories.png", str(tmp_path / "a"))
         assert Path(png).read_bytes() in drawn
+    # and the driver drew none (the copy would be byte-identical: the count tells them apart)
+    assert json.loads((out / "timings.json").read_text())["driver_plots"] == 0
     for hist in out.glob("ray/*/*/checkpoint_*/history.json"):
         assert [r["epoch"] for r in json.loads(hist.read_text())] == \
             list(range(len(json.loads(hist.read_text()))))
