@@ -12,13 +12,17 @@ here, once, before Tune (or ``mistudy sync``) reads the folder.
 from __future__ import annotations
 
 import json
+import os
+import pickletools
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from trainables.records import BASELINE_KEY, atomic_write_text
+from trainables.records import BASELINE_KEY, atomic_write_bytes, atomic_write_text
 
-__all__ = ["prepare_resume", "restore_deleted_checkpoints", "recover_records"]
+__all__ = ["prepare_resume", "repair_torn_state", "restore_deleted_checkpoints",
+           "recover_records", "driver_copy"]
 
 RESULTS_FILE = "result.json"
 PARAMS_FILE = "params.json"  # the trial's config, as Tune's JSON logger saves it
@@ -37,6 +41,94 @@ class SavedTrial(NamedTuple):
 def prepare_resume(exp_dir: Path) -> list[str]:
     """Every repair, in order; one line per repaired trial."""
     return restore_deleted_checkpoints(exp_dir) + recover_records(exp_dir)
+
+
+# The files of one driver session's saved state, named by the session (Tune restores the newest)
+_SESSION_FILES = ("experiment_state-{}.json", "search_gen_state-{}.json", "searcher-state-{}.pkl")
+
+
+def repair_torn_state(exp_dir: Path) -> list[str]:
+    """Make the newest saved state whole before anything reads it.
+
+    Tune copies its state files into the study folder in place, not atomically: a driver killed
+    mid-copy leaves one cut short, and Tune then cannot read the experiment at all (a JSON error,
+    for every later resume). The driver wrote the files whole in its own folder first; when that
+    copy is still on this machine (Ray's session folder), the torn session is restored from it.
+    Otherwise the torn session's files are set aside (``.torn-NAME``) and the experiment resumes
+    from the session before, which the other repairs bring up to the trials' checkpoints (and
+    with none before, it starts afresh, as one killed before Tune saved anything)."""
+    notes = []
+    while (session := _newest_session(exp_dir)) is not None:
+        files = [exp_dir / n.format(session) for n in _SESSION_FILES]
+        torn = [f.name for f in files if not _whole(f)]
+        if not torn:
+            break
+        original = driver_copy(exp_dir, session, tuple(torn))
+        if original is not None:  # the driver's files, all of them: one consistent set
+            for f in files:
+                if (original / f.name).is_file():
+                    atomic_write_bytes(f, (original / f.name).read_bytes())
+            notes.append(f"resume: the saved state of session {session} was cut short by a "
+                         f"kill; restored from the driver's copy in {original}")
+            continue
+        for f in files:
+            if f.exists():
+                f.rename(f.with_name(f".torn-{f.name}"))
+        then = "resuming from the state before" if _newest_session(exp_dir) else \
+            "no state before it: the experiment starts afresh"
+        notes.append(f"resume: the saved state of session {session} was cut short by a kill "
+                     f"and the driver's copy is gone; set aside, {then}")
+    return notes
+
+
+def _newest_session(exp_dir: Path) -> str | None:
+    states = sorted(exp_dir.glob("experiment_state-*.json"))
+    return states[-1].name[len("experiment_state-"):-len(".json")] if states else None
+
+
+def _whole(path: Path) -> bool:
+    """Whether a state file is absent or complete. Tune's experiment state and this project's
+    searcher state are JSON; Tune's ``search_gen_state-*.json`` (and a searcher state from
+    before JSON) are pickles, read here opcode by opcode without running them: a pickle cut
+    short ends before its STOP."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return True
+    try:
+        if data[:1] == b"{":
+            json.loads(data)
+        else:
+            for _ in pickletools.genops(data):
+                pass
+        return True
+    except ValueError:  # JSONDecodeError is one
+        return False
+
+
+def driver_copy(exp_dir: Path, session: str, needed: tuple[str, ...] = ()) -> Path | None:
+    """The driver's own folder of ``exp_dir``'s ``session`` under Ray's temp folder, if it is
+    still there, whole, holds every ``needed`` file, and is this experiment's: its state knows
+    every trial folder ``exp_dir`` has (another study of the same name started in the same
+    second has other trial ids)."""
+    ray_tmp = Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()) / "ray"
+    trials = {p.name for p in exp_dir.iterdir() if (p / PARAMS_FILE).is_file()}
+    # artifacts/<the experiment's first session>/: a resumed driver keeps that folder's name
+    pattern = f"session_*/artifacts/*/{exp_dir.name}/driver_artifacts"
+    for folder in sorted({f.resolve() for f in ray_tmp.glob(pattern)}):  # session_latest: a link
+        files = [folder / n.format(session) for n in _SESSION_FILES]
+        if files[0].is_file() and all((folder / n).is_file() for n in needed) \
+                and all(_whole(f) for f in files) and trials and trials <= _trial_ids(files[0]):
+            return folder
+    return None
+
+
+def _trial_ids(state: Path) -> set[str]:
+    try:
+        return {json.loads(e[0])["trial_id"]
+                for e in json.loads(state.read_text())["trial_data"]}
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return set()
 
 
 def _checkpoint_index(path: Path) -> int:

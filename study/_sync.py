@@ -16,7 +16,7 @@ from ._folder import (
     optuna_study_name,
     writer_lock,
 )
-from ._resume import recover_records
+from ._resume import recover_records, repair_torn_state
 from ._tune import _tracker, experiment_dirs, study_trials
 
 __all__ = ["sync_study", "best_trials", "baseline_records", "confirm_info"]
@@ -48,7 +48,8 @@ def sync_study(out: Path, locked: bool = False) -> dict[str, int]:
 
     meta, spec = open_study(out)
     check_tracking(meta["tracking_uri"])
-    recovered = [n for d in experiment_dirs(StudyPaths(out), spec) for n in recover_records(d)]
+    recovered = [n for d in experiment_dirs(StudyPaths(out), spec)
+                 for n in repair_torn_state(d) + recover_records(d)]
     for note in recovered:
         print(note, flush=True)
     trials = study_trials(out)

@@ -46,7 +46,7 @@ from ._ray import (
     shutdown_ray,
     slots,
 )
-from ._resume import prepare_resume
+from ._resume import prepare_resume, repair_torn_state
 from ._sqlite import ensure_optuna_store
 from ._sync import baseline_records, best_trials, confirm_info, sync_study
 from ._tune import (
@@ -119,6 +119,9 @@ def run_study(spec: StudySpec | None, out: Path, *, resume: bool = False,
         t_fit = time.time()
         fit = _fitter(spec, paths, tracker, cpus, gpus, callbacks or [])
         first = experiment_dirs(paths, spec)[0]
+        for exp_dir in experiment_dirs(paths, spec) if resume else []:
+            for note in repair_torn_state(exp_dir):  # before anything reads a saved state
+                _print(note)
         if not resume or _unfinished(first):
             fit(first, spec, resume)
             _ended(out, first, tracker)
@@ -310,6 +313,8 @@ def run_confirm(out: Path, top: int | None = None, seeds: int | None = None,
                 cb.total = len(plan["configs"])
         tracker = _tracker(spec, paths, meta)
         exp_dir = confirm_dir(paths, spec)
+        for note in repair_torn_state(exp_dir):
+            _print(note)
         if _unfinished(exp_dir):
             _start(spec, paths, tracker, None, num_cpus, spec.cpus_per_trial,
                    spec.gpus_per_trial)

@@ -176,6 +176,85 @@ def test_epochs_only_a_checkpoint_holds_are_recovered_on_resume(tmp_path: Path) 
         window(base, "val_gap") - window(searched, "val_gap"), rel=1e-9, abs=1e-12)
 
 
+def _tear_newest_state(exp: Path) -> str:
+    """Cut the newest saved experiment state in half, as a kill during Tune's copy leaves it;
+    returns its session."""
+    state = sorted(exp.glob("experiment_state-*.json"))[-1]
+    data = state.read_bytes()
+    state.write_bytes(data[:len(data) // 2])
+    return state.name[len("experiment_state-"):-len(".json")]
+
+
+def _kill_resume_when(out: Path, log: Path, min_epochs: int) -> None:
+    proc = subprocess.Popen([str(BIN / "mistudy"), "run", "--resume", "--out", str(out)],
+                            stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while epochs_reported(out) < min_epochs:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert time.time() < deadline
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(1)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def test_a_state_torn_by_a_kill_is_restored_or_set_aside(tmp_path: Path) -> None:
+    # Tune copies its state files into the study folder in place: a kill mid-copy leaves one
+    # cut short, and every later resume failed with a JSON traceback. Session 1 is killed and
+    # its state torn: session 2 restores it from the driver's own copy (still on this machine)
+    # and is killed in turn; its state is torn and its driver's copy hidden: session 3 sets it
+    # aside and resumes from session 1's. At the end: every epoch once, and the told value
+    # recomputed from the complete records.
+    from study._resume import driver_copy
+
+    epochs, last_k = 6, 2
+    spec = tiny_spec(tmp_path / "spec.yaml", fixed={"epochs": epochs}, trials=1,
+                     search={"families": {"power": {}}, "alpha": 1.01, "batch_size": [50]},
+                     objective={"metric": "val_gap_reduction", "mode": "max", "last_k": last_k})
+    out = tmp_path / "study"
+    exp = out / "ray" / "tiny"
+    kill_driver_when(out, spec, min_epochs=3)
+    first = _tear_newest_state(exp)
+    _kill_resume_when(out, tmp_path / "session2.log", min_epochs=epochs_reported(out) + 3)
+    assert f"session {first} was cut short by a kill; restored from the driver's copy" in \
+        (tmp_path / "session2.log").read_text()
+    second = _tear_newest_state(exp)
+    assert second != first
+    original = driver_copy(exp, second)
+    assert original is not None
+    original.rename(original.with_name("driver_artifacts.hidden"))
+    try:
+        res = mistudy("run", "--resume", "--out", str(out))
+    finally:
+        original.with_name("driver_artifacts.hidden").rename(original)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"session {second} was cut short by a kill and the driver's copy is gone; set " \
+        "aside, resuming from the state before" in res.stdout, res.stdout[-3000:]
+    assert (exp / f".torn-experiment_state-{second}.json").is_file()
+    _check_one_run_per_trial(out, epochs)
+    runs = {}
+    for folder in exp.iterdir():
+        if (folder / "result.json").is_file():
+            by_epoch = {json.loads(ln)["epoch"]: json.loads(ln)
+                        for ln in (folder / "result.json").read_text().splitlines()}
+            assert sorted(by_epoch) == list(range(epochs)), (folder.name, sorted(by_epoch))
+            runs[folder.name] = [by_epoch[e] for e in range(epochs)]
+    base = next(r for r in runs.values() if r[-1].get("mistudy_baseline"))
+    searched = next(r for r in runs.values() if not r[-1].get("mistudy_baseline"))
+
+    def window(records: list, key: str) -> float:
+        return sum(r[key] for r in records[-last_k:]) / last_k
+
+    told = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'optuna.db'}")
+    assert told.trials[0].value == pytest.approx(
+        window(base, "val_gap") - window(searched, "val_gap"), rel=1e-9, abs=1e-12)
+
+
 def _states(out: Path) -> set[Path]:
     exp = out / "ray" / "tiny"
     return set(exp.glob("experiment_state-*.json")) | set(exp.glob("search_gen_state-*.json"))
