@@ -9,7 +9,7 @@ from pathlib import Path
 from study._resume import _whole
 
 
-def test_every_cut_of_a_json_or_pickle_state_is_seen_and_a_whole_one_passes(tmp_path: Path) -> None:
+def test_every_cut_of_a_json_or_pickle_state_is_seen_and_whole_ones_pass(tmp_path: Path) -> None:
     state = {"trial_data": [["{\"trial_id\": \"a\"}", "{}"]] * 5, "x": [1.5, None, "é"]}
     files = {"experiment_state-s.json": json.dumps(state).encode(),
              "searcher-state-s.pkl": json.dumps(state).encode(),  # this project's: JSON
