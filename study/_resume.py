@@ -1,4 +1,5 @@
-"""Repairs a resumed Tune experiment needs before Tune reads it.
+"""Repairs a resumed Tune experiment needs before Tune reads it: a saved state torn by a kill,
+a checkpoint the state names but Tune deleted, records that trail the checkpoints.
 
 Tune keeps a trial's results (``result.json``) and the searcher's state on the driver and copies
 them into the study folder after the fact, with the experiment state, in one background copy;
@@ -109,8 +110,8 @@ def _whole(path: Path) -> bool:
 def driver_copy(exp_dir: Path, session: str, needed: tuple[str, ...] = ()) -> Path | None:
     """The driver's own folder of ``exp_dir``'s ``session`` under Ray's temp folder, if it is
     still there, whole, holds every ``needed`` file, and is this experiment's: its state knows
-    every trial folder ``exp_dir`` has (another study of the same name started in the same
-    second has other trial ids)."""
+    trials that have folders in ``exp_dir`` (trial ids are random: another study of the same
+    name started in the same second shares none)."""
     ray_tmp = Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()) / "ray"
     trials = {p.name for p in exp_dir.iterdir() if (p / PARAMS_FILE).is_file()}
     # artifacts/<the experiment's first session>/: a resumed driver keeps that folder's name
@@ -118,7 +119,7 @@ def driver_copy(exp_dir: Path, session: str, needed: tuple[str, ...] = ()) -> Pa
     for folder in sorted({f.resolve() for f in ray_tmp.glob(pattern)}):  # session_latest: a link
         files = [folder / n.format(session) for n in _SESSION_FILES]
         if files[0].is_file() and all((folder / n).is_file() for n in needed) \
-                and all(_whole(f) for f in files) and trials and trials <= _trial_ids(files[0]):
+                and all(_whole(f) for f in files) and trials & _trial_ids(files[0]):
             return folder
     return None
 
