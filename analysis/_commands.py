@@ -15,6 +15,7 @@ import yaml
 from trainables._yaml import safe_load
 from trainables.closure import last_k_problem
 from trainables.records import DEFAULT_LAST_K
+from trainables.studyfolder import StudyPaths
 
 from . import _figures as fig
 from ._load import AnalysisError, StudyData, is_bundle_data, load_study, study_settings
@@ -82,9 +83,9 @@ def write_bundle(folder: Path, out: Path) -> Path:
     from ._bundle import bundle_head, pack_bundle
     from ._load import _meta, optuna_trials
 
-    confirm = folder / "confirm.json"
+    confirm = StudyPaths(folder).confirm_plan
     data = pack_bundle(bundle_head(_meta(folder)),
-                       (folder / "spec.yaml").read_text(encoding="utf-8"),
+                       StudyPaths(folder).spec.read_text(encoding="utf-8"),
                        load_study(str(folder)), optuna_trials(str(folder)),
                        confirm.read_text(encoding="utf-8") if confirm.is_file() else None)
     atomic_write_bytes(out, data)
@@ -97,7 +98,7 @@ def confirm_plan(study: str) -> dict[str, Any] | None:
 
     if _bundle.is_bundle(study):
         return _bundle.read_bundle(study).confirm
-    path = Path(study) / "confirm.json"
+    path = StudyPaths(Path(study)).confirm_plan
     if not path.is_file():
         return None
     try:

@@ -29,6 +29,7 @@ from trainables.records import (
 )
 from trainables.studyfolder import (
     FOLDER_STORE,
+    StudyPaths,
     credentials_to_env,
     search_all_runs,
     search_slices,
@@ -47,10 +48,11 @@ STUDY_JSON_ERRORS = (OSError, ValueError, KeyError, TypeError)
 
 
 def _meta(folder: Path) -> dict[str, Any]:
+    path = StudyPaths(folder).meta
     try:
-        return dict(json.loads((folder / "study.json").read_text(encoding="utf-8")))
+        return dict(json.loads(path.read_text(encoding="utf-8")))
     except STUDY_JSON_ERRORS as exc:
-        raise AnalysisError(f"{folder}/study.json is damaged ({type(exc).__name__})") from None
+        raise AnalysisError(f"{path} is damaged ({type(exc).__name__})") from None
 
 
 def study_settings(study: str) -> dict[str, Any]:
@@ -61,7 +63,7 @@ def study_settings(study: str) -> dict[str, Any]:
 
     if _bundle.is_bundle(study):
         return settings_from_spec(_bundle.read_bundle(study).spec_text, study)
-    path = Path(study) / "spec.yaml"
+    path = StudyPaths(Path(study)).spec
     if not path.is_file():
         return {}
     return settings_from_spec(path.read_text(encoding="utf-8"), str(path))
@@ -97,7 +99,7 @@ def settings_from_spec(text: str, where: str) -> dict[str, Any]:
 def resolve_study(study: str, tracking_uri: str | None) -> tuple[str, str, str | None]:
     """``STUDY`` is an MLflow experiment name or id, or a study folder (its study.json says
     where it logs). Returns (tracking uri, experiment name or id, study id filter)."""
-    if (Path(study) / "study.json").is_file():
+    if StudyPaths(Path(study)).is_study():
         meta = _meta(Path(study))
         uri, _ = tracking_uri_of(meta, Path(study))
         return tracking_uri or uri, meta["experiment"], meta["study_id"]
@@ -150,11 +152,7 @@ def _local_csv(artifact_uri: str, folder: Path | None) -> Path | None:
     if parts.scheme not in ("file", ""):
         return None
     path = Path(urllib.parse.unquote(parts.path)) / "metrics.csv"
-    if folder is not None and "/mlartifacts/" in path.as_posix():
-        moved = folder / "mlartifacts" / path.as_posix().rsplit("/mlartifacts/", 1)[1]
-        if moved.is_file():
-            return moved
-    return path
+    return (StudyPaths(folder).relocated(path) if folder is not None else None) or path
 
 
 def _records_of(client: Any, run: Any, folder: Path | None,
@@ -312,7 +310,7 @@ def load_study(study: str, tracking_uri: str | None = None) -> StudyData:
     flt = f"tags.`{tag('role')}` = 'trial'"
     if study_id:
         flt += f" and tags.`{tag('study_id')}` = '{study_id}'"
-    folder = Path(study).resolve() if (Path(study) / "study.json").is_file() else None
+    folder = Path(study).resolve() if StudyPaths(Path(study)).is_study() else None
     runs, history = _runs_and_history(client, exp.experiment_id, flt, folder)
     parents = client.search_runs([exp.experiment_id],
                                  filter_string=f"tags.`{tag('role')}` = 'parent'"
@@ -331,16 +329,16 @@ def optuna_trials(study: str) -> list[dict[str, Any]]:
 
     if _bundle.is_bundle(study):
         return _bundle.read_bundle(study).optuna
-    root = Path(study)
-    if not (root / "study.json").is_file() or not (root / "optuna.db").is_file():
+    paths = StudyPaths(Path(study))
+    if not paths.is_study() or not paths.optuna_db.is_file():
         raise AnalysisError(f"{study!r} is no study folder with an optuna.db (importance "
                             "reads the stored Optuna study)")
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    meta = _meta(root)
+    meta = _meta(paths.root)
     name = str(meta.get("optuna_study") or meta["study_id"])
-    storage = f"sqlite:///{(root / 'optuna.db').resolve()}"
+    storage = paths.optuna
     try:
         stored = optuna.load_study(study_name=name, storage=storage)
     except KeyError:

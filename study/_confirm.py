@@ -21,9 +21,8 @@ from trainables.records import BASELINE_KEY, PHASE_KEY, atomic_write_text
 from ._folder import StudyError, StudyPaths, open_study
 from .spec import StudySpec
 
-__all__ = ["ListSearcher", "plan_confirm", "confirm_dir", "CONFIRM_PLAN"]
+__all__ = ["ListSearcher", "plan_confirm", "confirm_dir"]
 
-CONFIRM_PLAN = "confirm.json"
 PHASE = "confirm"
 
 
@@ -104,7 +103,7 @@ def plan_confirm(out: Path, top: int, seeds: int) -> dict[str, Any]:
 
 def load_or_plan(out: Path, top: int | None, seeds: int | None) -> dict[str, Any]:
     """The stored plan (a rerun resumes it), or a new one written before anything runs."""
-    path = StudyPaths(out).root / CONFIRM_PLAN
+    path = StudyPaths(out).confirm_plan
     if path.is_file():
         plan = dict(json.loads(path.read_text("utf-8")))
         if (top is not None and top != plan["top"]) or \

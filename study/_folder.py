@@ -1,17 +1,9 @@
-"""The study folder: its paths, its ``study.json``, its one writer, and the tracking URI.
+"""The study folder: its ``study.json``, its one writer, and the tracking URI (its layout is
+``trainables.studyfolder.StudyPaths``).
 
 Everything that validates or normalizes a name, a path or a URI lives here and runs before
 anything is written. A folder is self-contained: its default store is named relative to the
 folder (``"tracking_uri": "folder"``), so a copied or moved folder works on its own store.
-
-Study folder (``--out DIR``)::
-
-    DIR/study.json     study id, name, tracking URI ("folder" = DIR/mlflow.db), experiment
-    DIR/spec.yaml      the spec as run (``--resume`` reads it)
-    DIR/mlflow.db      default tracking store (SQLite); artifacts in DIR/mlartifacts
-    DIR/optuna.db      the sampler's history
-    DIR/ray/<name>/    Tune's experiment: per-trial results, checkpoints, searcher state
-    DIR/.lock          held by the one process writing the folder (run, --resume, sync)
 """
 
 from __future__ import annotations
@@ -24,14 +16,18 @@ import urllib.parse
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from trainables._yaml import YamlLimitError, safe_load
 from trainables.locks import LOCK_FILE, FolderLocked, folder_lock
 from trainables.records import atomic_write_text
-from trainables.studyfolder import FOLDER_STORE, sqlite_path, sqlite_uri, tracking_uri_of
+from trainables.studyfolder import (
+    FOLDER_STORE,
+    StudyPaths,
+    sqlite_path,
+    tracking_uri_of,
+)
 
 from .spec import SpecError, StudySpec, parse_spec
 
@@ -45,37 +41,6 @@ TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "
 
 class StudyError(RuntimeError):
     """A study-level problem for the user (exit code 2)."""
-
-
-@dataclass(frozen=True)
-class StudyPaths:
-    root: Path
-
-    @property
-    def meta(self) -> Path:
-        return self.root / "study.json"
-
-    @property
-    def spec(self) -> Path:
-        return self.root / "spec.yaml"
-
-    @property
-    def timings(self) -> Path:
-        return self.root / "timings.json"
-
-    @property
-    def ray(self) -> Path:
-        return self.root / "ray"
-
-    @property
-    def optuna(self) -> str:
-        return sqlite_uri(self.root / "optuna.db")
-
-    def default_tracking_uri(self) -> str:
-        return sqlite_uri(self.root / "mlflow.db")
-
-    def artifacts(self) -> str:
-        return (self.root / "mlartifacts").resolve().as_uri()
 
 
 def redact(uri: str) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from trainables.records import replace_atomically
 from trainables.studyfolder import SQLITE_PREFIX as PREFIX
-from trainables.studyfolder import sqlite_path
+from trainables.studyfolder import StudyPaths, sqlite_path
 
 
 def create_atomically(uri: str, build: Callable[[str], None]) -> bool:
@@ -42,7 +42,7 @@ def build_mlflow_store(uri: str) -> None:
 
     path = sqlite_path(uri)
     assert path is not None
-    store = SqlAlchemyStore(uri, str(path.parent / "mlartifacts"))
+    store = SqlAlchemyStore(uri, str(path.parent / StudyPaths.ARTIFACTS))
     store.engine.dispose()
     SqlAlchemyStore._engine_map.pop(uri, None)
 

@@ -140,7 +140,7 @@ def confirm_info(out: Path, plan: dict[str, Any], tracker: Any = None) -> Any:
     if info is None:
         raise StudyError(f"{out}: the confirmation runs have no finished trials")
     text = format_confirm(info)
-    atomic_write_text(StudyPaths(out).root / "confirm.md", "```\n" + text + "\n```\n")
+    atomic_write_text(StudyPaths(out).confirm_report, "```\n" + text + "\n```\n")
     if tracker is not None:
         parent = tracker.parent_run()
         tracker.client.log_text(parent, info.table.to_csv(index=False), "confirm.csv")

@@ -14,6 +14,7 @@ from typing import Any
 from trainables.cli import add_train_arguments, train_command
 from trainables.closure import last_k_problem
 from trainables.records import DEFAULT_LAST_K
+from trainables.studyfolder import StudyPaths
 
 __all__ = ["main", "build_parser"]
 
@@ -238,7 +239,7 @@ def _err(msg: str) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     t_main = time.time()
-    from ._folder import StudyPaths, record_timings
+    from ._folder import record_timings
     from ._progress import StudyProgress
     from ._ray import shutdown_ray
     from .runner import run_study
@@ -270,7 +271,7 @@ def run_command(args: argparse.Namespace) -> int:
         t_end = time.time()
         shutdown_ray()
     _print_summary(trials, out)
-    if (out / "study.json").exists():
+    if StudyPaths(out).is_study():
         record_timings(StudyPaths(out).timings, {"main_at": t_main, "main_end_at": t_end,
                                                  "ray_shutdown_seconds": time.time() - t_end})
     return 0
@@ -286,7 +287,7 @@ def _progress_for(spec: Any, out: Path, trials: int | None, cls: Any) -> Any:
         except StudyError:
             return None  # run_study says why, in one line
     n = spec.num_trials  # a new or interrupted study: all of its trials
-    if trials is not None and (out / "study.json").exists():
+    if trials is not None and StudyPaths(out).is_study():
         n = max(0, trials - spec.trials) * len(spec.seeds)  # growing: the new ones
     return cls(total=n, epochs=int(spec.fixed.get("epochs", 10)))
 
@@ -467,7 +468,7 @@ def _bundle_command(args: argparse.Namespace) -> int:
     from analysis import AnalysisError, write_bundle
 
     folder = Path(args.study)
-    if not (folder / "study.json").is_file():
+    if not StudyPaths(folder).is_study():
         return _err(f"{args.study!r} is no study folder (a bundle is made from one)")
     try:
         path = write_bundle(folder, Path(args.bundle))

@@ -1,17 +1,30 @@
-"""A study folder's tracking-store rules, shared by every package (torch-free, Ray-free):
-where a folder's MLflow store and artifacts are, wherever the folder is now, and how
-credentials in a tracking URI are kept out of every printed or logged URL."""
+"""A study folder's rules, shared by every package (torch-free, Ray-free): its layout (the one
+place that names its files), where its MLflow store and artifacts are, wherever the folder is
+now, and how credentials in a tracking URI are kept out of every printed or logged URL.
+
+Study folder (``--out DIR``)::
+
+    DIR/study.json     study id, name, tracking URI ("folder" = DIR/mlflow.db), experiment
+    DIR/spec.yaml      the spec as run (``--resume`` reads it)
+    DIR/mlflow.db      default tracking store (SQLite); artifacts in DIR/mlartifacts
+    DIR/optuna.db      the sampler's history
+    DIR/ray/<name>/    Tune's experiment: per-trial results, checkpoints, searcher state
+    DIR/confirm.json   the confirmation plan, once ``mistudy confirm`` made one
+    DIR/timings.json   the driver's overhead figures
+    DIR/.lock          held by the one process writing the folder (run, --resume, sync)
+"""
 
 from __future__ import annotations
 
 import errno
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FOLDER_STORE", "tracking_uri_of", "split_credentials", "credentials_to_env",
-           "storage_failure", "search_all_runs", "search_slices", "sqlite_path", "sqlite_uri",
-           "SQLITE_PREFIX"]
+__all__ = ["StudyPaths", "FOLDER_STORE", "tracking_uri_of", "split_credentials",
+           "credentials_to_env", "storage_failure", "search_all_runs", "search_slices",
+           "sqlite_path", "sqlite_uri", "SQLITE_PREFIX"]
 
 FOLDER_STORE = "folder"  # study.json's tracking_uri for the folder's own DIR/mlflow.db
 SQLITE_PREFIX = "sqlite:///"
@@ -31,6 +44,67 @@ def sqlite_uri(path: Path) -> str:
     return f"{SQLITE_PREFIX}{Path(path).resolve()}"
 
 
+@dataclass(frozen=True)
+class StudyPaths:
+    """Where each file of the study folder ``root`` is."""
+
+    root: Path
+    MLFLOW_DB = "mlflow.db"
+    OPTUNA_DB = "optuna.db"
+    ARTIFACTS = "mlartifacts"
+
+    @property
+    def meta(self) -> Path:
+        return self.root / "study.json"
+
+    def is_study(self) -> bool:
+        """Whether ``root`` is a study folder (its study.json marks it)."""
+        return self.meta.is_file()
+
+    @property
+    def spec(self) -> Path:
+        return self.root / "spec.yaml"
+
+    @property
+    def timings(self) -> Path:
+        return self.root / "timings.json"
+
+    @property
+    def ray(self) -> Path:
+        return self.root / "ray"
+
+    @property
+    def confirm_plan(self) -> Path:
+        return self.root / "confirm.json"
+
+    @property
+    def confirm_report(self) -> Path:
+        return self.root / "confirm.md"
+
+    @property
+    def optuna_db(self) -> Path:
+        return self.root / self.OPTUNA_DB
+
+    @property
+    def optuna(self) -> str:
+        return sqlite_uri(self.optuna_db)
+
+    def default_tracking_uri(self) -> str:
+        return sqlite_uri(self.root / self.MLFLOW_DB)
+
+    def artifacts(self) -> str:
+        return (self.root / self.ARTIFACTS).resolve().as_uri()
+
+    def relocated(self, artifact: Path) -> Path | None:
+        """``artifact``, a file under the artifacts folder of wherever the folder was made, in
+        this folder's own artifacts folder (a copied or moved folder), when it is there."""
+        segment = f"/{self.ARTIFACTS}/"
+        if segment not in artifact.as_posix():
+            return None
+        here = self.root / self.ARTIFACTS / artifact.as_posix().rsplit(segment, 1)[1]
+        return here if here.is_file() else None
+
+
 def _moved(uri: str, root: Path, name: str) -> str | None:
     """A study.json from before relative stores names an absolute file in the folder it was
     made in; if this folder holds a file of that name, the folder was copied or moved."""
@@ -45,12 +119,12 @@ def _moved(uri: str, root: Path, name: str) -> str | None:
 def tracking_uri_of(meta: dict[str, Any], root: Path) -> tuple[str, str | None]:
     """(tracking URI, artifact location) of the study in ``root``, wherever ``root`` is now."""
     uri, art = meta["tracking_uri"], meta.get("artifact_location")
-    folder_art = (root / "mlartifacts").resolve().as_uri()
+    paths = StudyPaths(root)
     if uri == FOLDER_STORE:
-        return sqlite_uri(root / "mlflow.db"), folder_art
-    moved = _moved(uri, root, "mlflow.db")
+        return paths.default_tracking_uri(), paths.artifacts()
+    moved = _moved(uri, root, StudyPaths.MLFLOW_DB)
     if moved:
-        return moved, folder_art
+        return moved, paths.artifacts()
     return uri, art
 
 
