@@ -134,39 +134,27 @@ def _forget_epochs(out: Path, exp: Path, trial_id: str, epochs: set[int]) -> Non
             client.delete_run(run.info.run_id)
 
 
-def test_epochs_only_a_checkpoint_holds_are_recovered_on_resume(tmp_path: Path) -> None:
-    # Tune copies each trial's result.json and the searcher's state into the study folder after
-    # the fact, with the experiment state; workers upload checkpoints at once. A driver killed
-    # mid-copy leaves a state naming a checkpoint ahead of every record (CI saw a finished run
-    # without its last epoch): the trial resumes after epochs nobody recorded. Made certain
-    # here: after a kill, a resumable trial's last checkpointed epochs are forgotten as that
-    # copy forgets them. On resume they come back from the checkpoint: in Tune's results, in
-    # MLflow (each epoch once) and in the value told to Optuna.
-    epochs, last_k = 4, 2
-    spec = tiny_spec(tmp_path / "spec.yaml", fixed={"epochs": epochs}, trials=1,
+def _one_configuration(path: Path, epochs: int, last_k: int) -> Path:
+    """A study of one searched configuration and its matched baseline, told the validation gap
+    reduction over the last ``last_k`` epochs."""
+    return tiny_spec(path, fixed={"epochs": epochs}, trials=1,
                      search={"families": {"power": {}}, "alpha": 1.01, "batch_size": [50]},
                      objective={"metric": "val_gap_reduction", "mode": "max", "last_k": last_k})
-    out = tmp_path / "study"
-    exp = out / "ray" / "tiny"
-    kill_driver_when(out, spec, min_epochs=3)
-    trial_id, held = _resumable_trial(exp)
-    forgotten = set(held[-2:])
-    _forget_epochs(out, exp, trial_id, forgotten)
-    res = mistudy("run", "--resume", "--out", str(out))
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert f"trial {trial_id}'s results lacked epoch(s) " in res.stdout, res.stdout[-3000:]
+
+
+def _assert_every_epoch_once_and_told(out: Path, epochs: int, last_k: int) -> None:
+    """Every epoch once in MLflow and in Tune's results of a one-configuration study, and the
+    value Optuna was told equal to the gap reduction recomputed from those results."""
     _check_one_run_per_trial(out, epochs)
     runs = {}
-    for folder in exp.iterdir():
+    for folder in (out / "ray" / "tiny").iterdir():
         if (folder / "result.json").is_file():
-            by_epoch = {}
-            for ln in (folder / "result.json").read_text().splitlines():
-                r = json.loads(ln)
-                by_epoch[r["epoch"]] = r
+            by_epoch = {json.loads(ln)["epoch"]: json.loads(ln)
+                        for ln in (folder / "result.json").read_text().splitlines()}
             assert sorted(by_epoch) == list(range(epochs)), (folder.name, sorted(by_epoch))
             runs[folder.name] = [by_epoch[e] for e in range(epochs)]
-    base = next(r for r in runs.values() if r[0].get("mistudy_baseline"))
-    searched = next(r for r in runs.values() if not r[0].get("mistudy_baseline"))
+    base = next(r for r in runs.values() if r[-1].get("mistudy_baseline"))
+    searched = next(r for r in runs.values() if not r[-1].get("mistudy_baseline"))
 
     def window(records: list, key: str) -> float:
         return sum(r[key] for r in records[-last_k:]) / last_k
@@ -176,6 +164,28 @@ def test_epochs_only_a_checkpoint_holds_are_recovered_on_resume(tmp_path: Path) 
         window(base, "val_gap") - window(searched, "val_gap"), rel=1e-9, abs=1e-12)
 
 
+def test_epochs_only_a_checkpoint_holds_are_recovered_on_resume(tmp_path: Path) -> None:
+    # Tune copies each trial's result.json and the searcher's state into the study folder after
+    # the fact, with the experiment state; workers upload checkpoints at once. A driver killed
+    # mid-copy leaves a state naming a checkpoint ahead of every record (CI saw a finished run
+    # without its last epoch): the trial resumes after epochs nobody recorded. Made certain
+    # here: after a kill, a resumable trial's last checkpointed epochs are forgotten as that
+    # copy forgets them. On resume they come back from the checkpoint: in Tune's results, in
+    # MLflow (each epoch once) and in the value told to Optuna.
+    epochs, last_k = 4, 2
+    spec = _one_configuration(tmp_path / "spec.yaml", epochs, last_k)
+    out = tmp_path / "study"
+    exp = out / "ray" / "tiny"
+    kill_driver_when(out, spec, min_epochs=3)
+    trial_id, held = _resumable_trial(exp)
+    forgotten = set(held[-2:])
+    _forget_epochs(out, exp, trial_id, forgotten)
+    res = mistudy("run", "--resume", "--out", str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"trial {trial_id}'s results lacked epoch(s) " in res.stdout, res.stdout[-3000:]
+    _assert_every_epoch_once_and_told(out, epochs, last_k)
+
+
 def _tear_newest_state(exp: Path) -> str:
     """Cut the newest saved experiment state in half, as a kill during Tune's copy leaves it;
     returns its session."""
@@ -183,24 +193,6 @@ def _tear_newest_state(exp: Path) -> str:
     data = state.read_bytes()
     state.write_bytes(data[:len(data) // 2])
     return state.name[len("experiment_state-"):-len(".json")]
-
-
-def _kill_resume_when(out: Path, log: Path, min_epochs: int) -> None:
-    proc = subprocess.Popen([str(BIN / "mistudy"), "run", "--resume", "--out", str(out)],
-                            stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    deadline = time.time() + 300
-    while epochs_reported(out) < min_epochs:
-        assert proc.poll() is None, log.read_text()[-3000:]
-        assert time.time() < deadline
-        time.sleep(0.2)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    time.sleep(1)
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def test_a_state_torn_by_a_kill_is_restored_or_set_aside(tmp_path: Path) -> None:
@@ -213,14 +205,13 @@ def test_a_state_torn_by_a_kill_is_restored_or_set_aside(tmp_path: Path) -> None
     from study._resume import driver_copy
 
     epochs, last_k = 6, 2
-    spec = tiny_spec(tmp_path / "spec.yaml", fixed={"epochs": epochs}, trials=1,
-                     search={"families": {"power": {}}, "alpha": 1.01, "batch_size": [50]},
-                     objective={"metric": "val_gap_reduction", "mode": "max", "last_k": last_k})
+    spec = _one_configuration(tmp_path / "spec.yaml", epochs, last_k)
     out = tmp_path / "study"
     exp = out / "ray" / "tiny"
     kill_driver_when(out, spec, min_epochs=3)
     first = _tear_newest_state(exp)
-    _kill_resume_when(out, tmp_path / "session2.log", min_epochs=epochs_reported(out) + 3)
+    kill_driver_when(out, None, min_epochs=epochs_reported(out) + 3,
+                     log=tmp_path / "session2.log")
     assert f"session {first} was cut short by a kill; restored from the driver's copy" in \
         (tmp_path / "session2.log").read_text()
     second = _tear_newest_state(exp)
@@ -236,23 +227,7 @@ def test_a_state_torn_by_a_kill_is_restored_or_set_aside(tmp_path: Path) -> None
     assert f"session {second} was cut short by a kill and the driver's copy is gone; set " \
         "aside, resuming from the state before" in res.stdout, res.stdout[-3000:]
     assert (exp / f".torn-experiment_state-{second}.json").is_file()
-    _check_one_run_per_trial(out, epochs)
-    runs = {}
-    for folder in exp.iterdir():
-        if (folder / "result.json").is_file():
-            by_epoch = {json.loads(ln)["epoch"]: json.loads(ln)
-                        for ln in (folder / "result.json").read_text().splitlines()}
-            assert sorted(by_epoch) == list(range(epochs)), (folder.name, sorted(by_epoch))
-            runs[folder.name] = [by_epoch[e] for e in range(epochs)]
-    base = next(r for r in runs.values() if r[-1].get("mistudy_baseline"))
-    searched = next(r for r in runs.values() if not r[-1].get("mistudy_baseline"))
-
-    def window(records: list, key: str) -> float:
-        return sum(r[key] for r in records[-last_k:]) / last_k
-
-    told = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'optuna.db'}")
-    assert told.trials[0].value == pytest.approx(
-        window(base, "val_gap") - window(searched, "val_gap"), rel=1e-9, abs=1e-12)
+    _assert_every_epoch_once_and_told(out, epochs, last_k)
 
 
 def _states(out: Path) -> set[Path]:

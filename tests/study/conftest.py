@@ -182,12 +182,15 @@ def epochs_reported(study_dir: Path) -> int:
                for t in exp.iterdir() if (t / "result.json").exists())
 
 
-def kill_driver_when(study_dir: Path, spec: Path | None, min_epochs: int) -> None:
+def kill_driver_when(study_dir: Path, spec: Path | None, min_epochs: int,
+                     log: Path | None = None) -> None:
     """Start ``mistudy run SPEC`` (``--resume`` when ``spec`` is None) and SIGKILL the driver,
-    then its process group, once ``min_epochs`` results are on disk."""
+    then its process group, once ``min_epochs`` results are on disk; its output goes to
+    ``log`` when given."""
     args = [str(spec)] if spec is not None else ["--resume"]
+    sink = log.open("w") if log is not None else subprocess.DEVNULL
     proc = subprocess.Popen([str(BIN / "mistudy"), "run", *args, "--out", str(study_dir)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            stdout=sink, stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 300
     while epochs_reported(study_dir) < min_epochs:
