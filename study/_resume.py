@@ -25,11 +25,9 @@ from trainables.records import BASELINE_KEY, atomic_write_bytes, atomic_write_te
 __all__ = ["prepare_resume", "repair_torn_state", "restore_deleted_checkpoints",
            "recover_records", "driver_copy"]
 
-RESULTS_FILE = "result.json"
 PARAMS_FILE = "params.json"  # the trial's config, as Tune's JSON logger saves it
 # What a recovered epoch takes from the trial's last reported result: where and how it ran.
-_CARRIED = ("trial_id", "data_source", "threads", "device", "node_id", "cuda_visible_devices",
-            BASELINE_KEY)
+_CARRIED = ("data_source", "threads", "device", "node_id", "cuda_visible_devices", BASELINE_KEY)
 
 
 class SavedTrial(NamedTuple):
@@ -40,8 +38,9 @@ class SavedTrial(NamedTuple):
 
 
 def prepare_resume(exp_dir: Path) -> list[str]:
-    """Every repair, in order; one line per repaired trial."""
-    return restore_deleted_checkpoints(exp_dir) + recover_records(exp_dir)
+    """Every repair, in order, on one reading of the saved state; one line per repair."""
+    trials = _saved_trials(exp_dir)
+    return restore_deleted_checkpoints(exp_dir, trials) + recover_records(exp_dir, trials)
 
 
 # The files of one driver session's saved state, named by the session (Tune restores the newest)
@@ -140,10 +139,13 @@ def _checkpoint_index(path: Path) -> int:
 def _saved_trials(exp_dir: Path) -> list[SavedTrial]:
     """The trials of the newest saved experiment state (the one Tune restores); empty when it
     cannot be read (nothing to repair)."""
-    states = sorted(exp_dir.glob("experiment_state-*.json"))
+    session = _newest_session(exp_dir)
+    if session is None:
+        return []
     try:
-        entries = json.loads(states[-1].read_text())["trial_data"]
-    except (IndexError, OSError, ValueError, KeyError):
+        state = exp_dir / _SESSION_FILES[0].format(session)
+        entries = json.loads(state.read_text())["trial_data"]
+    except (OSError, ValueError, KeyError):
         return []
     saved = []
     for entry in entries:
@@ -158,7 +160,8 @@ def _saved_trials(exp_dir: Path) -> list[SavedTrial]:
     return saved
 
 
-def restore_deleted_checkpoints(exp_dir: Path) -> list[str]:
+def restore_deleted_checkpoints(exp_dir: Path,
+                                trials: list[SavedTrial] | None = None) -> list[str]:
     """Put back the checkpoints a resumed experiment names but Tune already deleted.
 
     Tune deletes a trial's oldest checkpoint (``num_to_keep``) when it registers a newer one,
@@ -171,7 +174,7 @@ def restore_deleted_checkpoints(exp_dir: Path) -> list[str]:
     from trainables.checkpoint import STATE_FILE
 
     notes = []
-    for t in _saved_trials(exp_dir):
+    for t in _saved_trials(exp_dir) if trials is None else trials:
         missing = t.named
         if t.status == "TERMINATED" or missing is None or missing.exists():
             continue
@@ -201,14 +204,14 @@ def _trained(t: SavedTrial) -> tuple[Path, list[dict[str, Any]]] | None:
     return best
 
 
-def _append_results(t: SavedTrial, checkpoint: Path, history: list[dict[str, Any]]) -> list[int]:
-    """Add to the trial's ``result.json`` every epoch ``history`` holds and it lacks (whole
-    file replaced atomically); returns those epochs."""
+def _append_results(t: SavedTrial, reported: list[dict[str, Any]], checkpoint: Path,
+                    history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add to the trial's ``result.json`` (``reported``: its records) every epoch ``history``
+    holds and it lacks, the whole file replaced atomically; returns the added records."""
     from trainables.checkpoint import HISTORY_FILE
 
-    from ._tracking import read_trial_results
+    from ._tracking import RESULTS_FILE
 
-    reported = read_trial_results(t.folder)
     have = {int(r["epoch"]) for r in reported}
     missing = [r for r in history if int(r["epoch"]) not in have]
     if not missing:
@@ -219,11 +222,11 @@ def _append_results(t: SavedTrial, checkpoint: Path, history: list[dict[str, Any
         text += "\n"  # a line torn by the kill stays torn (readers skip it), never merged
     carried = _carried(t.folder, reported[-1] if reported else {})
     when = (checkpoint / HISTORY_FILE).stat().st_mtime
-    lines = [json.dumps({**r, **carried, "trial_id": t.trial_id, "timestamp": when,
-                         "epochs_done": int(r["epoch"]) + 1,
-                         "recovered_from": checkpoint.name}) + "\n" for r in missing]
-    atomic_write_text(path, text + "".join(lines))
-    return [int(r["epoch"]) for r in missing]
+    added = [{**r, **carried, "trial_id": t.trial_id, "timestamp": when,
+              "epochs_done": int(r["epoch"]) + 1, "recovered_from": checkpoint.name}
+             for r in missing]
+    atomic_write_text(path, text + "".join(json.dumps(r) + "\n" for r in added))
+    return added
 
 
 def _carried(folder: Path, last: dict[str, Any]) -> dict[str, Any]:
@@ -237,7 +240,7 @@ def _carried(folder: Path, last: dict[str, Any]) -> dict[str, Any]:
     return {"config": config, BASELINE_KEY: int(bool(config.get(BASELINE_KEY))), **carried}
 
 
-def recover_records(exp_dir: Path) -> list[str]:
+def recover_records(exp_dir: Path, trials: list[SavedTrial] | None = None) -> list[str]:
     """Bring the experiment's records up to its trials' checkpoints: each trial's
     ``result.json`` (what the MLflow finish and ``mistudy sync`` log) and the searcher's saved
     histories (what it tells Optuna), including a completion the searcher's state missed."""
@@ -246,15 +249,17 @@ def recover_records(exp_dir: Path) -> list[str]:
     finished: set[str] = set()
     from ._tracking import read_trial_results
 
-    for t in _saved_trials(exp_dir):
-        found = _trained(t)
-        if found is not None:
-            epochs = _append_results(t, *found)
-            if epochs:
+    for t in _saved_trials(exp_dir) if trials is None else trials:
+        reported = read_trial_results(t.folder)
+        added: list[dict[str, Any]] = []
+        if (found := _trained(t)) is not None:
+            added = _append_results(t, reported, *found)
+            if added:
                 notes.append(f"resume: trial {t.trial_id}'s results lacked epoch(s) "
-                             f"{', '.join(map(str, epochs))}, which its {found[0].name} holds "
-                             "(the driver was killed before Tune copied them); recorded from it")
-        records[t.trial_id] = read_trial_results(t.folder)
+                             f"{', '.join(str(r['epoch']) for r in added)}, which its "
+                             f"{found[0].name} holds (the driver was killed before Tune "
+                             "copied them); recorded from it")
+        records[t.trial_id] = sorted(reported + added, key=lambda r: int(r["epoch"]))
         if t.status == "TERMINATED":
             finished.add(t.trial_id)
     return notes + _recover_searcher(exp_dir, records, finished)

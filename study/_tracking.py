@@ -75,7 +75,7 @@ def _safe_params(d: Mapping[str, Any]) -> dict[str, str]:
 def read_trial_results(trial_dir: Path) -> list[dict[str, Any]]:
     """A trial's epoch records from Tune's ``result.json``; an epoch re-reported after a resume
     appears once (the last report wins -- on the CPU it is identical)."""
-    path = Path(trial_dir) / "result.json"
+    path = Path(trial_dir) / RESULTS_FILE
     by_epoch: dict[int, dict[str, Any]] = {}
     if path.exists():
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -109,6 +109,7 @@ def record_of(result: Mapping[str, Any]) -> dict[str, float]:
 
 
 _REQUIRED = tuple(k for k in RECORD_KEYS if k not in OPTIONAL_RECORD_KEYS)
+RESULTS_FILE = "result.json"  # Tune's per-trial results (its JSON logger's file)
 
 
 class Tracker:

@@ -100,12 +100,7 @@ def _fit_list(exp_dir: Path, configs: list[dict[str, Any]], spec: StudySpec, tra
 
     cpus, gpus = spec.cpus_per_trial, spec.gpus_per_trial
     if any(exp_dir.glob("experiment_state-*.json")):
-        from ._resume import prepare_resume
-
-        for note in prepare_resume(exp_dir):
-            print(note, flush=True)
-        tuner = tune.Tuner.restore(str(exp_dir), _trainable(cpus, gpus),
-                                   resume_unfinished=True, resume_errored=True)
+        tuner = restore_tuner(exp_dir, cpus, gpus)
     else:
         if exp_dir.exists():
             shutil.rmtree(exp_dir)  # killed before Tune saved anything: start it afresh
@@ -117,6 +112,19 @@ def _fit_list(exp_dir: Path, configs: list[dict[str, Any]], spec: StudySpec, tra
                 reuse_actors=True),
             run_config=_run_config(exp_dir, spec, tracker, callbacks))
     tuner.fit()
+
+
+def restore_tuner(exp_dir: Path, cpus: float, gpus: float) -> Any:
+    """Tune's saved experiment in ``exp_dir``, after the repairs a killed driver's folder
+    needs (``study._resume.prepare_resume``, one line printed per repair)."""
+    from ray import tune
+
+    from ._resume import prepare_resume
+
+    for note in prepare_resume(exp_dir):
+        print(note, flush=True)
+    return tune.Tuner.restore(str(exp_dir), _trainable(cpus, gpus),
+                              resume_unfinished=True, resume_errored=True)
 
 
 def study_trials(out: Path) -> list[dict[str, Any]]:

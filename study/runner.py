@@ -46,7 +46,7 @@ from ._ray import (
     shutdown_ray,
     slots,
 )
-from ._resume import prepare_resume, repair_torn_state
+from ._resume import repair_torn_state
 from ._sqlite import ensure_optuna_store
 from ._sync import baseline_records, best_trials, confirm_info, sync_study
 from ._tune import (
@@ -54,9 +54,9 @@ from ._tune import (
     _fit_list,
     _more_dirs,
     _tracker,
-    _trainable,
     _unfinished,
     experiment_dirs,
+    restore_tuner,
     study_trials,
 )
 from .spec import StudySpec, parse_spec
@@ -118,10 +118,11 @@ def run_study(spec: StudySpec | None, out: Path, *, resume: bool = False,
         _start(spec, paths, tracker, address, num_cpus, cpus, gpus)
         t_fit = time.time()
         fit = _fitter(spec, paths, tracker, cpus, gpus, callbacks or [])
-        first = experiment_dirs(paths, spec)[0]
-        for exp_dir in experiment_dirs(paths, spec) if resume else []:
+        dirs = experiment_dirs(paths, spec)
+        for exp_dir in dirs if resume else []:
             for note in repair_torn_state(exp_dir):  # before anything reads a saved state
                 _print(note)
+        first = dirs[0]
         if not resume or _unfinished(first):
             fit(first, spec, resume)
             _ended(out, first, tracker)
@@ -204,18 +205,13 @@ def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
 def _fitter(spec: StudySpec, paths: StudyPaths, tracker: Any, cpus: float, gpus: float,
             callbacks: list[Any]) -> Callable[[Path, StudySpec, bool], None]:
     def fit(exp_dir: Path, exp_spec: StudySpec, resume: bool, **searcher: Any) -> None:
-        from ray import tune
-
         saved = resume and any(exp_dir.glob("experiment_state-*.json"))
         if resume and not saved and exp_dir.exists():
             # Killed before Tune saved any state: nothing there can be resumed. Start the
             # experiment afresh; runs the killed attempt created are removed by the sync.
             shutil.rmtree(exp_dir)
         if saved:
-            for note in prepare_resume(exp_dir):
-                _print(note)
-            tuner = tune.Tuner.restore(str(exp_dir), _trainable(cpus, gpus),
-                                       resume_unfinished=True, resume_errored=True)
+            tuner = restore_tuner(exp_dir, cpus, gpus)
         else:
             tuner = _build_tuner(exp_spec, exp_dir, paths, tracker, cpus, gpus, callbacks,
                                  **searcher)
