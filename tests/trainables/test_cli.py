@@ -108,7 +108,9 @@ def test_a_killed_train_continues_to_the_numbers_of_an_uninterrupted_run(tmp_pat
     proc = subprocess.Popen([str(exe), "train", *args, "--out", str(cut)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
-    while time.time() < deadline and not (cut / "history.json").exists():
+    # state.pt is the checkpoint's last file (history.json comes first): a kill between the two
+    # would leave no checkpoint to continue from
+    while time.time() < deadline and not (cut / "state.pt").exists():
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
