@@ -14,6 +14,7 @@ from ._commands import (
     write_report,
 )
 from ._confirm import ConfirmInfo, format_confirm, get_confirm_info
+from ._edges import EdgeInfo, format_edges, get_edge_info
 from ._figures import (
     get_pareto_info,
     get_trajectory_info,
@@ -43,7 +44,7 @@ __all__ = [
     "AnalysisError", "StudyData", "load_study", "optuna_trials", "study_settings",
     "is_bundle", "read_bundle", "write_bundle", "ConfirmInfo", "format_confirm",
     "get_confirm_info", "update_page", "write_findings", "ImportanceInfo", "format_importance",
-    "get_importance_info",
+    "get_importance_info", "EdgeInfo", "format_edges", "get_edge_info",
     "MATCH_KEYS", "bootstrap_ci", "match_baselines", "pareto_front", "rank_schedules",
     "trial_table",
 ]

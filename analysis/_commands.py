@@ -18,18 +18,23 @@ from trainables.records import DEFAULT_LAST_K
 from trainables.studyfolder import StudyPaths
 
 from . import _figures as fig
+from ._edges import EdgeInfo, format_edges, get_edge_info
 from ._load import AnalysisError, StudyData, is_bundle_data, load_study, study_settings
 from ._rank import Selection, match_baselines, rank_schedules, trial_table
+from ._text import fixed_width
 
 __all__ = ["Analysis", "analyze", "format_ranking", "export_configs", "write_report",
            "log_ranking", "confirm_plan", "confirmation", "write_bundle"]
 
 # Selected on validation (val_*), the held-out test reading beside it (test_*).
 COLUMNS = ("schedule", "val_closure", "val_ci_low", "val_ci_high", "test_closure",
-           "test_ci_low", "test_ci_high", "val_gap_reduction", "test_gap_reduction",
-           "delta_val_acc", "delta_val_ce", "delta_test_acc", "feasible", "acc_drop", "pareto",
-           "enqueued", "n_seeds", "gap", "gap_baseline", "test_acc", "dpi_violation_rate",
-           "saturation_epoch", "final_mi", "n_unmatched")
+           "test_ci_low", "test_ci_high", "val_gap_reduction", "val_red_ci_low",
+           "val_red_ci_high", "test_gap_reduction", "test_red_ci_low", "test_red_ci_high",
+           "delta_val_acc", "delta_val_ce", "delta_test_acc", "delta_train_ce",
+           "delta_train_ce_ci_low", "delta_train_ce_ci_high", "delta_test_ce",
+           "delta_test_ce_ci_low", "delta_test_ce_ci_high", "closed_from", "feasible",
+           "acc_drop", "pareto", "enqueued", "n_seeds", "gap", "gap_baseline", "test_acc",
+           "dpi_violation_rate", "saturation_epoch", "final_mi", "n_unmatched")
 
 
 class Analysis(NamedTuple):
@@ -39,6 +44,7 @@ class Analysis(NamedTuple):
     ranking: pd.DataFrame  # one row per schedule
     notes: list[str]
     selection: Selection  # the validation metric and guards that order the ranking
+    edges: list[EdgeInfo]  # the winner's searched values at an edge of their range
 
 
 def analyze(study: str, tracking_uri: str | None = None, last_k: int | None = None,
@@ -72,7 +78,8 @@ def analyze(study: str, tracking_uri: str | None = None, last_k: int | None = No
     if matched.empty:
         raise AnalysisError(f"study {study!r} has only baselines: nothing to rank")
     ranking = rank_schedules(matched, acc_tolerance, selection=selection)
-    return Analysis(data, trials, matched, ranking, notes, selection)
+    edges = get_edge_info(ranking, trials, settings.get("search"))
+    return Analysis(data, trials, matched, ranking, notes, selection, edges)
 
 
 def write_bundle(folder: Path, out: Path) -> Path:
@@ -123,10 +130,17 @@ def confirmation(study: str, search: Analysis | None = None) -> Any:
     drop = plan.get("max_acc_drop")
     return get_confirm_info(search.ranking, confirm.matched,
                             [s["schedule"] for s in plan["schedules"]], plan["metric"],
-                            plan["seeds"], 0.01 if drop is None else float(drop))
+                            plan["seeds"], 0.01 if drop is None else float(drop),
+                            data_seeds=None if plan.get("same_split", True)
+                            else plan.get("data_seeds"))
 
 
-def format_ranking(ranking: pd.DataFrame, fmt: str = "table") -> str:
+def format_ranking(ranking: pd.DataFrame, fmt: str = "table", metric: str | None = None
+                   ) -> str:
+    """The ranking as ``table`` (the selection first, :data:`TABLE_WIDTH` columns wide),
+    ``wide`` (every column), ``csv``, ``markdown`` or ``json`` (every column)."""
+    if fmt == "table":
+        return _compact(ranking, metric or "val_gap_reduction")
     df = ranking[list(COLUMNS)].copy()
     if fmt == "json":
         return json.dumps(json.loads(df.to_json(orient="records")), indent=2)
@@ -135,9 +149,46 @@ def format_ranking(ranking: pd.DataFrame, fmt: str = "table") -> str:
     df.insert(0, "rank", range(1, len(df) + 1))
     if fmt == "markdown":
         return _markdown(df)
-    with pd.option_context("display.width", 200, "display.max_colwidth", 60,
+    with pd.option_context("display.width", 400, "display.max_colwidth", 60,
                            "display.float_format", "{:.4f}".format):
         return str(df.to_string(index=False))
+
+
+def _num(v: Any, digits: int = 3) -> str:
+    return "n/a" if v is None or v != v else f"{v:+.{digits}f}"
+
+
+def _compact(ranking: pd.DataFrame, metric: str) -> str:
+    """One line per schedule, the selection first: rank, schedule, the validation value with
+    its interval, the test gap reduction, Δ test accuracy (points), Δ train / test CE and the
+    side the test gap closed from, guards, seeds. Long schedule names are cut to fit."""
+    short = {"val_gap_reduction": ("val_red", "val_red_ci"), "val_closure": ("val_clos",
+                                                                     "val_ci")}
+    name, ci = short.get(metric, ("val_red", "val_red_ci"))
+    low = "val_ci_low" if metric == "val_closure" else "val_red_ci_low"
+    high = "val_ci_high" if metric == "val_closure" else "val_red_ci_high"
+    head = ["#", "schedule", name, ci, "test_red", "Δacc", "Δtrain", "Δtest", "from",
+            "guard", "n"]
+    rows = []
+    for i, r in enumerate(ranking.to_dict("records"), 1):
+        interval = "n/a" if r[low] != r[low] else f"[{r[low]:+.3f},{r[high]:+.3f}]"
+        rows.append([str(i), str(r["schedule"]) + ("*" if r.get("enqueued") else ""),
+                     _num(r[metric]), interval, _num(r["test_gap_reduction"]),
+                     "n/a" if r["delta_test_acc"] != r["delta_test_acc"]
+                     else f"{100 * r['delta_test_acc']:+.1f}",
+                     _num(r["delta_train_ce"]), _num(r["delta_test_ce"]),
+                     r.get("closed_from") or "-", "ok" if r["feasible"] else "no",
+                     str(r["n_seeds"])])
+    lines = [fixed_width(head, rows, left=(1,))]
+    lines += [
+        f"{name}: {metric}, the selection (validation), 95% CI over seeds; test_red: the "
+        "test gap reduction (only read).",
+        "Δ against the matched CE baseline: acc in test accuracy points, train / test CE in "
+        "nats. from: the test gap",
+        "closed from below (train CE up), above (test CE down) or both. guard: within the "
+        "study's guards. * enqueued.",
+        "--wide: every column."]
+    return "\n".join(lines)
 
 
 def _markdown(df: pd.DataFrame) -> str:
@@ -273,9 +324,10 @@ def write_report(a: Analysis, out: Path, top: int = 3, importance: Any = None,
     table = a.ranking[list(COLUMNS)].to_html(index=False, float_format="{:.4f}".format,
                                              classes="ranking", border=0)
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in a.notes) or "<li>none</li>"
+    edges = "".join(f'<p class="warn">{html.escape(w)}</p>' for w in format_edges(a.edges))
     page = _HTML.format(title=html.escape(a.data.experiment), n=len(a.trials),
                         select=html.escape(a.selection.metric),
-                        table=table, imgs=imgs, notes=notes,
+                        table=table, imgs=imgs, notes=notes, edges=edges,
                         confirm=_confirm_html(confirmed), importance=_importance_html(importance))
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")
@@ -308,7 +360,8 @@ _HTML = """<!doctype html><html><head><meta charset="utf-8"><title>mistudy: {tit
 <style>body{{font-family:sans-serif;margin:2em;max-width:1400px}}
 table.ranking{{border-collapse:collapse;font-size:12px}}
 table.ranking td,table.ranking th{{padding:3px 8px;border-bottom:1px solid #ddd}}
-figure{{display:inline-block;margin:0.5em}} img{{max-width:100%}}</style></head><body>
+figure{{display:inline-block;margin:0.5em}} img{{max-width:100%}}
+p.warn{{background:#fff4d6;padding:0.4em 0.8em;border-left:4px solid #e0a800}}</style></head><body>
 <h1>mistudy report: {title}</h1>
 <p>{n} trials. Schedules ranked by train–test gap closure against matched cross-entropy
 baselines, <b>selected on validation</b> ({select}): closure = (gap<sub>baseline</sub> − gap) /
@@ -316,7 +369,7 @@ gap<sub>baseline</sub>, gap = CE − train CE over the last epochs; 95% bootstra
 seeds; schedules breaking the guards (Δ validation accuracy, Δ validation CE) are infeasible and
 ranked after the feasible ones. The test columns are the held-out reading, never used to
 order.</p>
-<h2>Ranking</h2>{table}
+<h2>Ranking</h2>{edges}{table}
 <h2>Confirmation on fresh seeds</h2>{confirm}
 <h2>Importance on validation closure</h2>{importance}
 <h2>Figures</h2>{imgs}

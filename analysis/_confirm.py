@@ -8,7 +8,8 @@ Pure functions on the two phases' analyses (``analyze(..., phase="search")`` and
   bootstrap interval (matched baselines with the same fresh seeds, ``trainables.closure``);
 * ``shrinkage`` = in-search validation value − confirmed test value (what selection among many
   noisy estimates, and the split, promised beyond what held);
-* Δ test accuracy on the fresh seeds and a verdict line.
+* Δ test accuracy, Δ train CE and Δ test CE on the fresh seeds (95% intervals), the side the
+  test gap closed from (``trainables.closure.closing_side``) and a verdict line.
 
 Over the confirmed schedules: Spearman's rank correlation between the in-search validation
 value and the confirmed test value, for closure and for gap reduction -- whether the selection
@@ -23,7 +24,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from trainables.closure import closing_side
+
 from ._rank import bootstrap_ci
+from ._text import fixed_width
 
 __all__ = ["ConfirmInfo", "get_confirm_info", "spearman", "verdict", "format_confirm"]
 
@@ -35,6 +39,8 @@ class ConfirmInfo(NamedTuple):
     metric: str  # the selection metric (val_closure | val_gap_reduction)
     spearman: dict[str, float]  # metric -> rank correlation (search val vs confirmed test)
     seeds: list[int]  # the fresh seeds
+    data_seeds: list[int] | None = None  # the split draw paired with each seed (None: the
+    # study's own draw)
 
 
 def spearman(x: Any, y: Any) -> float:
@@ -47,68 +53,100 @@ def spearman(x: Any, y: Any) -> float:
     return float(a[ok].rank().corr(b[ok].rank()))
 
 
-def verdict(low: float, mean: float, delta_acc: float, max_acc_drop: float) -> str:
-    """One line: does the schedule close the gap on fresh seeds without losing accuracy?"""
+_SIDE_TEXT = {"below": " from below (train CE up)", "above": " from above (test CE down)",
+              "both": " from both sides (train CE up, test CE down)"}
+
+
+def verdict(low: float, mean: float, delta_acc: float, max_acc_drop: float,
+            side: str = "", fresh: str = "fresh seeds") -> str:
+    """One line: does the schedule close the gap on fresh seeds without losing accuracy, and
+    from which side (``trainables.closure.closing_side``)?"""
     if not math.isfinite(mean):
         return "no verdict: no matched confirmation runs"
     acc = "" if not delta_acc < -max_acc_drop else \
         f", but loses {-100 * delta_acc:.1f} accuracy points"
     if math.isfinite(low) and low > 0:
-        return f"closes the gap on fresh seeds (95% CI above 0){acc}"
+        return f"closes the gap{_SIDE_TEXT.get(side, '')} on {fresh} (95% CI above 0){acc}"
     if mean > 0:
         return f"inconclusive: positive on average, 95% CI includes 0{acc}"
-    return f"does not close the gap on fresh seeds{acc}"
+    return f"does not close the gap on {fresh}{acc}"
 
 
-def _confirmed(matched: pd.DataFrame, schedule: str, metric: str, n_boot: int
-               ) -> tuple[float, float, float, int, float]:
-    grp = matched[matched.schedule == schedule]
-    vals = [float(v) for v in grp.get(f"test_{metric}", pd.Series(dtype=float))
+def _mean_ci(grp: pd.DataFrame, column: str, n_boot: int) -> tuple[float, float, float, int]:
+    vals = [float(v) for v in grp.get(column, pd.Series(dtype=float))
             if not math.isnan(float(v))]
     lo, hi = bootstrap_ci(vals, n_boot=n_boot)
-    mean = float(np.mean(vals)) if vals else math.nan
-    acc = float(grp.test_acc_delta.mean()) if len(grp) else math.nan
-    return mean, lo, hi, len(vals), acc
+    return (float(np.mean(vals)) if vals else math.nan), lo, hi, len(vals)
 
 
 def get_confirm_info(search_ranking: pd.DataFrame, confirm_matched: pd.DataFrame,
                      schedules: list[str], metric: str, seeds: list[int],
-                     max_acc_drop: float = 0.01, n_boot: int = 10_000) -> ConfirmInfo:
+                     max_acc_drop: float = 0.01, n_boot: int = 10_000,
+                     data_seeds: list[int] | None = None) -> ConfirmInfo:
     short = metric.removeprefix("val_")
+    fresh = "fresh seeds and split draws" if data_seeds else "fresh seeds"
     rows = []
     for label in schedules:
         found = search_ranking[search_ranking.schedule == label]
         s = found.iloc[0] if not found.empty else None
+        grp = confirm_matched[confirm_matched.schedule == label]
         row: dict[str, Any] = {"schedule": label}
         for m in _METRICS:
             row[f"search_val_{m}"] = float(s[f"val_{m}"]) if s is not None else math.nan
             row[f"search_test_{m}"] = float(s[f"test_{m}"]) if s is not None else math.nan
-            mean, lo, hi, n, acc = _confirmed(confirm_matched, label, m, n_boot)
+            mean, lo, hi, n = _mean_ci(grp, f"test_{m}", n_boot)
             row.update({f"confirmed_test_{m}": mean, f"confirmed_{m}_ci_low": lo,
                         f"confirmed_{m}_ci_high": hi})
             row[f"shrinkage_{m}"] = row[f"search_val_{m}"] - mean
-            row["n_confirmed"], row["confirmed_delta_test_acc"] = n, acc
+            row["n_confirmed"] = n
+        row["confirmed_delta_test_acc"] = float(grp.test_acc_delta.mean()) if len(grp) \
+            else math.nan
+        for key, col in (("train_ce", "train_ce_delta"), ("test_ce", "test_ce_delta")):
+            mean, lo, hi, _ = _mean_ci(grp, col, n_boot)
+            row.update({f"confirmed_delta_{key}": mean, f"confirmed_delta_{key}_ci_low": lo,
+                        f"confirmed_delta_{key}_ci_high": hi})
+        row["closed_from"] = closing_side(row["confirmed_delta_train_ce"],
+                                          row["confirmed_delta_test_ce"])
         row["verdict"] = verdict(row[f"confirmed_{short}_ci_low"],
                                  row[f"confirmed_test_{short}"],
-                                 row["confirmed_delta_test_acc"], max_acc_drop)
+                                 row["confirmed_delta_test_acc"], max_acc_drop,
+                                 row["closed_from"], fresh)
         rows.append(row)
     table = pd.DataFrame(rows)
     rho = {m: spearman(table[f"search_val_{m}"], table[f"confirmed_test_{m}"])
            if not table.empty else math.nan for m in _METRICS}
-    return ConfirmInfo(table, metric, rho, list(seeds))
+    return ConfirmInfo(table, metric, rho, list(seeds),
+                       None if data_seeds is None else list(data_seeds))
+
+
+def _ci(row: dict[str, Any], lo: str, hi: str) -> str:
+    return "n/a" if not math.isfinite(row[lo]) else f"[{row[lo]:+.3f},{row[hi]:+.3f}]"
+
+
+def fresh_text(info: ConfirmInfo) -> str:
+    """Which seeds (and split draws) the confirmation ran on, in words."""
+    if not info.data_seeds:
+        return f"fresh seeds {info.seeds} (the study's split draw)"
+    pairs = ", ".join(f"{s}/{d}" for s, d in zip(info.seeds, info.data_seeds, strict=False))
+    return f"fresh seeds and split draws (seed/data_seed {pairs})"
 
 
 def format_confirm(info: ConfirmInfo) -> str:
-    """The table a terminal shows, then the verdicts and the transfer line."""
+    """The table a terminal shows (120 columns), then the verdicts and the transfer line."""
     m = info.metric.removeprefix("val_")
-    cols = ["schedule", f"search_val_{m}", f"search_test_{m}", f"confirmed_test_{m}",
-            f"confirmed_{m}_ci_low", f"confirmed_{m}_ci_high", f"shrinkage_{m}",
-            "confirmed_delta_test_acc", "n_confirmed"]
-    t = info.table[cols] if not info.table.empty else pd.DataFrame(columns=cols)
-    with pd.option_context("display.width", 220, "display.max_colwidth", 40,
-                           "display.float_format", "{:.4f}".format):
-        lines = [f"confirmation on fresh seeds {info.seeds} (selected by {info.metric} on "
-                 f"validation; confirmed on test):", str(t.to_string(index=False)), ""]
+    short = "red" if m == "gap_reduction" else "clos"
+    head = ["schedule", f"search_val_{short}", f"confirmed_test_{short}", "95% CI", "shrink",
+            "Δacc", "Δtrain_ce", "Δtest_ce", "n"]
+    rows = [[str(r["schedule"]), f"{r[f'search_val_{m}']:+.3f}",
+             f"{r[f'confirmed_test_{m}']:+.3f}",
+             _ci(r, f"confirmed_{m}_ci_low", f"confirmed_{m}_ci_high"),
+             f"{r[f'shrinkage_{m}']:+.3f}", f"{100 * r['confirmed_delta_test_acc']:+.1f}",
+             f"{r['confirmed_delta_train_ce']:+.3f}", f"{r['confirmed_delta_test_ce']:+.3f}",
+             str(r["n_confirmed"])] for r in info.table.to_dict("records")]
+    lines = [f"confirmation on {fresh_text(info)}; selected by {info.metric} on validation, "
+             f"confirmed on test:", fixed_width(head, rows, left=(0,)),
+             "Δ against the matched CE baselines on the same seeds and draws: acc in test "
+             "accuracy points, CE in nats.", ""]
     for row in info.table.to_dict("records"):
         lines.append(f"  {row['schedule']}: {row['verdict']}")
     rho = ", ".join(f"{k} {v:+.2f}" if math.isfinite(v) else f"{k} n/a"

@@ -79,6 +79,8 @@ def settings_from_spec(text: str, where: str) -> dict[str, Any]:
         stop = {k: v for k, v in (raw.get("stopper") or {}).items()
                 if k in ("window", "rel_tol", "grad_tol")}
         out: dict[str, Any] = {"saturation": stop}
+        if isinstance(raw.get("search"), dict):
+            out["search"] = raw["search"]  # the searched ranges (the range-edge warning)
         if isinstance(obj, dict) and "last_k" in obj:
             out["last_k"] = int(obj["last_k"])
         items = raw.get("objective") or {}

@@ -28,6 +28,7 @@ import pandas as pd
 
 from trainables.closure import (
     COMPARISON_KEYS,
+    closing_side,
     compare,
     last_k_window,
     match_key,
@@ -194,6 +195,12 @@ def _schedule_row(label: str, grp: list[dict[str, Any]], selection: Selection,
         row[f"n_{split}"] = n
     has = any(r["matched"] for r in grp)
     nan = float("nan")
+    for key, src in (("delta_train_ce", "train_ce_delta"), ("delta_test_ce", "test_ce_delta")):
+        mean, lo, hi, _ = _mean_ci([r[src] for r in grp], n_boot, seed)
+        row.update({key: mean if has else nan, f"{key}_ci_low": lo, f"{key}_ci_high": hi})
+    # how the test gap closed (trainables.closure.closing_side): below = train CE up
+    row["closed_from"] = closing_side(row["delta_train_ce"], row["delta_test_ce"])
+    row["val_closed_from"] = closing_side(row["delta_train_ce"], _mean(grp, "val_ce_delta"))
     row.update({
         "n_seeds": len(grp), "n_unmatched": sum(1 for r in grp if not r["matched"]),
         "delta_val_acc": _mean(grp, "val_acc_delta") if has else nan,

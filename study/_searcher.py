@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import optuna
 from ray.tune.search import Searcher
 
-from trainables.closure import compare, last_k_mean, match_key, mean_defined
+from trainables.closure import MATCH_KEYS, compare, last_k_mean, match_key, mean_defined
 from trainables.records import (
     BASELINE_KEY,
     DEFAULT_ALPHA,
@@ -339,6 +339,13 @@ class StudySearcher(Searcher):
         searcher.restore(str(path))
         return searcher
 
+    def _rekey(self, key: str) -> str:
+        """A match key saved before the split draw joined the keys: the study's own draw."""
+        parts = json.loads(key)
+        if len(parts) == len(MATCH_KEYS) - 1:
+            parts.append(match_key({"data_seed": self.spec.fixed.get("data_seed")})[-1])
+        return json.dumps(parts)
+
     def save(self, checkpoint_path: str) -> None:
         """The searcher's state as JSON (data, never code; Tune's own files are pickles)."""
         state = {
@@ -374,8 +381,8 @@ class StudySearcher(Searcher):
         self.histories = {t: h for t, h in s["histories"].items() if isinstance(h, dict)}
         self.done = {int(n): {int(sd): v if isinstance(v, dict) or v is None else None
                               for sd, v in d.items()} for n, d in s["done"].items()}
-        self.base_map = dict(s.get("base_map", {}))
-        self.base_done = dict(s.get("base_done", {}))
+        self.base_map = {t: self._rekey(k) for t, k in s.get("base_map", {}).items()}
+        self.base_done = {self._rekey(k): v for k, v in s.get("base_done", {}).items()}
         self.told = [int(n) for n in s.get("told", [])]
         self.asked, self.sampler_seed = int(s["asked"]), int(s["sampler_seed"])
         self._study = None

@@ -57,7 +57,11 @@ def _add_analysis(sub: Any) -> None:
     common.add_argument("--acc-tolerance", type=float, default=0.02,
                         help="flag schedules losing more test accuracy than this (default 0.02)")
     r = sub.add_parser("rank", parents=[common], help="rank schedules by gap closure")
-    r.add_argument("--format", choices=("table", "csv", "markdown", "json"), default="table")
+    r.add_argument("--format", choices=("table", "wide", "csv", "markdown", "json"),
+                   default="table", help="table: 120 columns, the selection first; wide: "
+                                         "every column; csv, markdown, json: every column")
+    r.add_argument("--wide", action="store_const", const="wide", dest="format",
+                   help="same as --format wide")
     r.add_argument("--importance", action="store_true",
                    help="also: which hyperparameters drive validation closure (fANOVA and "
                         "PED-ANOVA on the stored Optuna study)")
@@ -100,8 +104,25 @@ def _add_confirm(sub: Any) -> None:
     p.add_argument("study", help="study folder")
     p.add_argument("--top", type=int, help="schedules to confirm (default 3)")
     p.add_argument("--seeds", type=int, help="fresh seeds per schedule (default 3)")
+    split = p.add_mutually_exclusive_group()
+    split.add_argument("--data-seeds", type=_int_list, metavar="D,D,...",
+                       help="the split draw paired with each fresh seed (default: the next "
+                            "draws after the study's own)")
+    split.add_argument("--same-split", action="store_true",
+                       help="keep the study's split draw (vary the model seed only)")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        vals = [int(t) for t in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} -- allowed: integers >= 0 separated by "
+                                         f"commas") from None
+    if any(v < 0 for v in vals) or len(set(vals)) != len(vals):
+        raise argparse.ArgumentTypeError(f"{text!r} -- allowed: distinct integers >= 0")
+    return vals
 
 
 def confirm_command(args: argparse.Namespace) -> int:
@@ -121,7 +142,8 @@ def confirm_command(args: argparse.Namespace) -> int:
         _, spec = open_study(out)  # the total is set from the plan (fewer feasible: fewer)
         progress = [StudyProgress(total=0, epochs=int(spec.fixed.get("epochs", 10)))]
     try:
-        info = run_confirm(out, args.top, args.seeds, args.num_cpus, progress)
+        info = run_confirm(out, args.top, args.seeds, args.num_cpus, progress,
+                           args.data_seeds, args.same_split)
     finally:
         shutdown_ray()
     from analysis import format_confirm
@@ -422,7 +444,12 @@ def analysis_command(args: argparse.Namespace) -> int:
     for note in a.notes:
         print(f"note: {note}", file=sys.stderr)
     if args.command == "rank":
-        print(format_ranking(a.ranking, args.format))
+        print(format_ranking(a.ranking, args.format, a.selection.metric))
+        from analysis import format_edges
+
+        for line in format_edges(a.edges):  # beside the table; never inside csv/json
+            print(f"warning: {line}", file=sys.stderr if args.format in ("csv", "json")
+                  else sys.stdout)
         if args.importance:
             print()
             print(_importance_text(args.study, args.format))

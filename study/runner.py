@@ -291,7 +291,8 @@ def _grow(paths: StudyPaths, spec: StudySpec, grown: StudySpec, fit: Callable,
 
 
 def run_confirm(out: Path, top: int | None = None, seeds: int | None = None,
-                num_cpus: int | None = None, callbacks: list[Any] | None = None) -> Any:
+                num_cpus: int | None = None, callbacks: list[Any] | None = None,
+                data_seeds: list[int] | None = None, same_split: bool = False) -> Any:
     """``mistudy confirm``: plan (or resume the stored plan), run the confirmation phase, sync
     MLflow, and return the confirmation table (``analysis.ConfirmInfo``)."""
     from ._confirm import confirm_dir, load_or_plan
@@ -303,7 +304,7 @@ def run_confirm(out: Path, top: int | None = None, seeds: int | None = None,
         check_tracking(meta["tracking_uri"])
         check_local_cpus(spec.cpus_per_trial, num_cpus)
         check_local_gpus(spec.gpus_per_trial)
-        plan = load_or_plan(out, top, seeds)
+        plan = load_or_plan(out, top, seeds, data_seeds, same_split)
         for cb in callbacks or []:  # a progress display counts the runs the plan holds
             if hasattr(cb, "total"):
                 cb.total = len(plan["configs"])

@@ -6,14 +6,21 @@ MLflow columns), the ranking and ``confirm`` all compute closure here, so they c
 Definitions (per trial run, against its matched cross-entropy baselines):
 
 * **Matched baseline**: the plain-CE runs (``constant``, ``c = 1``) with the same
-  :data:`MATCH_KEYS` values (dataset, model, batch size, epochs, seed).
+  :data:`MATCH_KEYS` values (dataset, model, batch size, epochs, seed, split draw).
 * **Window**: the trial's last ``last_k`` recorded epochs. The baseline's values are taken over
   the *same* epochs (a trial stopped early is compared at equal training time); a baseline
   lacking one of them is left out; several matching baselines are averaged.
 * For a split ``s`` in ``val``/``test``: the **gap** is ``s_ce − train_ce`` (window mean);
   ``s_closure = (gap_b − gap) / gap_b`` (1 closes the gap, 0 changes nothing, negative widens
   it); ``s_gap_reduction = gap_b − gap`` (nats, always defined); ``s_acc_delta = acc − acc_b``;
-  ``s_ce_delta = ce − ce_b``.
+  ``s_ce_delta = ce − ce_b``; and once for both splits ``train_ce_delta = train_ce −
+  train_ce_b``.
+* **How a gap closed**: ``s_gap_reduction = train_ce_delta − s_ce_delta`` (an identity), so a
+  reduction comes from below (train CE rises: the model fits its training set less) or from
+  above (the split's CE falls: it generalizes better). :func:`closing_side` names it: the
+  share ``max(train_ce_delta, 0) / (max(train_ce_delta, 0) + max(−s_ce_delta, 0))`` of the
+  movement that is the train CE's; at least :data:`SIDE_SHARE` is "from below", at most
+  ``1 − SIDE_SHARE`` "from above", between them "from both sides".
 * **Undefined closure**: when the baseline's gap is not positive there is no gap to close, and
   ``s_closure`` is NaN (never a huge or sign-flipped ratio). Averages over seeds skip NaN
   closures; a configuration whose every seed is undefined has no closure (the searcher tells
@@ -26,15 +33,17 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["MATCH_KEYS", "SPLITS", "COMPARISON_KEYS", "match_key", "last_k_problem",
-           "last_k_window", "window_mean", "last_k_mean", "closure", "compare", "mean_defined"]
+__all__ = ["MATCH_KEYS", "SPLITS", "COMPARISON_KEYS", "SIDE_SHARE", "match_key",
+           "last_k_problem", "last_k_window", "window_mean", "last_k_mean", "closure", "compare",
+           "mean_defined", "closing_side"]
 
-MATCH_KEYS = ("dataset", "model", "batch_size", "epochs", "seed")
+MATCH_KEYS = ("dataset", "model", "batch_size", "epochs", "seed", "data_seed")
 SPLITS = ("val", "test")
 _GAP = {"val": "val_gap", "test": "gap"}  # record keys: s_ce − train_ce
 COMPARISON_KEYS = tuple(f"{s}_{m}" for s in SPLITS
                         for m in ("closure", "gap_reduction", "acc_delta", "ce_delta",
-                                  "gap", "gap_baseline"))
+                                  "gap", "gap_baseline")) + ("train_ce_delta",)
+SIDE_SHARE = 0.75  # the share of the movement one side must carry to be named alone
 
 Record = Mapping[str, Any]
 
@@ -104,7 +113,8 @@ def compare(trial: Sequence[Record], baselines: Sequence[Sequence[Record]],
     window = last_k_window(trial, last_k)
     own = {int(r["epoch"]): r for r in trial}
     bases = [{int(r["epoch"]): r for r in b} for b in baselines]
-    out: dict[str, float] = {}
+    out: dict[str, float] = {"train_ce_delta": _indexed_mean(own, "train_ce", window)
+                             - _baseline_mean(bases, "train_ce", window)}
     for s in SPLITS:
         gap = _indexed_mean(own, _GAP[s], window)
         gap_b = _baseline_mean(bases, _GAP[s], window)
@@ -116,3 +126,16 @@ def compare(trial: Sequence[Record], baselines: Sequence[Sequence[Record]],
         out[f"{s}_acc_delta"] = _indexed_mean(own, f"{s}_acc", window) - acc_b
         out[f"{s}_ce_delta"] = _indexed_mean(own, f"{s}_ce", window) - ce_b
     return out
+
+
+def closing_side(train_ce_delta: float, ce_delta: float) -> str:
+    """From which side a split's gap moved against its baseline: ``"below"`` (train CE up),
+    ``"above"`` (the split's CE down), ``"both"``, ``"none"`` (the gap did not shrink), or
+    ``""`` when a delta is undefined. The gap reduction is ``train_ce_delta − ce_delta``."""
+    if not (math.isfinite(train_ce_delta) and math.isfinite(ce_delta)):
+        return ""
+    below, above = max(train_ce_delta, 0.0), max(-ce_delta, 0.0)
+    if train_ce_delta - ce_delta <= 0 or below + above == 0:
+        return "none"
+    share = below / (below + above)
+    return "below" if share >= SIDE_SHARE else "above" if share <= 1 - SIDE_SHARE else "both"
