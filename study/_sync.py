@@ -92,12 +92,16 @@ def _backfill_ranking(out: Path, tracker: Any) -> None:
         a = analyze(str(out))
     except AnalysisError:
         return  # nothing to rank yet (no finished trials, or only baselines)
+    from ._ui import share_view
+
     keys = ("val_closure", "test_closure", "val_gap_reduction", "test_gap_reduction",
-            "val_acc_delta", "test_acc_delta")
-    for row in a.matched.to_dict("records"):
-        # test_closure again as gap_closure: the UI's sort column
-        tracker.log_values(row["run_id"], {**{k: row[k] for k in keys},
-                                           "gap_closure": row["test_closure"]})
+            "val_acc_delta", "test_acc_delta", "val_ce_delta", "test_ce_delta",
+            "train_ce_delta")
+    # test_closure again as gap_closure: the plain link's sort column; each run's place in
+    # the view the printed link opens (the top schedules beside their baselines) with them
+    share_view(tracker, a.ranking, a.trials, {
+        row["run_id"]: {**{k: row[k] for k in keys}, "gap_closure": row["test_closure"]}
+        for row in a.matched.to_dict("records")})
     log_ranking(a)
     best = a.ranking.dropna(subset=[a.selection.metric]).head(1)
     if a.data.parent_run_id and not best.empty:

@@ -191,6 +191,10 @@ class Tracker:
             self._log_text(run_id, yaml.safe_dump(dict(spec_raw), sort_keys=False), "spec.yaml")
         return run_id
 
+    def set_experiment_tag(self, key: str, value: str) -> None:
+        """A tag on the study's experiment (the shared view the printed link opens)."""
+        self.client.set_experiment_tag(self.experiment_id(), key, value)
+
     def finish_parent(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.parent_run(), status=status)
 

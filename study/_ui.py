@@ -1,9 +1,17 @@
 """``mistudy ui``: the MLflow UI on a study's store, as a well-behaved server.
 
 It refuses a busy port (exit 2) before starting anything, prints one link that opens the
-study's trial runs in chart view sorted by gap closure, and on SIGTERM or Ctrl-C stops the
-MLflow server and every process it started (found through /proc, so a child that made its own
-session is stopped too).
+study's trial runs in chart view, and on SIGTERM or Ctrl-C stops the MLflow server and every
+process it started (found through /proc, so a child that made its own session is stopped too).
+
+**What the link shows** is decided by MLflow's *shared view*: an experiment tag
+``mlflow.sharedViewState.<key>`` holds a view state (the run search and the UI state MLflow
+otherwise keeps in the browser), and ``viewStateShareKey=<key>`` in the URL opens it -- the
+mechanism of MLflow's own "Share" button (MLflow 3.17). :func:`get_view_info` fills it from the
+ranking: the top schedules' seed runs **and their matched CE baselines** are the visible runs
+(at most :data:`VISIBLE_RUNS`, the runs MLflow charts) and pinned to the top of the table, every
+other run hidden (one click shows it); the MI trajectories and the gaps come first, in a
+section of their own, MLflow's generated charts of every other metric after them.
 """
 
 from __future__ import annotations
@@ -17,26 +25,123 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from ._guardian import spawn_tied
 
-__all__ = ["runs_link", "port_free", "serve", "descendants"]
+__all__ = ["runs_link", "port_free", "serve", "descendants", "ViewInfo", "get_view_info",
+           "view_state", "share_view", "SHARE_KEY", "VIEW_ORDER", "SHARE_TAG", "VISIBLE_RUNS",
+           "FIRST_CHARTS"]
 
 TRIAL_FILTER = "tags.`mistudy.role` = 'trial'"
+SHARE_KEY = "mistudy-top"  # the view the printed link opens
+SHARE_TAG = f"mlflow.sharedViewState.{SHARE_KEY}"  # MLflow's own tag prefix for a shared view
+VISIBLE_RUNS = 10  # MLflow shows the first 10 runs (FIRST_10_RUNS) and charts that many
+VIEW_ORDER = "view_order"  # a trial run's place in the view (a metric: the view sorts by it)
+FIRST_CHARTS = ("mi_y_yhat", "mi_y_x", "gap", "val_gap", "train_ce", "test_ce", "transition")
+_QUERY = {"searchFilter": TRIAL_FILTER, "orderByKey": "metrics.`gap_closure`",
+          "orderByAsc": "false"}
 
 
-def runs_link(base: str, experiment_id: str | None) -> str:
-    """The study's trial runs in chart view (MLflow draws one chart per logged metric),
-    sorted by gap closure. MLflow's URL state does the work: ``workflowType`` opens the
-    model-training UI (not the GenAI overview); a search filter plus a sort key other than
-    the start time lists the trial runs flat instead of collapsed under the study's parent."""
-    query = urllib.parse.urlencode({
-        "searchFilter": TRIAL_FILTER, "orderByKey": "metrics.`gap_closure`",
-        "orderByAsc": "false", "compareRunsMode": "CHART",
-        "workflowType": "machine_learning"}, quote_via=urllib.parse.quote)
+def runs_link(base: str, experiment_id: str | None, shared: bool = False) -> str:
+    """The study's trial runs in chart view. MLflow's URL state does the work:
+    ``workflowType`` opens the model-training UI (not the GenAI overview); a search filter
+    plus a sort key other than the start time lists the trial runs flat instead of collapsed
+    under the study's parent; with ``shared``, ``viewStateShareKey`` opens the view
+    :func:`view_state` stored on the experiment (the schedules beside their baselines)."""
+    params = {**_QUERY, "compareRunsMode": "CHART", "workflowType": "machine_learning"}
+    if shared:  # the search comes from the stored view (a search in the URL would end it)
+        params = {"viewStateShareKey": SHARE_KEY, "compareRunsMode": "CHART",
+                  "workflowType": "machine_learning"}
+    query = urllib.parse.urlencode(params, quote_via=urllib.parse.quote)
     if experiment_id is None:
         return f"{base.rstrip('/')}/#/experiments"
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
+
+
+class ViewInfo(NamedTuple):
+    """The runs the link charts: top schedules with their matched baselines."""
+
+    visible: list[str]  # run ids, in table order (each schedule's seeds, then its baselines)
+    schedules: list[str]  # the schedules shown, best first
+    baselines: list[str]  # the visible baseline run ids
+    order: dict[str, int]  # run id -> its place in the table (VIEW_ORDER), visible ones first
+
+
+def get_view_info(ranking: Any, trials: Any, limit: int = VISIBLE_RUNS) -> ViewInfo:
+    """The ranking's top schedules (feasible first, as ranked) with the runs of their matched
+    baselines, as many schedules as fit in ``limit`` runs (always the first); every ranked
+    run and baseline gets its place in the table, the visible ones first."""
+    from trainables.closure import match_key
+
+    base: dict[tuple[str, ...], list[str]] = {}
+    config = dict(zip(trials.run_id, trials.config, strict=False))
+    for row in trials[trials.baseline].to_dict("records"):
+        base.setdefault(match_key(row["config"]), []).append(row["run_id"])
+    groups = []
+    for row in ranking.to_dict("records"):
+        runs = list(row["run_ids"])
+        theirs = list(dict.fromkeys(b for r in runs for b in base.get(match_key(config[r]), [])))
+        groups.append((str(row["schedule"]), runs, theirs, bool(row["feasible"])))
+    visible: list[str] = []
+    schedules: list[str] = []
+    for label, runs, mine, feasible in groups:
+        new = runs + [b for b in mine if b not in visible]
+        if schedules and (len(visible) + len(new) > limit or not feasible):
+            break  # the top feasible schedules only (the first shown whatever it is)
+        schedules.append(label)
+        visible += new
+    rest = [r for _, runs, theirs, _ in groups for r in runs + theirs]
+    order = {r: i for i, r in enumerate(dict.fromkeys(visible + rest), 1)}
+    baselines = [b for b in visible if b in {x for v in base.values() for x in v}]
+    return ViewInfo(visible, schedules, baselines, order)
+
+
+def share_view(tracker: Any, ranking: Any, trials: Any,
+               values: dict[str, dict[str, float]] | None = None) -> ViewInfo:
+    """Store the view of :func:`get_view_info` on the study's experiment (the tag the link
+    with ``shared=True`` opens) and each run's place in it (the metric :data:`VIEW_ORDER`,
+    which the view sorts by: MLflow's per-run visibility is not part of a shared view). Each
+    run's other ``values`` go in the same write."""
+    import json
+
+    info = get_view_info(ranking, trials)
+    values = values or {}
+    for run_id in dict.fromkeys([*info.order, *values]):
+        place = info.order.get(run_id)
+        tracker.log_values(run_id, {**values.get(run_id, {}),
+                                    **({} if place is None else {VIEW_ORDER: float(place)})})
+    tracker.set_experiment_tag(SHARE_TAG, json.dumps(view_state(info)))
+    return info
+
+
+def _line_chart(metric: str, section: str, runs: int) -> dict[str, Any]:
+    """A line chart card as MLflow 3.17's run-charts state holds one (its line card), drawing
+    the first ``runs`` visible runs."""
+    return {"uuid": f"mistudy-{metric}", "type": "LINE", "runsCountToCompare": runs,
+            "metricSectionId": section, "deleted": False, "isGenerated": True,
+            "metricKey": metric, "selectedMetricKeys": [metric], "displayName": metric,
+            "lineSmoothness": 0, "xAxisScaleType": "linear", "scaleType": "linear",
+            "range": {}, "xAxisKey": "step", "selectedXAxisMetricKey": "",
+            "yAxisKey": "metric", "yAxisExpressions": [], "ignoreOutliers": False,
+            "useGlobalXaxisKey": True, "useGlobalLineSmoothing": True}
+
+
+def view_state(info: ViewInfo) -> dict[str, Any]:
+    """The shared view's JSON: the trial runs sorted by their place in the view, the first
+    :data:`VISIBLE_RUNS` shown, and the MI charts first, drawing exactly the visible schedules
+    and baselines (MLflow adds a chart for every other metric after them)."""
+    section = "mistudy-mi"
+    return {
+        "searchFilter": TRIAL_FILTER, "orderByKey": f"metrics.`{VIEW_ORDER}`",
+        "orderByAsc": True, "runsHiddenMode": "FIRST_10_RUNS",
+        "compareRunCharts": [_line_chart(m, section, len(info.visible))
+                             for m in FIRST_CHARTS],
+        "compareRunSections": [
+            {"uuid": section, "name": "MI and the gap: the top schedules and their CE baselines",
+             "display": True, "isReordered": True, "deleted": False, "isGenerated": False}],
+        "isAccordionReordered": True, "hideEmptyCharts": True,
+    }
 
 
 def port_free(host: str, port: int) -> bool:
@@ -126,7 +231,7 @@ def _reachable(wildcard: str) -> str:
 
 
 def serve(uri: str, artifacts: str | None, host: str, port: int, experiment_id: str | None,
-          log: Path) -> int:
+          log: Path, shared: bool = False) -> int:
     """Run the MLflow server until SIGTERM/Ctrl-C; then stop its whole process tree. The
     server's own output goes to ``log``."""
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
@@ -149,8 +254,8 @@ def serve(uri: str, artifacts: str | None, host: str, port: int, experiment_id: 
         print(f"starting the MLflow server on {url_base(host, port)} ...", flush=True)
         if _wait_ready(url_base(local_host(host), port), proc, stop):
             base = url_base(host if host not in ("0.0.0.0", "::") else _reachable(host), port)
-            print(f"MLflow UI: {runs_link(base, experiment_id)}\n(Ctrl-C to stop; server log: "
-                  f"{log})", flush=True)
+            print(f"MLflow UI: {runs_link(base, experiment_id, shared)}\n(Ctrl-C to stop; "
+                  f"server log: {log})", flush=True)
         elif proc.poll() is not None:
             print(f"error: the MLflow server exited ({proc.returncode}); see {log}",
                   file=sys.stderr)

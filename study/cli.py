@@ -335,7 +335,7 @@ def _print_summary(trials: list[dict[str, Any]], out: Path) -> None:
         from ._folder import redact
         from ._ui import runs_link
 
-        print(f"MLflow UI: {runs_link(redact(uri), _experiment_id(meta))}")
+        print(f"MLflow UI: {runs_link(redact(uri), _experiment_id(meta), shared=True)}")
     else:
         print(f"MLflow UI:  mistudy ui --out {out}")
 
@@ -372,7 +372,7 @@ def ui_command(args: argparse.Namespace) -> int:
     uri = meta["tracking_uri"]
     if not uri.startswith("sqlite:"):
         print(f"this study logs to a tracking server; open: "
-              f"{runs_link(redact(uri), _experiment_id(meta))}")
+              f"{runs_link(redact(uri), _experiment_id(meta), _share_view(args.out, meta))}")
         return 0
     if not 1 <= args.port <= 65535:
         return _err(f"--port={args.port} -- allowed: 1..65535")
@@ -384,8 +384,34 @@ def ui_command(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: --host {args.host} serves the study's store (read and write, no "
               f"login) to every machine that can reach this one", file=sys.stderr)
+    shared = _share_view(args.out, meta)
     return serve(uri, meta.get("artifact_location"), args.host, args.port,
-                 _experiment_id(meta), Path(args.out) / "mlflow-ui.log")
+                 _experiment_id(meta), Path(args.out) / "mlflow-ui.log", shared)
+
+
+def _share_view(out: str, meta: dict[str, Any]) -> bool:
+    """Whether the study's experiment holds the view the link opens (every study's end and
+    ``mistudy sync`` store it; made here from the ranking when missing). False when there is
+    nothing to rank yet or the store refuses the tag: the link then opens the run list."""
+    from analysis import AnalysisError, analyze
+
+    from ._tracking import Tracker
+    from ._ui import SHARE_TAG, share_view
+
+    try:
+        tracker = Tracker(meta["tracking_uri"], meta["experiment"], meta["study_id"])
+        exp = tracker.client.get_experiment_by_name(meta["experiment"])
+        if exp is not None and SHARE_TAG in exp.tags:
+            return True
+        a = analyze(out)
+        share_view(tracker, a.ranking, a.trials)
+    except (AnalysisError, OSError):
+        return False
+    except Exception as exc:  # the server may refuse the write: the plain link still works
+        print(f"note: the charted view could not be stored ({type(exc).__name__}); the "
+              f"link opens the run list", file=sys.stderr)
+        return False
+    return True
 
 
 def _sqlite_problem(uri: str) -> str | None:

@@ -92,8 +92,12 @@ def schedule_text(config: Mapping[str, Any]) -> str:
 
 
 def run_name(config: Mapping[str, Any]) -> str:
-    """A trial run's readable name: ``power p=0.50 α=1.01 b256 s0``, ``CE b256 s0``."""
-    return f"{schedule_text(config)} s{config.get('seed', '?')}"
+    """A trial run's readable name: ``power p=0.50 α=1.01 b256 s0``, ``CE b256 s0``; a split
+    draw other than 0 adds `` d3``, a confirmation run starts with ``confirm:``."""
+    draw = config.get("data_seed")
+    name = f"{schedule_text(config)} s{config.get('seed', '?')}" + \
+        (f" d{draw}" if draw not in (None, 0) else "")
+    return f"confirm: {name}" if config.get(PHASE_KEY) == "confirm" else name
 
 
 # ---- typed params -----------------------------------------------------------------------
