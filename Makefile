@@ -57,15 +57,15 @@ lint: setup
 	$(VENV)/bin/mypy
 
 STUDY_OUT ?= studies/quick-$(shell date +%Y%m%d-%H%M%S)
+# The study ends with its ranking; then the top 2 schedules and their baselines are rerun on 2
+# fresh seeds, each paired with a fresh split draw.
 study: setup
 	$(VENV)/bin/mistudy run --preset quick --out $(STUDY_OUT)
-	@echo; echo "ranking (selected on validation; test only read):"
-	$(VENV)/bin/mistudy rank $(STUDY_OUT) --importance
-	@echo; echo "confirmation: the top 2 schedules and their baselines on 2 fresh seeds:"
+	@echo; echo "confirmation: the top 2 schedules and their baselines on 2 fresh seeds and split draws:"
 	$(VENV)/bin/mistudy confirm $(STUDY_OUT) --top 2 --seeds 2 || \
 	  echo "(nothing confirmed: see the line above)"
 	$(VENV)/bin/mistudy report $(STUDY_OUT) --out $(STUDY_OUT)/report
-	@echo; echo "MLflow UI: $(VENV)/bin/mistudy ui --out $(STUDY_OUT)"
+	@echo; echo "MLflow UI (the top schedules beside their CE baselines): $(VENV)/bin/mistudy ui --out $(STUDY_OUT)"
 
 bench: setup
 	$(PY) -m benchmarks.run --full

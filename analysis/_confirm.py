@@ -131,22 +131,42 @@ def fresh_text(info: ConfirmInfo) -> str:
     return f"fresh seeds and split draws (seed/data_seed {pairs})"
 
 
-def format_confirm(info: ConfirmInfo) -> str:
-    """The table a terminal shows (120 columns), then the verdicts and the transfer line."""
+WIDE = ("search_val_{m}", "search_test_{m}", "confirmed_test_{m}", "confirmed_{m}_ci_low",
+        "confirmed_{m}_ci_high", "shrinkage_{m}", "confirmed_delta_test_acc",
+        "confirmed_delta_train_ce", "confirmed_delta_train_ce_ci_low",
+        "confirmed_delta_train_ce_ci_high", "confirmed_delta_test_ce",
+        "confirmed_delta_test_ce_ci_low", "confirmed_delta_test_ce_ci_high", "closed_from",
+        "n_confirmed")
+
+
+def _wide(info: ConfirmInfo, m: str) -> str:
+    """Every column, 4 decimals (``confirm.md`` and the MLflow parent's ``confirm.txt``)."""
+    cols = ["schedule", *(c.format(m=m) for c in WIDE)]
+    rows = [[str(r["schedule"]), *(f"{v:.4f}" if isinstance(v, float) else str(v)
+                                   for v in (r[c] for c in cols[1:]))]
+            for r in info.table.to_dict("records")]
+    return fixed_width(cols, rows, left=(0,), width=10_000)
+
+
+def format_confirm(info: ConfirmInfo, wide: bool = False) -> str:
+    """The table a terminal shows (120 columns; ``wide``: every column), then the verdicts
+    and the transfer line."""
     m = info.metric.removeprefix("val_")
-    short = "red" if m == "gap_reduction" else "clos"
-    head = ["schedule", f"search_val_{short}", f"confirmed_test_{short}", "95% CI", "shrink",
-            "Δacc", "Δtrain_ce", "Δtest_ce", "n"]
+    head = ["schedule", "search_val", "confirmed", "95% CI", "shrink", "Δacc", "Δtrain_ce",
+            "Δtest_ce", "n"]
     rows = [[str(r["schedule"]), f"{r[f'search_val_{m}']:+.3f}",
              f"{r[f'confirmed_test_{m}']:+.3f}",
              _ci(r, f"confirmed_{m}_ci_low", f"confirmed_{m}_ci_high"),
              f"{r[f'shrinkage_{m}']:+.3f}", f"{100 * r['confirmed_delta_test_acc']:+.1f}",
              f"{r['confirmed_delta_train_ce']:+.3f}", f"{r['confirmed_delta_test_ce']:+.3f}",
              str(r["n_confirmed"])] for r in info.table.to_dict("records")]
-    lines = [f"confirmation on {fresh_text(info)}; selected by {info.metric} on validation, "
-             f"confirmed on test:", fixed_width(head, rows, left=(0,)),
-             "Δ against the matched CE baselines on the same seeds and draws: acc in test "
-             "accuracy points, CE in nats.", ""]
+    table = _wide(info, m) if wide else fixed_width(head, rows, left=(0,))
+    lines = [f"confirmation on {fresh_text(info)}:", table,
+             f"search_val: {info.metric}, the selection on validation; confirmed: test_{m} "
+             "on the fresh runs, 95% CI",
+             "over seeds; shrink = search_val − confirmed. Δ: against the matched CE "
+             "baselines on the same seeds and draws,", "acc in test accuracy points, CE in "
+             "nats.", ""]
     for row in info.table.to_dict("records"):
         lines.append(f"  {row['schedule']}: {row['verdict']}")
     rho = ", ".join(f"{k} {v:+.2f}" if math.isfinite(v) else f"{k} n/a"

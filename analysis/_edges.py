@@ -132,17 +132,19 @@ def _g(v: float) -> str:
     return f"{int(v)}" if float(v).is_integer() else f"{v:.4g}"
 
 
-def format_edges(edges: list[EdgeInfo]) -> list[str]:
-    """One warning line per edge (under 110 characters for the usual keys)."""
+def format_edges(edges: list[EdgeInfo], width: int = 110) -> list[str]:
+    """One warning per edge, wrapped to ``width`` (continuation lines indented)."""
+    import textwrap
+
     lines = []
     for e in edges:
+        among = ", ".join(_g(v) for v in (e.choices or (e.low, e.high)))
         if e.key == "search.batch_size":
-            where = f"the {'largest' if e.bound == 'high' else 'smallest'} choice"
-            near = f"{e.near} of the top {e.top} too"
+            where = f"the {'largest' if e.bound == 'high' else 'smallest'} of [{among}] (so are"
+            near = f"{e.near} of the top {e.top})"
         else:
-            where = f"the {'upper' if e.bound == 'high' else 'lower'} edge"
-            near = f"{e.near} of the top {e.top} near it"
-        among = e.choices or (e.low, e.high)
-        lines.append(f"the winner sits at {where} of {e.key}: {_g(e.value)} of "
-                     f"[{', '.join(_g(v) for v in among)}] ({near}); widen it")
+            where = f"at the {'upper' if e.bound == 'high' else 'lower'} edge of [{among}]"
+            near = f"({e.near} of the top {e.top} near it)"
+        text = f"{e.key}: the winner's {_g(e.value)} is {where} {near}; widen it"
+        lines += textwrap.wrap(text, width, subsequent_indent="  ")
     return lines

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from ._commands import Analysis, analyze, confirmation
-from ._confirm import spearman
+from ._confirm import fresh_text, spearman
+from ._edges import format_edges
 
 __all__ = ["FindingsInfo", "get_findings_info", "format_findings", "write_findings",
            "update_page"]
@@ -115,7 +116,9 @@ def _ranking_md(info: FindingsInfo) -> str:
             "val_closure" if m != "closure" else "test_closure":
             "val closure" if m != "closure" else "test closure",
             "delta_val_acc": "Δ val acc", "delta_test_acc": "Δ test acc",
-            "feasible": "guards met", "pareto": "Pareto", "enqueued": "paper"}
+            "delta_train_ce": "Δ train CE", "delta_test_ce": "Δ test CE",
+            "closed_from": "closed from", "feasible": "guards met", "pareto": "Pareto",
+            "enqueued": "paper"}
     n_feas = int(r.feasible.sum())
     return (f"{len(r)} schedules ({n_feas} meet both guards); top {TOP} by "
             f"{info.analysis.selection.metric} on validation, plus the paper's schedule "
@@ -142,17 +145,22 @@ def _confirm_md(info: FindingsInfo) -> str:
     if c is None:
         return "No confirmation in this bundle."
     m = c.metric.removeprefix("val_")
-    t = c.table.assign(ci=[f"{_f(a)}..{_f(b)}" for a, b in zip(
-        c.table[f"confirmed_{m}_ci_low"], c.table[f"confirmed_{m}_ci_high"])],
-        cci=[f"{_f(a)}..{_f(b)}" for a, b in zip(c.table["confirmed_closure_ci_low"],
-                                                 c.table["confirmed_closure_ci_high"])])
+    def ci(prefix: str) -> list[str]:
+        return [f"{_f(a)}..{_f(b)}" for a, b in zip(c.table[f"{prefix}_ci_low"],
+                                                     c.table[f"{prefix}_ci_high"])]
+
+    t = c.table.assign(ci=ci(f"confirmed_{m}"), cci=ci("confirmed_closure"),
+                       tci=ci("confirmed_delta_train_ce"), sci=ci("confirmed_delta_test_ce"))
     cols = {"schedule": "schedule", f"search_val_{m}": f"search val {m}",
             f"search_test_{m}": f"search test {m}", f"confirmed_test_{m}": f"confirmed test {m}",
             "ci": "95% CI", f"shrinkage_{m}": "shrinkage", "confirmed_test_closure":
             "confirmed test closure", "cci": "95% CI",
-            "confirmed_delta_test_acc": "Δ test acc", "verdict": "verdict"}
+            "confirmed_delta_test_acc": "Δ test acc", "confirmed_delta_train_ce": "Δ train CE",
+            "tci": "95% CI", "confirmed_delta_test_ce": "Δ test CE", "sci": "95% CI",
+            "verdict": "verdict"}
     rho = ", ".join(f"{k} {_f(v, 2)}" for k, v in c.spearman.items())
-    return (f"Fresh seeds {c.seeds}; matched CE baselines on the same seeds.\n\n"
+    return (f"{fresh_text(c)[0].upper()}{fresh_text(c)[1:]}; matched CE baselines on the "
+            f"same seeds and draws.\n\n"
             + _table(t, cols, 4)
             + f"\n\nSpearman (in-search validation vs confirmed test): {rho}.")
 
@@ -182,6 +190,7 @@ def format_findings(info: FindingsInfo) -> str:
         f"{_f(info.transfer['gap_reduction'], 2)}.",
         f"**The paper's schedule** (power p = 0.5, α = 1.01) ranks: {', '.join(ranks) or 'n/a'}"
         f" of {len(paper)}.",
+        *(f"**Range edge**: {line}." for line in format_edges(a.edges, width=10_000)),
         "", "#### Ranking (selected on validation; test only read)", "", _ranking_md(info),
         "", "#### Importance", "", _importance_md(info),
         "", "#### Confirmation on fresh seeds", "", _confirm_md(info),

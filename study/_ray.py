@@ -26,10 +26,15 @@ def ray_environment(address: str | None) -> None:
 def init_ray(address: str | None, num_cpus: int | None) -> None:
     """Start (or join) Ray. Interrupted while starting -- Ctrl-C, SIGTERM -- it stops what it
     had started (dashboard and runtime-env agents included) before the interrupt goes on."""
+    import logging
+
     import ray
 
     if ray.is_initialized():
         return
+    # Ray's notice that a local cluster turned token authentication on (its default) reaches
+    # the terminal of every study through logging's last-resort handler; not the user's news.
+    logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
     kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False,
                               "include_dashboard": False}
     if os.environ.get("MISTUDY_WARM_WORKERS", "1") == "1":

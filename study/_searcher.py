@@ -188,11 +188,15 @@ class StudySearcher(Searcher):
     def study(self) -> optuna.Study:
         if self._study is None:
             ensure_optuna_store(self.storage_url)
+            optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created"
             self._study = optuna.create_study(
                 storage=self.storage_url, study_name=self.study_name, load_if_exists=True,
                 directions=["minimize" if o.mode == "min" else "maximize"
                             for o in self.spec.objectives],
                 sampler=make_sampler(self.spec, self.sampler_seed))
+            names = [o.metric for o in self.spec.objectives]
+            if self._study.metric_names != names:  # optuna-dashboard shows them by name
+                self._study.set_metric_names(names)
             if self.asked == 0 and not self._study.trials:  # a new study: enqueued first
                 for params in self.spec.enqueue:
                     self._study.enqueue_trial(params, user_attrs={"enqueued": True})

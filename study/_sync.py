@@ -143,7 +143,7 @@ def confirm_info(out: Path, plan: dict[str, Any], tracker: Any = None) -> Any:
     info = confirmation(str(out))
     if info is None:
         raise StudyError(f"{out}: the confirmation runs have no finished trials")
-    text = format_confirm(info)
+    text = format_confirm(info, wide=True)  # every column, 4 decimals; the terminal: 120
     atomic_write_text(StudyPaths(out).confirm_report, "```\n" + text + "\n```\n")
     if tracker is not None:
         parent = tracker.parent_run()

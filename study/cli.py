@@ -330,6 +330,7 @@ def _print_summary(trials: list[dict[str, Any]], out: Path) -> None:
         flag = "" if row["feasible"] else "  [infeasible: guard broken]"
         print(f"  #{row['number']:<3} {_params_text(row['params'])}  "
               f"{obj.metric}={row['value']:.4f}{flag}")
+    _print_ranking(out)
     uri = meta["tracking_uri"]
     if uri.startswith(("http://", "https://")):
         from ._folder import redact
@@ -338,6 +339,21 @@ def _print_summary(trials: list[dict[str, Any]], out: Path) -> None:
         print(f"MLflow UI: {runs_link(redact(uri), _experiment_id(meta), shared=True)}")
     else:
         print(f"MLflow UI:  mistudy ui --out {out}")
+
+
+def _print_ranking(out: Path) -> None:
+    """The ranking as ``mistudy rank`` prints it (its 120 columns, its range-edge warnings)."""
+    from analysis import AnalysisError, analyze, format_edges, format_ranking
+
+    try:
+        a = analyze(str(out))
+    except AnalysisError:
+        return  # nothing ranked yet (no baseline, or no finished trial): rank says why
+    print("\nranking (selected on validation; test only read; mistudy rank --wide: every "
+          "column):")
+    print(format_ranking(a.ranking, "table", a.selection.metric))
+    for line in format_edges(a.edges):
+        print(f"warning: {line}")
 
 
 def _params_text(params: dict[str, Any]) -> str:

@@ -37,7 +37,8 @@ def _window_mean(records: list[dict[str, Any]], key: str) -> float:
 def _baseline(runs: list[dict[str, Any]], cfg: dict[str, Any]) -> dict[str, Any]:
     found = [r for r in runs if r["config"].get("mistudy_baseline")
              and r["config"]["batch_size"] == cfg["batch_size"]
-             and r["config"]["seed"] == cfg["seed"]]
+             and r["config"]["seed"] == cfg["seed"]
+             and r["config"].get("data_seed") == cfg.get("data_seed")]
     assert len(found) == 1, cfg
     return found[0]
 
@@ -123,10 +124,15 @@ def test_confirm_reruns_the_top_on_fresh_seeds_and_reports_the_shrinkage(
     out = closure_study["out"]
     plan = json.loads((out / "confirm.json").read_text())
     assert plan["seeds"] == [2, 3]  # never used by the search (seeds 0 and 1)
+    assert plan["data_seeds"] == [1, 2]  # split draws the search never used (it used 0)
     search = _results(out / "ray" / "tiny")
     runs = _results(out / "ray" / "tiny-confirm")
     assert {r["config"]["seed"] for r in runs} == {2, 3}
     assert all(r["config"]["mistudy_phase"] == "confirm" for r in runs)
+    # each fresh seed on its own fresh draw, never the study's; every run has its baseline
+    # on the same seed and draw (_baseline asserts exactly one)
+    assert {(r["config"]["seed"], r["config"]["data_seed"]) for r in runs} == {(2, 1), (3, 2)}
+    assert all(r["config"]["data_seed"] != 0 for r in runs)
     ranking = analyze(str(out)).ranking
     top = ranking[ranking.feasible].head(2)
     assert [s["schedule"] for s in plan["schedules"]] == list(top.schedule)
@@ -138,6 +144,10 @@ def test_confirm_reruns_the_top_on_fresh_seeds_and_reports_the_shrinkage(
         assert sorted(r["config"]["seed"] for r in mine) == [2, 3]
         confirmed = np.mean([_window_mean(_baseline(runs, r["config"])["records"], "gap")
                              - _window_mean(r["records"], "gap") for r in mine])
+        d_train = np.mean([_window_mean(r["records"], "train_ce") - _window_mean(
+            _baseline(runs, r["config"])["records"], "train_ce") for r in mine])
+        d_test = np.mean([_window_mean(r["records"], "test_ce") - _window_mean(
+            _baseline(runs, r["config"])["records"], "test_ce") for r in mine])
         searched = [r for r in search if not r["config"].get("mistudy_baseline")
                     and r["config"]["transition"] == s["transition"]
                     and r["config"]["batch_size"] == s["batch_size"]]
@@ -146,10 +156,14 @@ def test_confirm_reruns_the_top_on_fresh_seeds_and_reports_the_shrinkage(
         line = next(ln.strip() for ln in text.splitlines()
                     if ln.strip().startswith(s["schedule"] + " "))
         cells = line[len(s["schedule"]):].split()
-        # columns: search val, search test, confirmed test, ci low, ci high, shrinkage, ...
+        # columns: search val, search test, confirmed test, ci low, ci high, shrinkage,
+        # Δ test acc, Δ train CE, its ci low, ci high, Δ test CE, its ci low, ci high, side
         assert float(cells[0]) == pytest.approx(in_search, abs=6e-5)
         assert float(cells[2]) == pytest.approx(confirmed, abs=6e-5)
         assert float(cells[5]) == pytest.approx(in_search - confirmed, abs=1.2e-4)
+        assert float(cells[7]) == pytest.approx(d_train, abs=6e-5)
+        assert float(cells[10]) == pytest.approx(d_test, abs=6e-5)
+        assert d_train - d_test == pytest.approx(confirmed, abs=1e-12)  # the identity
     assert "transfer (Spearman" in closure_study["confirm"].stdout
 
 

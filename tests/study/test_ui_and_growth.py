@@ -127,6 +127,7 @@ def test_the_ui_link_opens_the_charted_trial_runs_and_sigterm_stops_everything(
             tree = sorted(set(tree) | set(_tree(proc.pid)))
         link = line.split("MLflow UI: ", 1)[1].strip()
         assert "#/experiments/" in link and "compareRunsMode=CHART" in link
+        assert "viewStateShareKey=" in link  # the stored view: schedules beside baselines
         dom = ""
         for attempt in range(3):  # a loaded machine can need more than one page load
             dom = _chromium(link, tmp_path / str(attempt), "--dump-dom", port)
@@ -140,6 +141,11 @@ def test_the_ui_link_opens_the_charted_trial_runs_and_sigterm_stops_everything(
         b = dom.index("(mi_y_yhat)", a)
         assert re.search(r'class="js-line" d="M[\d.]+,[\d.]+L', dom[a:b]), \
             "no line drawn in the mi_y_yhat chart"
+        # the chart's legend: the top schedule and a matched CE baseline charted together
+        legend = re.findall(r">([^<>]+) \(mi_y_yhat\)<", dom[a:dom.index('title="mi_y_x"')])
+        assert any(n.startswith("CE ") for n in legend), legend
+        assert any(not n.startswith("CE ") for n in legend), legend
+        assert dom.index('title="mi_y_yhat"') < dom.index('title="dpi_margin"')  # MI first
         tree = sorted(set(tree) | set(_tree(proc.pid)))
         assert len(tree) >= 3  # mistudy, the MLflow server, its workers
     finally:
