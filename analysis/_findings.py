@@ -17,9 +17,12 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from trainables.studyfolder import NAME_RULE, is_study_name
+
 from ._commands import Analysis, analyze, confirmation
 from ._confirm import fresh_text, spearman
 from ._edges import format_edges
+from ._load import AnalysisError
 
 __all__ = ["FindingsInfo", "get_findings_info", "format_findings", "write_findings",
            "update_page"]
@@ -70,6 +73,10 @@ def get_findings_info(bundle: str) -> FindingsInfo:
     from ._importance import get_importance_info
 
     b = read_bundle(bundle)
+    name = b.meta.get("name")
+    if not is_study_name(name):  # it names files in --out: a name, never a path
+        raise AnalysisError(f"{bundle}: its study name {str(name)[:60]!r} is no study name -- "
+                            f"allowed: {NAME_RULE}")
     a = analyze(bundle, phase="search")
     conf = confirmation(bundle, a)
     select = a.selection.metric

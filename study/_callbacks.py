@@ -33,8 +33,9 @@ def _folders(trial: Any) -> tuple[str, str]:
 
 
 def trial_error_text(trial: Any) -> str:
-    """The last line of a failed trial's traceback (the reason), or a generic note."""
-    path = getattr(trial, "error_file", None) or ""
+    """The last line of a failed trial's traceback (the reason), or a generic note; ``trial``
+    is Tune's trial or the path of its error file."""
+    path = trial if isinstance(trial, (str, Path)) else getattr(trial, "error_file", None) or ""
     try:
         lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
         return lines[-1] if lines else "trial failed"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import time
 import urllib.parse
 import uuid
@@ -24,6 +23,7 @@ from trainables.locks import LOCK_FILE, FolderLocked, folder_lock
 from trainables.records import atomic_write_text
 from trainables.studyfolder import (
     FOLDER_STORE,
+    NAME_PATTERN,
     StudyPaths,
     sqlite_path,
     tracking_uri_of,
@@ -32,10 +32,9 @@ from trainables.studyfolder import (
 from .spec import SpecError, StudySpec, parse_spec
 
 __all__ = ["StudyError", "StudyPaths", "open_study", "new_meta", "tracking_uri_of",
-           "redact", "normalize_tracking_uri", "check_tracking", "record_timings",
-           "writer_lock", "prepare_folder", "NAME_PATTERN"]
+           "bind_location", "location", "redact", "normalize_tracking_uri", "check_tracking",
+           "record_timings", "writer_lock", "prepare_folder", "NAME_PATTERN"]
 
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a study name is a folder name
 TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 
 
@@ -43,11 +42,44 @@ class StudyError(RuntimeError):
     """A study-level problem for the user (exit code 2)."""
 
 
+# Where this command's study lives, from the command line (``--out``) and the folder's own
+# study.json -- never from a state saved inside the folder. Tune restores the searcher and the
+# tracker from pickles and JSON written when the folder was elsewhere; they take their stores'
+# locations from here, so a copied folder writes into itself and a moved one never recreates
+# its old path.
+_HERE: dict[str, Any] = {}
+
+
+def bind_location(paths: StudyPaths, meta: dict[str, Any]) -> None:
+    """Record where this command's study lives (called once per command, before any
+    restore: by the lifecycle's tracker factory)."""
+    _HERE.clear()
+    _HERE.update(study_id=str(meta["study_id"]), optuna_study=optuna_study_name(meta),
+                 optuna=paths.optuna, tracking_uri=meta["tracking_uri"],
+                 artifact_location=meta.get("artifact_location"), timings=str(paths.timings))
+
+
+def location(study_id: str | None = None, optuna_study: str | None = None
+             ) -> dict[str, Any] | None:
+    """This command's study location when it is the study asked for (by id or by Optuna
+    study name), else None."""
+    if not _HERE:
+        return None
+    if study_id is not None and study_id != _HERE["study_id"]:
+        return None
+    if optuna_study is not None and optuna_study != _HERE["optuna_study"]:
+        return None
+    return dict(_HERE)
+
+
 def redact(uri: str) -> str:
-    """``http://user:secret@host`` -> ``http://***@host``: never print credentials."""
+    """``http://user:secret@host`` -> ``http://***@host``: never print credentials (the
+    host starts after the last ``@``: a password may hold one)."""
     if "@" in uri and "://" in uri:
         scheme, rest = uri.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+        authority, slash, path = rest.partition("/")
+        if "@" in authority:
+            return f"{scheme}://***@{authority.rsplit('@', 1)[1]}{slash}{path}"
     return uri
 
 

@@ -8,7 +8,10 @@
   Ray's C++ one (which aborts with exit 134), sees them.
 * A previous run's local Ray (a driver killed with SIGKILL leaves its Ray processes behind
   for a minute, trials still running) is ended before a new run of the same folder starts
-  its own: :func:`end_previous_ray`.
+  its own: :func:`end_previous_ray`. Only processes proven to be that Ray are ended: listed
+  in ``ray-pids.json`` with the start time they had when it was written, by a driver of this
+  very folder (the folder's device and inode, so a copy of a running study never ends the
+  original's Ray, and a moved folder still ends its own), and the processes under them.
 """
 
 from __future__ import annotations
@@ -67,24 +70,61 @@ def _is_ray(pid: int) -> bool:
     return b"ray" in cmd
 
 
-def record_ray_processes(folder: Path) -> None:
-    """The PIDs of the local Ray this driver started, in the study folder."""
-    pids = _ray_tree(os.getpid())
+def _start_time(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot; with the PID, who it is)."""
     try:
-        (folder / RAY_PIDS).write_text(json.dumps({"driver": os.getpid(), "ray": pids}))
-    except OSError:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _folder_id(folder: Path) -> list[int]:
+    st = Path(folder).stat()
+    return [st.st_dev, st.st_ino]
+
+
+def record_ray_processes(folder: Path) -> None:
+    """The local Ray this driver started, in the study folder: each PID with its start time,
+    and the folder's identity (``trainables.records.atomic_write_text``: never through a
+    link)."""
+    from trainables.records import atomic_write_text
+
+    pids = _ray_tree(os.getpid())
+    record = {"driver": os.getpid(), "folder": _folder_id(folder),
+              "ray": [[p, _start_time(p)] for p in pids]}
+    try:
+        atomic_write_text(folder / RAY_PIDS, json.dumps(record))
+    except PermissionError:
         pass  # a read-only folder cannot be resumed anyway; nothing to clean up later
+
+
+def _proven(folder: Path, old: Any) -> list[int]:
+    """The recorded Ray processes still alive as the same processes, when the record is this
+    folder's own (empty for a record of another shape: an older version's, or a hand-made
+    one -- then nothing is ended)."""
+    if not isinstance(old, dict) or old.get("folder") != _folder_id(folder):
+        return []
+    out = []
+    for item in old.get("ray") or []:
+        if isinstance(item, list) and len(item) == 2 and all(isinstance(v, int) for v in item):
+            pid, started = item
+            if pid != os.getpid() and _start_time(pid) == started and _is_ray(pid):
+                out.append(pid)
+    return out
 
 
 def end_previous_ray(folder: Path, grace: float = 10.0) -> list[int]:
     """End what is left of the local Ray a previous, killed driver of this folder started
     (and the trial processes under it); returns the PIDs it ended."""
+    from trainables.records import check_target
+
     path = folder / RAY_PIDS
+    check_target(path)  # a link is refused, never read or removed through
     try:
         old = json.loads(path.read_text())
     except (OSError, ValueError):
         return []
-    alive = [p for p in old.get("ray", []) if _is_ray(p)]
+    alive = _proven(folder, old)
     alive += [c for p in alive for c in _ray_tree(p)]
     alive = sorted(set(alive) - {os.getpid()})
     for sig in (signal.SIGTERM, signal.SIGKILL):

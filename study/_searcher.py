@@ -31,6 +31,7 @@ from trainables.records import (
 )
 from trainables.schedules import FAMILIES
 
+from ._folder import location
 from ._sqlite import ensure_optuna_store
 from .spec import StudySpec, parse_spec
 
@@ -180,6 +181,7 @@ class StudySearcher(Searcher):
         # A grown study's sampler must not replay the first experiment's random draws (the
         # same seed would re-sample its startup configurations): seed + configurations so far.
         self.sampler_seed = spec.sampler_seed + asked
+        self.start_asked = asked  # configurations asked when this experiment began
         self.tracker = tracker  # MLflow: the told values and failures (optional)
         self._study: optuna.Study | None = None
 
@@ -193,7 +195,7 @@ class StudySearcher(Searcher):
                 storage=self.storage_url, study_name=self.study_name, load_if_exists=True,
                 directions=["minimize" if o.mode == "min" else "maximize"
                             for o in self.spec.objectives],
-                sampler=make_sampler(self.spec, self.sampler_seed))
+                sampler=make_sampler(self.spec, self._draw_seed()))
             names = [o.metric for o in self.spec.objectives]
             if self._study.metric_names != names:  # optuna-dashboard shows them by name
                 self._study.set_metric_names(names)
@@ -201,6 +203,14 @@ class StudySearcher(Searcher):
                 for params in self.spec.enqueue:
                     self._study.enqueue_trial(params, user_attrs={"enqueued": True})
         return self._study
+
+    def _draw_seed(self) -> int:
+        """The sampler's seed for the draws still to come. A sampler's random state is not
+        saved with the searcher: rebuilt on a restore with the seed it began with, it would
+        draw its first configurations again. Offset by the configurations this experiment
+        has asked so far, it continues with new draws; an uninterrupted run builds it once,
+        at offset 0."""
+        return self.sampler_seed + (self.asked - self.start_asked)
 
     def _ask(self) -> None:
         trial = self.study.ask()
@@ -325,6 +335,10 @@ class StudySearcher(Searcher):
         for k, v in _NEW_STATE.items():  # states saved by older versions
             self.__dict__.setdefault(k, v() if callable(v) else v)
         self.__dict__.setdefault("sampler_seed", self.spec.sampler_seed)
+        self.__dict__.setdefault("start_asked", 0)
+        here = location(optuna_study=self.study_name)
+        if here is not None:
+            self.storage_url = here["optuna"]
         self._study = None
 
     @classmethod
@@ -362,6 +376,7 @@ class StudySearcher(Searcher):
             "done": {str(n): {str(s): v for s, v in d.items()} for n, d in self.done.items()},
             "base_map": self.base_map, "base_done": self.base_done, "told": self.told,
             "asked": self.asked, "sampler_seed": self.sampler_seed,
+            "start_asked": self.start_asked,
         }
         atomic_write_text(Path(checkpoint_path), json.dumps(state))
 
@@ -376,7 +391,9 @@ class StudySearcher(Searcher):
             self.__setstate__(pickle.loads(blob))
             return
         self.spec = parse_spec(s["spec"])
-        self.storage_url, self.study_name = s["storage_url"], s["study_name"]
+        self.study_name = s["study_name"]
+        here = location(optuna_study=self.study_name)  # the folder as it is now, not as saved
+        self.storage_url = here["optuna"] if here is not None else s["storage_url"]
         self.baselines = deque(s["baselines"])
         self.pending_seeds = deque((int(n), int(sd)) for n, sd in s["pending_seeds"])
         self.configs = {int(n): c for n, c in s["configs"].items()}
@@ -389,4 +406,6 @@ class StudySearcher(Searcher):
         self.base_done = {self._rekey(k): v for k, v in s.get("base_done", {}).items()}
         self.told = [int(n) for n in s.get("told", [])]
         self.asked, self.sampler_seed = int(s["asked"]), int(s["sampler_seed"])
+        # states saved before start_asked: the experiment began at sampler_seed's offset
+        self.start_asked = int(s.get("start_asked", self.sampler_seed - self.spec.sampler_seed))
         self._study = None

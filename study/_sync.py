@@ -69,7 +69,7 @@ def sync_study(out: Path, locked: bool = False) -> dict[str, int]:
         run_id = tracker.ensure_trial_run(t["trial_id"], t["config"])
         new = tracker.log_records(run_id, records)
         logged += new
-        error = trial_error_text(t["trial"]) if t["error"] else None
+        error = trial_error_text(t["error_file"] or "") if t["error"] else None
         # a trial a stop left unfinished is KILLED (resumable), never FINISHED
         status = "FAILED" if t["error"] else \
             "FINISHED" if t["status"] == "TERMINATED" else "KILLED"

@@ -145,6 +145,18 @@ class Tracker:
         return {**self.__dict__, "_client": None, "_runs": {}, "_steps": {}, "_logged": 0,
                 "plots_drawn": 0, "_known": None}
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restored by Tune from a saved state: the stores are where this command's study is
+        now (``study._folder.location``), not where the folder was when it was saved."""
+        from ._folder import location
+
+        self.__dict__.update(state)
+        here = location(study_id=self.study_id)
+        if here is not None:
+            self.tracking_uri, self.artifact_location = here["tracking_uri"], \
+                here["artifact_location"]
+            self.timings_path = here["timings"]
+
     @property
     def client(self) -> Any:
         if self._client is None:

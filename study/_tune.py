@@ -29,14 +29,11 @@ def experiment_dirs(paths: StudyPaths, spec: StudySpec) -> list[Path]:
 
 
 def _unfinished(exp_dir: Path) -> bool:
-    """Whether Tune's experiment has trials left (or was never saved: then it starts over)."""
-    from ray import tune
+    """Whether Tune's experiment has trials left (or was never saved: then it starts over);
+    read from its JSON, never its pickles (:mod:`study._experiments`)."""
+    from ._experiments import unfinished
 
-    if not any(exp_dir.glob("experiment_state-*.json")):
-        return True
-    analysis = tune.ExperimentAnalysis(str(exp_dir))
-    return any(t.status not in ("TERMINATED", "ERROR") for t in analysis.trials) or \
-        len(analysis.trials) == 0
+    return unfinished(exp_dir)
 
 
 def _trainable(cpus: float, gpus: float) -> Any:
@@ -48,8 +45,12 @@ def _trainable(cpus: float, gpus: float) -> Any:
 
 
 def _tracker(spec: StudySpec, paths: StudyPaths, meta: dict[str, Any]) -> Any:
+    """This command's tracker; it also binds the study's location for the searcher and the
+    tracker Tune restores from a saved state (``study._folder.bind_location``)."""
+    from ._folder import bind_location
     from ._tracking import Tracker
 
+    bind_location(paths, meta)
     return Tracker(meta["tracking_uri"], meta["experiment"], meta["study_id"],
                    meta.get("artifact_location"), spec.stopper, str(paths.timings),
                    last_k=spec.last_k)
@@ -128,18 +129,15 @@ def restore_tuner(exp_dir: Path, cpus: float, gpus: float) -> Any:
 
 
 def study_trials(out: Path) -> list[dict[str, Any]]:
-    """Every trial of every experiment of the study: trial_id, config, path, error, status."""
-    from ray import tune
+    """Every trial of every experiment of the study: trial_id, config, path, error, status,
+    error_file -- read from Tune's JSON, never its pickles (:mod:`study._experiments`)."""
+    from ._experiments import read_trials
 
     _, spec = open_study(out)
-    rows = []
-    for exp_dir in experiment_dirs(StudyPaths(out), spec):
-        if not tune.Tuner.can_restore(str(exp_dir)):
-            continue
-        for t in tune.ExperimentAnalysis(str(exp_dir)).trials:
-            rows.append({"trial_id": t.trial_id, "config": t.config, "path": Path(str(t.path)),
-                         "error": t.status == "ERROR", "status": t.status, "trial": t})
-    return rows
+    return [{"trial_id": t.trial_id, "config": t.config, "path": t.path, "error": t.error,
+             "status": t.status, "error_file": t.error_file}
+            for exp_dir in experiment_dirs(StudyPaths(out), spec)
+            for t in read_trials(exp_dir)]
 
 
 def _run_config(exp_dir: Path, spec: StudySpec, tracker: Any, callbacks: list[Any],

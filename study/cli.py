@@ -579,11 +579,13 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from trainables.data import DataError
     from trainables.locks import FolderLocked
     from trainables.loop import TrialDiverged
+    from trainables.records import UnsafeTarget
 
     from ._folder import StudyError
     from .spec import SpecError
 
-    return (ConfigError, DataError, FolderLocked, TrialDiverged, StudyError, SpecError)
+    return (ConfigError, DataError, FolderLocked, TrialDiverged, StudyError, SpecError,
+            UnsafeTarget)
 
 
 def main(argv: list[str] | None = None) -> int:

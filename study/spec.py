@@ -21,7 +21,6 @@ Matched cross-entropy baselines (``constant``, ``c = 1``) run for every batch si
 from __future__ import annotations
 
 import math
-import re
 import reprlib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -34,12 +33,12 @@ from trainables.closure import last_k_problem
 from trainables.config import MAX_SEED, ConfigError, TrainConfig
 from trainables.records import DEFAULT_ALPHA, DEFAULT_LAST_K, NUM_CLASSES
 from trainables.schedules import FAMILIES
+from trainables.studyfolder import NAME_RULE, is_study_name
 
 __all__ = ["StudySpec", "SpecError", "load_spec", "parse_spec", "PRESETS", "OBJECTIVE_METRICS",
            "RELATIVE_METRICS", "Objective", "Guards"]
 
 PRESETS = ("quick", "paper-mnist", "paper-fashion", "closure-fashion", "closure-mnist")
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a folder name, never a path
 MAX_TRIALS = 100_000  # sampled configurations; more is a typo, not a study
 # Validation metrics only: the test split never steers the search. The relative ones are
 # measured against the matched cross-entropy baselines (trainables.closure, one rule).
@@ -393,9 +392,7 @@ def _check_misc(c: _Checker, raw: dict[str, Any]) -> dict[str, Any]:
         ("max_failures", 1, lambda v: _int(v) and v >= 0, "an integer >= 0"),
         ("sampler_seed", 0, lambda v: _int(v) and v >= 0, "an integer >= 0"),
         ("scheduler", "none", lambda v: v in ("none", "asha"), "'none' or 'asha'"),
-        ("name", "study", lambda v: isinstance(v, str) and NAME_PATTERN.fullmatch(v) is not None,
-         "letters, digits, '.', '_', '-' (at most 100, not starting with '.' or '-'): the "
-         "name is a folder inside --out"),
+        ("name", "study", is_study_name, f"{NAME_RULE} inside --out"),
     ):
         v = raw.get(key, default)
         if not ok(v):

@@ -23,7 +23,7 @@ __all__ = [
     "STUDY_KEYS", "BASELINE_KEY", "ENQUEUED_KEY", "PHASE_KEY",
     "TAG", "tag", "DEFAULT_ALPHA", "NUM_CLASSES", "DEFAULT_LAST_K",
     "schedule_text", "run_name", "flatten", "unflatten", "param_text", "param_value",
-    "typed_config",
+    "typed_config", "UnsafeTarget", "check_target", "open_append",
     "MetricsWriter", "read_metrics", "parse_metrics", "write_metrics", "non_finite",
     "atomic_write_text", "replace_atomically", "atomic_write_bytes", "cpu_model",
 ]
@@ -184,11 +184,54 @@ def cpu_model() -> str:
 
 
 # ---- files ------------------------------------------------------------------------------
+class UnsafeTarget(ValueError):
+    """A file mistudy would write is a symbolic link or no regular file (a FIFO, a device):
+    refused, never written through or replaced (the message says which and what to do)."""
+
+
+def check_target(path: Path) -> None:
+    """:class:`UnsafeTarget` unless ``path`` is absent or a regular file (links refused: a
+    folder received from elsewhere must not make us write where its links point)."""
+    import stat
+
+    path = Path(path)
+    if path.is_symlink():
+        raise UnsafeTarget(f"{path} is a symbolic link; mistudy writes no file through a "
+                           f"link: remove it (or give another path)")
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        raise UnsafeTarget(f"{path} is not a regular file; mistudy writes regular files "
+                           f"only: remove it (or give another path)")
+
+
+def open_append(path: Path) -> Any:
+    """``path`` opened for appending bytes (created if absent), never through a link and
+    only a regular file (:class:`UnsafeTarget`)."""
+    import stat
+
+    check_target(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError:
+        if Path(path).is_symlink():  # made a link between the check and the open
+            check_target(path)
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        check_target(path)
+    return os.fdopen(fd, "ab")
+
+
 def replace_atomically(path: Path, build: Callable[[Path], None], tag: str = "tmp") -> None:
     """Give ``path`` its new content whole or not at all: ``build`` writes it into a hidden
     file beside ``path`` (``.NAME.TAG-PID``), which is renamed into place; on an error the
-    hidden file is removed and the old ``path`` stays. The one atomic write of the project."""
+    hidden file is removed and the old ``path`` stays. The one atomic write of the project:
+    a ``path`` that is a link or no regular file is refused (:func:`check_target`)."""
     path = Path(path)
+    check_target(path)
     tmp = path.with_name(f".{path.name}.{tag}-{os.getpid()}")
     try:
         build(tmp)

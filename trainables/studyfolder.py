@@ -17,6 +17,7 @@ Study folder (``--out DIR``)::
 from __future__ import annotations
 
 import errno
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,18 @@ from typing import Any
 
 __all__ = ["StudyPaths", "FOLDER_STORE", "tracking_uri_of", "split_credentials",
            "credentials_to_env", "storage_failure", "search_all_runs", "search_slices",
-           "sqlite_path", "sqlite_uri", "SQLITE_PREFIX"]
+           "sqlite_path", "sqlite_uri", "SQLITE_PREFIX", "NAME_PATTERN", "NAME_RULE",
+           "is_study_name"]
+
+# A study's name becomes a folder (ray/NAME) and file names (findings' NAME-tables.md): a name,
+# never a path. The one rule for the spec, the folder and a bundle's recorded name.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+NAME_RULE = ("letters, digits, '.', '_', '-' (at most 100, not starting with '.' or '-'): "
+             "the name is a folder")
+
+
+def is_study_name(value: Any) -> bool:
+    return isinstance(value, str) and NAME_PATTERN.fullmatch(value) is not None
 
 FOLDER_STORE = "folder"  # study.json's tracking_uri for the folder's own DIR/mlflow.db
 SQLITE_PREFIX = "sqlite:///"

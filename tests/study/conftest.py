@@ -183,10 +183,11 @@ def epochs_reported(study_dir: Path) -> int:
 
 
 def kill_driver_when(study_dir: Path, spec: Path | None, min_epochs: int,
-                     log: Path | None = None) -> None:
+                     log: Path | None = None, sig: int = signal.SIGKILL) -> None:
     """Start ``mistudy run SPEC`` (``--resume`` when ``spec`` is None) and SIGKILL the driver,
     then its process group, once ``min_epochs`` results are on disk; its output goes to
-    ``log`` when given."""
+    ``log`` when given. With ``sig=SIGTERM`` the driver is asked to stop and left to save
+    its state and end its Ray itself."""
     args = [str(spec)] if spec is not None else ["--resume"]
     sink = log.open("w") if log is not None else subprocess.DEVNULL
     proc = subprocess.Popen([str(BIN / "mistudy"), "run", *args, "--out", str(study_dir)],
@@ -197,6 +198,10 @@ def kill_driver_when(study_dir: Path, spec: Path | None, min_epochs: int,
         assert proc.poll() is None, "the study ended before the kill"
         assert time.time() < deadline
         time.sleep(0.2)
+    if sig != signal.SIGKILL:
+        os.kill(proc.pid, sig)
+        assert proc.wait(timeout=180) != 0
+        return
     os.kill(proc.pid, signal.SIGKILL)  # the driver dies without any cleanup
     proc.wait()
     time.sleep(1)
