@@ -27,13 +27,17 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pandas as pd
+import yaml
 
+from trainables._yaml import safe_load
 from trainables.records import BASELINE_KEY, RECORD_KEYS, flatten, schedule_text
 
 __all__ = ["Bundle", "is_bundle", "read_bundle", "BUNDLE_VERSION", "bundle_head", "pack_bundle"]
 
 BUNDLE_VERSION = 1
 _MEMBERS = ("bundle.json", "spec.yaml", "runs.json", "optuna.json")
+MAX_MEMBER_BYTES = 512 * 2**20  # a member larger than this is refused before it is read
+# (the findings' 66-run studies: runs.json ~10 MB)
 _RUN_KEYS = ("run_id", "status", "study_id", "trial_id", "baseline", "start_time", "phase",
              "enqueued", "config")
 
@@ -130,9 +134,15 @@ def _read_members(path: Path) -> dict[str, str]:
         with tarfile.open(path, mode="r:gz") as tar:
             out = {}
             for m in tar.getmembers():
-                f = tar.extractfile(m) if m.isfile() else None
-                if f is not None:  # only regular files, read into memory (never extracted)
-                    out[m.name] = f.read().decode("utf-8")
+                if m.name not in (*_MEMBERS, "confirm.json") or not m.isfile():
+                    continue  # only the members a bundle has, read into memory (never extracted)
+                if m.size > MAX_MEMBER_BYTES:
+                    raise AnalysisError(f"{path}: member {m.name} holds {m.size / 2**20:.0f} "
+                                        f"MiB -- allowed: at most "
+                                        f"{MAX_MEMBER_BYTES / 2**20:.0f} MiB per member")
+                f = tar.extractfile(m)
+                if f is not None:
+                    out[m.name] = f.read(MAX_MEMBER_BYTES + 1).decode("utf-8")
     except (tarfile.TarError, OSError, EOFError, UnicodeDecodeError) as exc:
         raise AnalysisError(f"{path} is no readable study bundle ({type(exc).__name__})"
                             ) from None
@@ -164,6 +174,34 @@ def _history(runs: list[Mapping[str, Any]]) -> pd.DataFrame:
     return df.sort_values(["run_id", "epoch"]).reset_index(drop=True)
 
 
+def _shape_problem(head: Any, runs: Any, trials: Any, confirm: Any) -> str | None:
+    """What in a bundle's members is not the shape ``export --bundle`` writes, else None."""
+    if not isinstance(head, dict):
+        return "bundle.json is not an object"
+    if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
+        return "runs.json is not a list of runs"
+    for r in runs:
+        if not isinstance(r.get("config"), dict) or not isinstance(r.get("records"), list):
+            return f"run {str(r.get('run_id'))[:40]!r} has no config or records"
+        for rec in r["records"]:
+            if not isinstance(rec, dict) or not isinstance(rec.get("epoch"), int):
+                return f"run {str(r.get('run_id'))[:40]!r} has a record without an integer " \
+                       f"epoch"
+    if not isinstance(trials, list) or not all(
+            isinstance(t, dict) and isinstance(t.get("distributions"), dict) for t in trials):
+        return "optuna.json is not a list of trials"
+    return None if confirm is None else confirm_problem(confirm)
+
+
+def confirm_problem(plan: Any) -> str | None:
+    """Whether a confirmation plan has the shape the tables read (``study._confirm`` checks
+    the rest before running one)."""
+    ok = isinstance(plan, dict) and isinstance(plan.get("metric"), str) and all(
+        isinstance(plan.get(k), list) for k in ("schedules", "seeds")) and all(
+        isinstance(x, dict) and isinstance(x.get("schedule"), str) for x in plan["schedules"])
+    return None if ok else "confirm.json is not a confirmation plan"
+
+
 def read_bundle(path: str | Path) -> Bundle:
     from optuna.distributions import json_to_distribution
 
@@ -172,18 +210,26 @@ def read_bundle(path: str | Path) -> Bundle:
     members = _read_members(Path(path))
     try:
         head = json.loads(members["bundle.json"])
+        runs = json.loads(members["runs.json"])
+        raw_trials = json.loads(members["optuna.json"])
+        confirm = json.loads(members["confirm.json"]) if "confirm.json" in members else None
+        spec = safe_load(members["spec.yaml"], "spec.yaml")  # safe: a !!python tag is refused
+        problem = _shape_problem(head, runs, raw_trials, confirm) or (
+            None if isinstance(spec, dict) else "spec.yaml is not a mapping")
+        if problem:
+            raise AnalysisError(f"{path} is a damaged study bundle: {problem}")
         if head.get("format") != "mistudy-bundle" or head.get("version") != BUNDLE_VERSION:
             raise AnalysisError(f"{path}: bundle format {head.get('format')!r} version "
                                 f"{head.get('version')!r}; this mistudy reads version "
                                 f"{BUNDLE_VERSION}")
-        runs = json.loads(members["runs.json"])
         trials = [{**t, "distributions": {p: json_to_distribution(d)
                                           for p, d in t["distributions"].items()}}
-                  for t in json.loads(members["optuna.json"])]
-        confirm = json.loads(members["confirm.json"]) if "confirm.json" in members else None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise AnalysisError(f"{path} is a damaged study bundle ({type(exc).__name__}: {exc})"
-                            ) from None
-    data = StudyData("bundle", str(head.get("experiment") or head.get("name")),
-                     f"bundle:{Path(path).resolve()}", _runs_frame(runs), _history(runs), None)
+                  for t in raw_trials]
+        data = StudyData("bundle", str(head.get("experiment") or head.get("name")),
+                         f"bundle:{Path(path).resolve()}", _runs_frame(runs), _history(runs),
+                         None)
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError,
+            yaml.YAMLError) as exc:
+        raise AnalysisError(f"{path} is a damaged study bundle ({type(exc).__name__}: "
+                            f"{str(exc)[:200]})") from None
     return Bundle(head, members["spec.yaml"], data, trials, confirm)

@@ -109,9 +109,13 @@ def confirm_plan(study: str) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        return dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError) as exc:
+        plan = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
         raise AnalysisError(f"{path} is damaged ({type(exc).__name__})") from None
+    problem = _bundle.confirm_problem(plan)
+    if problem:
+        raise AnalysisError(f"{path} is damaged: {problem}")
+    return dict(plan)
 
 
 def confirmation(study: str, search: Analysis | None = None) -> Any:
@@ -199,15 +203,18 @@ def _markdown(df: pd.DataFrame) -> str:
     return "\n".join([head, sep] + ["| " + " | ".join(c) + " |" for c in cells])
 
 
-def log_ranking(a: Analysis) -> bool:
-    """The ranking as artifacts of the study's parent run; False when there is none."""
+def log_ranking(a: Analysis, log_text: Any = None) -> bool:
+    """The ranking as artifacts of the study's parent run (``ranking.csv``, ``ranking.md``)
+    through ``log_text(run_id, text, name)`` (default: MLflow's client; a study's sync passes
+    its tracker's); False when there is no parent run."""
     if a.data.parent_run_id is None:
         return False
-    from mlflow.tracking import MlflowClient
+    if log_text is None:
+        from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(a.data.tracking_uri)
-    client.log_text(a.data.parent_run_id, format_ranking(a.ranking, "csv"), "ranking.csv")
-    client.log_text(a.data.parent_run_id, format_ranking(a.ranking, "markdown"), "ranking.md")
+        log_text = MlflowClient(a.data.tracking_uri).log_text
+    log_text(a.data.parent_run_id, format_ranking(a.ranking, "csv"), "ranking.csv")
+    log_text(a.data.parent_run_id, format_ranking(a.ranking, "markdown"), "ranking.md")
     return True
 
 

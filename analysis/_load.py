@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from trainables.records import (
     BASELINE_KEY,
@@ -34,6 +35,8 @@ from trainables.studyfolder import (
     search_all_runs,
     search_slices,
     split_credentials,
+    sqlite_path,
+    tracking_problem,
     tracking_uri_of,
 )
 
@@ -94,8 +97,8 @@ def settings_from_spec(text: str, where: str) -> dict[str, Any]:
                     if item.get(g) is not None:
                         out[g] = float(item[g])
         return out
-    except (ValueError, TypeError, AttributeError):
-        return {}
+    except (ValueError, TypeError, AttributeError, yaml.YAMLError):
+        return {}  # a folder's damaged spec: its defaults (a bundle's is refused on reading)
 
 
 def resolve_study(study: str, tracking_uri: str | None) -> tuple[str, str, str | None]:
@@ -107,8 +110,19 @@ def resolve_study(study: str, tracking_uri: str | None) -> tuple[str, str, str |
         return tracking_uri or uri, meta["experiment"], meta["study_id"]
     import os
 
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
-    return uri, study, None
+    given = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if given is None and Path("mlflow.db").is_file():
+        given = "sqlite:///mlflow.db"  # MLflow's own default store, where it exists
+    if given is None:
+        what = "a folder without study.json" if Path(study).is_dir() else \
+            "no study bundle" if Path(study).exists() else "no file or folder"
+        raise AnalysisError(f"{study!r} is {what}; STUDY is a study folder, a bundle, or an "
+                            f"MLflow experiment name with --tracking-uri URI")
+    store = sqlite_path(given)
+    if store is not None and not Path(store).is_file():  # MLflow would create an empty one
+        raise AnalysisError(f"the MLflow store {store} does not exist (--tracking-uri "
+                            f"{given})")
+    return given, study, None
 
 
 def _experiment(client: Any, study: str) -> Any:
@@ -300,6 +314,9 @@ def load_study(study: str, tracking_uri: str | None = None) -> StudyData:
     from mlflow.tracking import MlflowClient
 
     uri, name, study_id = resolve_study(study, tracking_uri)
+    problem = tracking_problem(uri)  # fail fast: MLflow's client retries for minutes
+    if problem:
+        raise AnalysisError(problem)
     uri = credentials_to_env(uri)  # the password goes to MLflow's env, never into a URL
     client = MlflowClient(uri)
     try:

@@ -132,13 +132,53 @@ def plan_confirm(out: Path, top: int, seeds: int,
             "configs": baselines + configs}
 
 
+def _ints(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool)
+                                       and x >= 0 for x in v)
+
+
+def plan_problem(plan: Any, spec: StudySpec) -> str | None:
+    """What makes a stored plan unusable (read like a spec: shape, seeds, configs), else
+    None. A plan whose seeds the search used would confirm nothing."""
+    if not isinstance(plan, dict):
+        return "it is not a JSON object"
+    if not (isinstance(plan.get("top"), int) and _ints(plan.get("seeds")) and plan["seeds"]):
+        return "'top' or 'seeds' is missing or not integers"
+    if plan.get("data_seeds") is not None and not (
+            _ints(plan["data_seeds"]) and len(plan["data_seeds"]) == len(plan["seeds"])):
+        return "'data_seeds' is not one integer per seed"
+    used = sorted(set(plan["seeds"]) & set(spec.seeds))
+    if used:
+        return f"its seeds {used} are the search's own: nothing would be confirmed"
+    schedules, configs = plan.get("schedules"), plan.get("configs")
+    if not (isinstance(schedules, list) and schedules and all(
+            isinstance(s, dict) and isinstance(s.get("schedule"), str) for s in schedules)):
+        return "'schedules' is not a list of schedules"
+    if not (isinstance(configs, list) and configs and all(
+            isinstance(c, dict) and c.get(PHASE_KEY) == PHASE
+            and c.get("seed") in plan["seeds"] for c in configs)):
+        return "'configs' is not a list of confirmation configs on the plan's seeds"
+    if not isinstance(plan.get("metric"), str):
+        return "'metric' is missing"
+    return None
+
+
 def load_or_plan(out: Path, top: int | None, seeds: int | None,
                  data_seeds: list[int] | None = None, same_split: bool = False
                  ) -> dict[str, Any]:
     """The stored plan (a rerun resumes it), or a new one written before anything runs."""
     path = StudyPaths(out).confirm_plan
     if path.is_file():
-        plan = dict(json.loads(path.read_text("utf-8")))
+        problem: str | None
+        try:
+            plan = json.loads(path.read_text("utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+            plan, problem = None, f"it does not read as JSON ({type(exc).__name__})"
+        else:
+            problem = plan_problem(plan, open_study(out)[1])
+        if problem or plan is None:
+            raise StudyError(f"{path} is damaged: {problem}; move it aside to plan the "
+                             f"confirmation again")
         stored_draws = plan.get("data_seeds")
         if (top is not None and top != plan["top"]) or \
                 (seeds is not None and seeds != len(plan["seeds"])) or \

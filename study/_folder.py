@@ -25,7 +25,9 @@ from trainables.studyfolder import (
     FOLDER_STORE,
     NAME_PATTERN,
     StudyPaths,
+    redact,
     sqlite_path,
+    tracking_problem,
     tracking_uri_of,
 )
 
@@ -72,17 +74,6 @@ def location(study_id: str | None = None, optuna_study: str | None = None
     return dict(_HERE)
 
 
-def redact(uri: str) -> str:
-    """``http://user:secret@host`` -> ``http://***@host``: never print credentials (the
-    host starts after the last ``@``: a password may hold one)."""
-    if "@" in uri and "://" in uri:
-        scheme, rest = uri.split("://", 1)
-        authority, slash, path = rest.partition("/")
-        if "@" in authority:
-            return f"{scheme}://***@{authority.rsplit('@', 1)[1]}{slash}{path}"
-    return uri
-
-
 def normalize_tracking_uri(uri: str) -> str:
     """A supported, absolute tracking URI, or :class:`StudyError` (one line, nothing written).
     A relative ``sqlite:///rel/x.db`` is made absolute now, against the current folder, so
@@ -105,23 +96,9 @@ def normalize_tracking_uri(uri: str) -> str:
 
 def check_tracking(uri: str) -> None:
     """Fail fast (exit 2, nothing started) when the tracking server cannot be reached."""
-    if uri.startswith(("http://", "https://")):
-        import base64
-        import urllib.request
-
-        from trainables.studyfolder import split_credentials
-
-        bare, user, password = split_credentials(uri)
-        request = urllib.request.Request(bare.rstrip("/") + "/health")
-        if user is not None:  # credentials in the URI go in a header, never printed
-            cred = f"{user}:{password}".encode()
-            request.add_header("Authorization", "Basic " + base64.b64encode(cred).decode())
-        try:
-            urllib.request.urlopen(request, timeout=5).read()
-        except Exception as exc:
-            raise StudyError(f"tracking URI {redact(uri)} is unreachable "
-                             f"({type(exc).__name__}); start the server or fix --tracking-uri"
-                             ) from None
+    problem = tracking_problem(uri)
+    if problem:
+        raise StudyError(problem)
 
 
 def new_meta(spec: StudySpec, tracking_uri: str | None) -> dict[str, Any]:

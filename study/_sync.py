@@ -102,7 +102,7 @@ def _backfill_ranking(out: Path, tracker: Any) -> None:
     share_view(tracker, a.ranking, a.trials, {
         row["run_id"]: {**{k: row[k] for k in keys}, "gap_closure": row["test_closure"]}
         for row in a.matched.to_dict("records")})
-    log_ranking(a)
+    log_ranking(a, tracker.log_text)
     best = a.ranking.dropna(subset=[a.selection.metric]).head(1)
     if a.data.parent_run_id and not best.empty:
         top = best.iloc[0]
@@ -147,6 +147,6 @@ def confirm_info(out: Path, plan: dict[str, Any], tracker: Any = None) -> Any:
     atomic_write_text(StudyPaths(out).confirm_report, "```\n" + text + "\n```\n")
     if tracker is not None:
         parent = tracker.parent_run()
-        tracker.client.log_text(parent, info.table.to_csv(index=False), "confirm.csv")
-        tracker.client.log_text(parent, text, "confirm.txt")
+        tracker.log_text(parent, info.table.to_csv(index=False), "confirm.csv")
+        tracker.log_text(parent, text, "confirm.txt")
     return info

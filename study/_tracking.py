@@ -200,7 +200,7 @@ class Tracker:
             run_id, has_params = str(run.info.run_id), False
         if spec_raw and not has_params:  # new, or a kill came right after its creation
             self._log_params(run_id, spec_raw)
-            self._log_text(run_id, yaml.safe_dump(dict(spec_raw), sort_keys=False), "spec.yaml")
+            self.log_text(run_id, yaml.safe_dump(dict(spec_raw), sort_keys=False), "spec.yaml")
         return run_id
 
     def set_experiment_tag(self, key: str, value: str) -> None:
@@ -385,7 +385,39 @@ class Tracker:
                 else:
                     plot_trial(records, Path(d) / PLOT_FILE, run_name(cfg))
                     self.plots_drawn += 1
-            self.client.log_artifacts(run_id, d)
+            self._put(run_id, Path(d))
+
+    def _local_artifacts(self, run_id: str) -> Path | None:
+        """Where a run's artifacts go on this machine when the study's folder was copied or
+        moved since the run was made: MLflow's store keeps each run's absolute artifact URI
+        (the folder where it began); this folder's own ``mlartifacts/`` holds its files now.
+        None: MLflow's own artifact URI is right (not moved, or not a local store)."""
+        import urllib.parse
+
+        here = self.artifact_location
+        if not here or not here.startswith("file:"):
+            return None
+        mine = Path(urllib.parse.unquote(urllib.parse.urlsplit(here).path))
+        parts = urllib.parse.urlsplit(self.client.get_run(run_id).info.artifact_uri)
+        segment = f"/{mine.name}/"
+        path = urllib.parse.unquote(parts.path)
+        if parts.scheme not in ("file", "") or segment not in path or \
+                Path(path).is_relative_to(mine):
+            return None
+        return mine / path.rsplit(segment, 1)[1]
+
+    def _put(self, run_id: str, folder: Path) -> None:
+        """The files of ``folder`` as the run's artifacts (into this folder's own store when it
+        was copied or moved: :meth:`_local_artifacts`)."""
+        target = self._local_artifacts(run_id)
+        if target is None:
+            self.client.log_artifacts(run_id, str(folder))
+            return
+        from trainables.records import atomic_write_bytes
+
+        target.mkdir(parents=True, exist_ok=True)
+        for f in folder.iterdir():
+            atomic_write_bytes(target / f.name, f.read_bytes())
 
     def _log_params(self, run_id: str, d: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
@@ -394,5 +426,8 @@ class Tracker:
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(run_id, params=items[i:i + 100])
 
-    def _log_text(self, run_id: str, text: str, name: str) -> None:
-        self.client.log_text(run_id, text, name)
+    def log_text(self, run_id: str, text: str, name: str) -> None:
+        """One text artifact of a run (through :meth:`_put`: a copied folder's own store)."""
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / name).write_text(text, encoding="utf-8")
+            self._put(run_id, Path(d))

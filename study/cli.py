@@ -604,8 +604,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exit_code()
     except KeyboardInterrupt:
-        resume = f" -- continue with: mistudy run --resume --out {args.out}" \
-            if args.command == "run" and getattr(args, "out", None) else ""
+        import shlex
+
+        resume = f" -- continue with: mistudy run --resume --out {shlex.quote(args.out)}" \
+            if args.command == "run" and getattr(args, "out", None) else \
+            f" -- continue with: mistudy confirm {shlex.quote(args.study)}" \
+            if args.command == "confirm" else ""
         print(f"interrupted{resume}", file=sys.stderr)
         return exit_code()
     except BrokenPipeError:

@@ -12,6 +12,7 @@ earlier trial, baselines are not run again, MLflow runs go under the same parent
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import signal
 import sys
@@ -219,18 +220,22 @@ def _fitter(spec: StudySpec, paths: StudyPaths, tracker: Any, cpus: float, gpus:
     return fit  # type: ignore[return-value]
 
 
-def _ended(out: Path, exp_dir: Path, tracker: Any) -> None:
+def _ended(out: Path, exp_dir: Path, tracker: Any, resume_with: str | None = None) -> None:
     """After ``fit`` returned: a study stopped by a signal (Tune saved its state and returned
     with trials unfinished) is synced -- finished epochs logged, unfinished runs KILLED -- and
-    reported as interrupted; the parent run is KILLED, never FINISHED."""
+    reported as interrupted, with the command that continues it; the parent run is KILLED,
+    never FINISHED."""
+    import shlex
+
     from ._lifecycle import StudyInterrupted, stop_signal
 
     if stop_signal() is None and not _unfinished(exp_dir):
         return
     sync_study(out, locked=True)
     tracker.finish_parent("KILLED")
+    again = resume_with or f"mistudy run --resume --out {shlex.quote(str(out))}"
     raise StudyInterrupted(f"interrupted; the study's state is saved -- continue with: "
-                           f"mistudy run --resume --out {out}")
+                           f"{again}")
 
 
 def _finish_extensions(paths: StudyPaths, spec: StudySpec, fit: Callable, out: Path,
@@ -316,8 +321,9 @@ def run_confirm(out: Path, top: int | None = None, seeds: int | None = None,
             _start(spec, paths, tracker, None, num_cpus, spec.cpus_per_trial,
                    spec.gpus_per_trial)
             _fit_list(exp_dir, plan["configs"], spec, tracker, callbacks or [])
-            _ended(out, exp_dir, tracker)
+            _ended(out, exp_dir, tracker, f"mistudy confirm {shlex.quote(str(out))}")
         sync_study(out, locked=True)
+        tracker.finish_parent()  # an earlier interrupted phase left it KILLED
         return confirm_info(out, plan, tracker)
 
 

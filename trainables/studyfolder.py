@@ -26,7 +26,7 @@ from typing import Any
 __all__ = ["StudyPaths", "FOLDER_STORE", "tracking_uri_of", "split_credentials",
            "credentials_to_env", "storage_failure", "search_all_runs", "search_slices",
            "sqlite_path", "sqlite_uri", "SQLITE_PREFIX", "NAME_PATTERN", "NAME_RULE",
-           "is_study_name"]
+           "is_study_name", "redact", "tracking_problem"]
 
 # A study's name becomes a folder (ray/NAME) and file names (findings' NAME-tables.md): a name,
 # never a path. The one rule for the spec, the folder and a bundle's recorded name.
@@ -231,3 +231,35 @@ def search_slices(client: Any, experiment_id: str, flt: str,
                    for i, f in enumerate(parts)}
         for done in as_completed(futures):
             yield futures[done], done.result()
+
+
+def redact(uri: str) -> str:
+    """``http://user:secret@host`` -> ``http://***@host``: never print credentials (the
+    host starts after the last ``@``: a password may hold one)."""
+    if "@" in uri and "://" in uri:
+        scheme, rest = uri.split("://", 1)
+        authority, slash, path = rest.partition("/")
+        if "@" in authority:
+            return f"{scheme}://***@{authority.rsplit('@', 1)[1]}{slash}{path}"
+    return uri
+
+
+def tracking_problem(uri: str, timeout: float = 5.0) -> str | None:
+    """Why a tracking server cannot be reached now (one line, credentials redacted), else
+    None; asked before anything starts (MLflow's client would retry for minutes)."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    import base64
+    import urllib.request
+
+    bare, user, password = split_credentials(uri)
+    request = urllib.request.Request(bare.rstrip("/") + "/health")
+    if user is not None:  # credentials in the URI go in a header, never printed
+        cred = f"{user}:{password}".encode()
+        request.add_header("Authorization", "Basic " + base64.b64encode(cred).decode())
+    try:
+        urllib.request.urlopen(request, timeout=timeout).read()
+    except Exception as exc:
+        return (f"tracking URI {redact(uri)} is unreachable ({type(exc).__name__}); start "
+                f"the server or fix --tracking-uri")
+    return None

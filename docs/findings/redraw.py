@@ -100,7 +100,11 @@ def main() -> int:
     args.out.with_suffix(".md").write_text("```\n" + text + "\n```\n", encoding="utf-8")
     args.out.with_suffix(".json").write_text(json.dumps(
         {"bundle": args.bundle, "seeds": seeds, "data_seeds": draws,
-         "table": json.loads(info.table.to_json(orient="records"))}, indent=1), "utf-8")
+         "table": json.loads(info.table.to_json(orient="records")),
+         "runs": [{**{k: r[k] for k in ("run_id", "baseline", "schedule", "config")},
+                   "records": [{k: v for k, v in h.items() if k != "run_id"}
+                               for h in history if h["run_id"] == r["run_id"]]}
+                  for r in runs]}, separators=(",", ":")), "utf-8")
     print(text)
     return 0
 

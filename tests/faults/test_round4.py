@@ -26,7 +26,7 @@ from tests.study.conftest import (
 
 pytestmark = pytest.mark.faults
 
-TRIALS = 6
+TRIALS = 10  # more than Tune asks ahead (running + pending trials) at the stop
 
 
 def _configs(out: Path) -> list[str]:
@@ -48,9 +48,9 @@ def test_resumed_copies_and_moves_write_into_themselves_and_sample_nothing_twice
         tmp_path: Path) -> None:
     require_loopback()
     spec = tiny_spec(tmp_path / "spec.yaml", trials=TRIALS, seeds=[0],
-                     fixed={"epochs": 1})
+                     fixed={"epochs": 3})
     a = tmp_path / "a"
-    # SIGTERM after three results: Tune saves its state and the searcher's (seeded sampler)
+    # SIGTERM after a trial's epochs: Tune saves its state and the searcher's (seeded sampler)
     kill_driver_when(a, spec, min_epochs=3, sig=signal.SIGTERM)
     before = _configs(a)
     assert 0 < len(before) < TRIALS
@@ -68,7 +68,7 @@ def test_resumed_copies_and_moves_write_into_themselves_and_sample_nothing_twice
     # the original moved, resumed and SIGKILLed midway, resumed again: its old path never
     # comes back, and no configuration is drawn twice
     a.rename(c)
-    kill_driver_when(c, None, min_epochs=epochs_reported(c) + 2)
+    kill_driver_when(c, None, min_epochs=epochs_reported(c) + 4)
     assert not a.exists()
     res = mistudy("run", "--resume", "--out", str(c), "--quiet", timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
