@@ -115,13 +115,46 @@ def _fit_list(exp_dir: Path, configs: list[dict[str, Any]], spec: StudySpec, tra
     tuner.fit()
 
 
+def _relocate_new_trials() -> None:
+    """Ray 2.60's resume moves the restored trials to where the experiment is now, but the
+    searcher's experiment keeps the storage it was pickled with: trials created after a
+    resume of a copied or moved folder would write their checkpoints and results into the
+    folder's old path. Patched once per process: after Tune's own resume, the searcher's
+    experiment gets the controller's storage location too (as its restored trials do)."""
+    import copy
+
+    from ray.tune.execution.tune_controller import TuneController
+
+    if getattr(TuneController.resume, "_mistudy", False):
+        return
+    original = TuneController.resume
+
+    def resume(self: Any, resume_config: Any) -> None:
+        original(self, resume_config)
+        exp = getattr(self._search_alg, "_experiment", None)
+        old = getattr(exp, "storage", None)
+        if exp is None or old is None:
+            return
+        new = copy.copy(old)
+        new.storage_filesystem = self._storage.storage_filesystem
+        new.storage_fs_path = self._storage.storage_fs_path
+        new.experiment_dir_name = self._storage.experiment_dir_name
+        exp.storage = new
+        exp.spec["storage"] = new
+
+    resume._mistudy = True  # type: ignore[attr-defined]
+    TuneController.resume = resume  # type: ignore[method-assign]
+
+
 def restore_tuner(exp_dir: Path, cpus: float, gpus: float) -> Any:
     """Tune's saved experiment in ``exp_dir``, after the repairs a killed driver's folder
-    needs (``study._resume.prepare_resume``, one line printed per repair)."""
+    needs (``study._resume.prepare_resume``, one line printed per repair); new trials are
+    made where the folder is now (:func:`_relocate_new_trials`)."""
     from ray import tune
 
     from ._resume import prepare_resume
 
+    _relocate_new_trials()
     for note in prepare_resume(exp_dir):
         print(note, flush=True)
     return tune.Tuner.restore(str(exp_dir), _trainable(cpus, gpus),
