@@ -53,6 +53,9 @@ def _ranges(search: Mapping[str, Any], family: str) -> dict[str, tuple[str, Any]
     alpha = search.get("alpha")
     if isinstance(alpha, list) and len(alpha) == 2 and alpha[0] != alpha[1]:
         out["alpha"] = ("search.alpha", (float(alpha[0]), float(alpha[1])))
+    elif isinstance(alpha, dict) and isinstance(alpha.get("choices"), list) and \
+            len(alpha["choices"]) > 1:  # ordered choices, like the batch sizes
+        out["alpha"] = ("search.alpha", sorted(float(a) for a in alpha["choices"]))
     bs = search.get("batch_size")
     if isinstance(bs, list) and len(bs) > 1:
         out["batch_size"] = ("search.batch_size", sorted(int(b) for b in bs))
@@ -139,7 +142,7 @@ def format_edges(edges: list[EdgeInfo], width: int = 110) -> list[str]:
     lines = []
     for e in edges:
         among = ", ".join(_g(v) for v in (e.choices or (e.low, e.high)))
-        if e.key == "search.batch_size":
+        if e.choices:
             where = f"the {'largest' if e.bound == 'high' else 'smallest'} of [{among}] (so are"
             near = f"{e.near} of the top {e.top})"
         else:

@@ -122,7 +122,12 @@ def sample_config(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
             log = p.log and lo > 0
             transition[pname] = trial.suggest_float(key, float(lo), float(hi), log=log)
     lo, hi = spec.alpha
-    alpha = lo if lo == hi else trial.suggest_float("alpha", lo, hi)
+    if spec.alpha_choices:  # e.g. integer orders: the estimator's trace path
+        choices = list(spec.alpha_choices)
+        alpha = choices[0] if len(choices) == 1 else \
+            float(trial.suggest_categorical("alpha", choices))
+    else:
+        alpha = lo if lo == hi else trial.suggest_float("alpha", lo, hi)
     bs = spec.batch_sizes
     batch = bs[0] if len(bs) == 1 else trial.suggest_categorical("batch_size", list(bs))
     return {"transition": transition, "alpha": alpha, "batch_size": batch}

@@ -7,7 +7,7 @@ as one line ``path: bad value -- what is allowed``. Example (the ``quick`` prese
     fixed: {dataset: fashion_mnist, model: shallow, epochs: 6, lr: 0.001}
     search:
       families: {power: {exponent: [0.1, 1.5]}, exponential: {}, cosine: {}}
-      alpha: [1.0, 2.0]        # a range, or one number to fix it
+      alpha: [1.0, 2.0]        # a range, one number to fix it, or {choices: [2, 3]}
       batch_size: [128, 256]   # choices
     trials: 4                  # configurations sampled by Optuna
     seeds: [0]                 # every configuration runs with each seed
@@ -106,13 +106,16 @@ class StudySpec:
     name: str
     fixed: dict[str, Any]  # TrainConfig keys shared by all trials
     families: dict[str, dict[str, Any]]  # family -> param -> (low, high) tuple or fixed value
-    alpha: tuple[float, float]  # low == high fixes it
+    alpha: tuple[float, float]  # low == high fixes it (choices: their smallest and largest)
     batch_sizes: tuple[int, ...]
     trials: int
     seeds: tuple[int, ...]
     objectives: tuple[Objective, ...]
     last_k: int = DEFAULT_LAST_K  # objective = mean of the last k epochs
     guards: Guards = field(default_factory=Guards)
+    # alpha searched over these values instead of the range (``{choices: [2, 3]}``: integer
+    # orders take the estimator's trace path, no eigensolve); empty: the range
+    alpha_choices: tuple[float, ...] = ()
     # configurations evaluated first (Optuna's enqueue_trial), as Optuna params
     enqueue: tuple[dict[str, Any], ...] = ()
     scheduler: str = "none"  # none | asha
@@ -265,7 +268,8 @@ def _objectives(c: _Checker, raw: Any) -> tuple[tuple[Objective, ...], int]:
 
 
 def _enqueue_one(c: _Checker, path: str, item: Any, families: dict[str, dict[str, Any]],
-                 alpha: tuple[float, float], batch_sizes: tuple[int, ...]) -> dict[str, Any]:
+                 alpha: tuple[float, float], batch_sizes: tuple[int, ...],
+                 choices: tuple[float, ...] = ()) -> dict[str, Any]:
     """One enqueued configuration as Optuna params (only the searched ones)."""
     item = c.keys(path, item, {"transition", "alpha", "batch_size"})
     tr = item.get("transition")
@@ -288,7 +292,9 @@ def _enqueue_one(c: _Checker, path: str, item: Any, families: dict[str, dict[str
             params[f"{fam}.{pname}"] = v
     if "alpha" in item:
         a = item["alpha"]
-        if not (_num(a) and alpha[0] <= a <= alpha[1]):
+        if choices and not (_num(a) and float(a) in choices):
+            c.bad(f"{path}.alpha", a, f"one of the searched choices {list(choices)}")
+        elif not (_num(a) and alpha[0] <= a <= alpha[1]):
             c.bad(f"{path}.alpha", a, f"inside the searched [{alpha[0]}, {alpha[1]}]")
         elif alpha[0] != alpha[1]:
             params["alpha"] = float(a)
@@ -302,8 +308,8 @@ def _enqueue_one(c: _Checker, path: str, item: Any, families: dict[str, dict[str
 
 
 def _enqueue(c: _Checker, raw: Any, families: dict[str, dict[str, Any]],
-             alpha: tuple[float, float], batch_sizes: tuple[int, ...]
-             ) -> tuple[dict[str, Any], ...]:
+             alpha: tuple[float, float], batch_sizes: tuple[int, ...],
+             choices: tuple[float, ...] = ()) -> tuple[dict[str, Any], ...]:
     """``enqueue:``: configurations evaluated first, each inside the search space."""
     if raw is None:
         return ()
@@ -311,8 +317,8 @@ def _enqueue(c: _Checker, raw: Any, families: dict[str, dict[str, Any]],
         c.bad("enqueue", raw, "a list (at most 1000) of {transition: {family: ..., ...}, "
                               "alpha: ..., batch_size: ...}")
         return ()
-    return tuple(_enqueue_one(c, f"enqueue[{i}]", item, families, alpha, batch_sizes)
-                 for i, item in enumerate(raw))
+    return tuple(_enqueue_one(c, f"enqueue[{i}]", item, families, alpha, batch_sizes,
+                              choices) for i, item in enumerate(raw))
 
 
 def _gave_last_k(raw: Any) -> bool:
@@ -323,21 +329,40 @@ def _gave_last_k(raw: Any) -> bool:
                for i in items)
 
 
-def _search(c: _Checker, raw: dict[str, Any]) -> tuple[Any, tuple[float, float], tuple[int, ...]]:
+def _alpha_choices(c: _Checker, a: Any) -> tuple[float, ...]:
+    """``{choices: [2, 3]}``: distinct numbers in (0, 10], sorted; () when ``a`` is no such
+    mapping (a problem is reported when it is a mapping of another shape)."""
+    if not isinstance(a, dict):
+        return ()
+    vals = a.get("choices")
+    if set(a) != {"choices"} or not (isinstance(vals, list) and vals and all(
+            _num(v) and 0 < v <= 10 for v in vals) and len(set(vals)) == len(vals)):
+        c.bad("search.alpha", a, "{choices: [numbers in (0, 10], distinct]}, e.g. "
+                                 "{choices: [2, 3]} (integer orders need no eigensolve)")
+        return (DEFAULT_ALPHA,)
+    return tuple(sorted(float(v) for v in vals))
+
+
+def _search(c: _Checker, raw: dict[str, Any]
+            ) -> tuple[Any, tuple[float, float], tuple[int, ...], tuple[float, ...]]:
     search = c.keys("search", raw.get("search"), _SEARCH_KEYS)
     families = _family_ranges(c, search.get("families"))
     a = search.get("alpha", DEFAULT_ALPHA)
-    alpha = (a, a) if _num(a) else (tuple(a) if isinstance(a, list) and len(a) == 2 else None)
-    if not (alpha and all(_num(v) for v in alpha) and 0 < alpha[0] <= alpha[1] <= 10):
-        c.bad("search.alpha", a, "a number or [low, high] with 0 < low <= high <= 10 "
-                                 "(1 is the Shannon limit; the paper uses 1.01)")
+    choices = _alpha_choices(c, a)
+    alpha: tuple[Any, ...] | None = (choices[0], choices[-1]) if choices else (a, a) if \
+        _num(a) else (tuple(a) if isinstance(a, list) and len(a) == 2 else None)
+    if alpha is None or not choices and not (all(_num(v) for v in alpha)
+                                             and 0 < alpha[0] <= alpha[1] <= 10):
+        c.bad("search.alpha", a, "a number, [low, high] with 0 < low <= high <= 10 "
+                                 "(1 is the Shannon limit; the paper uses 1.01), or "
+                                 "{choices: [2, 3]}")
         alpha = (DEFAULT_ALPHA, DEFAULT_ALPHA)
     bs = search.get("batch_size", [256])
     bs = [bs] if _int(bs) else bs
     if not (isinstance(bs, list) and bs and all(_int(b) and b >= NUM_CLASSES for b in bs)):
         c.bad("search.batch_size", bs, f"a list of integers >= {NUM_CLASSES} (the class count)")
         bs = [256]
-    return families, (float(alpha[0]), float(alpha[1])), tuple(bs)
+    return families, (float(alpha[0]), float(alpha[1])), tuple(bs), choices
 
 
 # The one rule for each value a spec and a command-line flag can both set: (ok, allowed).
@@ -438,11 +463,11 @@ def parse_spec(raw: Any) -> StudySpec:
     if not isinstance(fixed, dict):
         c.bad("fixed", fixed, "a mapping of training config keys")
         fixed = {}
-    families, alpha, batch_sizes = _search(c, raw)
+    families, alpha, batch_sizes, alpha_choices = _search(c, raw)
     objectives, last_k = _objectives(c, raw.get("objective"))
     obj_raw = raw.get("objective")
     guards = _guards(c, obj_raw if isinstance(obj_raw, list) else [obj_raw])
-    enqueue = _enqueue(c, raw.get("enqueue"), families, alpha, batch_sizes)
+    enqueue = _enqueue(c, raw.get("enqueue"), families, alpha, batch_sizes, alpha_choices)
     cpus, gpus, max_conc = _resources(c, raw)
     misc = _check_misc(c, raw)
     stopper, asha = _check_stopper_asha(c, raw)
@@ -456,6 +481,7 @@ def parse_spec(raw: Any) -> StudySpec:
         raise SpecError(c.problems)
     return StudySpec(
         name=misc["name"], fixed=fixed, families=families, alpha=alpha,
+        alpha_choices=alpha_choices,
         batch_sizes=batch_sizes, trials=misc["trials"], seeds=misc["seeds"],
         objectives=objectives, last_k=last_k, guards=guards, enqueue=enqueue,
         scheduler=misc["scheduler"], asha=asha,

@@ -26,6 +26,7 @@ from .schedules import validate_transition
 __all__ = ["ConfigError", "KernelConfig", "TrainConfig", "apply_overrides", "load_yaml"]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+ESTIMATORS = ("fast", "trace", "eigen", "dense")  # see TrainConfig.estimator
 MAX_EPOCHS = 10_000  # the paper: 50-100; more is a typo that would hold a cluster for weeks
 MAX_SEED = 2**32  # numpy's and torch's seeding both take it
 
@@ -73,7 +74,9 @@ class TrainConfig:
     )
     input_size: int = 224  # ResNet18 input side in pixels (paper: 224); shallow ignores it
     yhat: str = "softmax"  # Ŷ layer fed to the estimator: softmax | logits
-    estimator: str = "fast"  # fast (exact, label structure) | dense (three eigensolves)
+    # fast: exact, the label structure; integer alpha by traces of powers, no eigensolve |
+    # trace: that path required (integer alpha) | eigen: always eigensolves | dense: reference
+    estimator: str = "fast"
     kernel: KernelConfig = field(default_factory=KernelConfig)
     train_size: int = 5000  # balanced: per class = size / 10
     val_size: int = 1000
@@ -186,7 +189,7 @@ def _check_choices(c: TrainConfig) -> None:
     _need(_in(c.model, MODELS), "model", c.model, str(sorted(MODELS)))
     _need(_in(c.optimizer, ("adam", "sgd")), "optimizer", c.optimizer, "'adam' or 'sgd'")
     _need(_in(c.yhat, ("softmax", "logits")), "yhat", c.yhat, "'softmax' or 'logits'")
-    _need(_in(c.estimator, ("fast", "dense")), "estimator", c.estimator, "'fast' or 'dense'")
+    _need(_in(c.estimator, ESTIMATORS), "estimator", c.estimator, str(list(ESTIMATORS)))
     _need(_in(c.precision, PRECISIONS), "precision", c.precision, str(list(PRECISIONS)))
     _need(isinstance(c.device, str) and bool(re.fullmatch(r"auto|cpu|cuda(:\d+)?", c.device)),
           "device", c.device, "auto, cpu, cuda or cuda:N")
@@ -197,6 +200,11 @@ def _check_choices(c: TrainConfig) -> None:
 
 def _check_numbers(c: TrainConfig) -> None:
     _need(_is_num(c.alpha) and c.alpha > 0, "alpha", c.alpha, "a finite number > 0")
+    if c.estimator == "trace" and _is_num(c.alpha):
+        from .information import MAX_TRACE_ORDER, integer_order
+
+        _need(integer_order(c.alpha) is not None, "alpha", c.alpha,
+              f"with estimator=trace: an integer in [2, {MAX_TRACE_ORDER}]")
     _need(_is_num(c.lr) and c.lr > 0, "lr", c.lr, "a finite number > 0")
     _need(_is_num(c.momentum) and 0 <= c.momentum < 1, "momentum", c.momentum, "[0, 1)")
     _need(_is_num(c.weight_decay) and c.weight_decay >= 0, "weight_decay", c.weight_decay,

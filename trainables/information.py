@@ -19,6 +19,17 @@ Two ways to get ``I(Y; B)`` for a label matrix ``Y``:
 Eigensolves run in float64 by default (``dtype=``); eigenvalues below the numerical-rank
 threshold ``N * eps * lambda_max`` count as exact zeros, so gradients stay finite for any
 ``alpha > 0`` (``d lambda^alpha / d lambda`` blows up at 0 for ``alpha < 1``).
+
+**Integer orders need no eigensolve.** For ``alpha = n``, an integer >= 2 (``2.0`` counts),
+``sum_i lambda_i^n = tr(A^n) = <A^p, A^q>_F`` with ``p = n // 2``, ``q = n - p`` (``A``
+symmetric): ``n = 2`` is ``||A||_F^2`` (no product), ``n = 3`` one matrix product, ``n = 4``
+one. Every function here takes that **trace path** automatically for such orders
+(``method="auto"``); ``method="eigen"`` forces the eigensolves, ``method="trace"`` refuses a
+non-integer order. The gradient is autograd through the same products (``d tr(A^n)/dA =
+n A^(n-1)``). With the label structure the joint is a sum over the class blocks:
+``tr((Y o B)^n) = sum_c tr(B_c^n) / N^n`` for the unit-trace ``B``. Exact to round-off against
+the eigen path (tests/trainables/test_information_trace.py). Still float64: the products are
+cheap enough that precision is not worth trading here (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -41,7 +52,14 @@ __all__ = [
     "label_mutual_information",
     "gaussian_label_mutual_information",
     "kernel_alignment",
+    "integer_order",
+    "power_trace",
+    "METHODS",
+    "MAX_TRACE_ORDER",
 ]
+
+METHODS = ("auto", "eigen", "trace")
+MAX_TRACE_ORDER = 8  # tr(A^n) by products up to here (n = 8: three products)
 
 
 def _flat(x: Tensor) -> Tensor:
@@ -97,6 +115,35 @@ def _check_alpha(alpha: float) -> None:
         raise ValueError(f"alpha={alpha!r} is not allowed: the Rényi order must be a finite > 0")
 
 
+def integer_order(alpha: float, method: str = "auto") -> int | None:
+    """The integer ``n`` when the trace path computes order ``alpha`` (``method`` "auto": an
+    integer in [2, MAX_TRACE_ORDER], 2.0 included; "eigen": never; "trace": required)."""
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is unknown; allowed: {list(METHODS)}")
+    n = int(alpha) if float(alpha).is_integer() and 2 <= alpha <= MAX_TRACE_ORDER else None
+    if method == "trace" and n is None:
+        raise ValueError(f"alpha={alpha!r}: the trace path needs an integer order in "
+                         f"[2, {MAX_TRACE_ORDER}]")
+    return None if method == "eigen" else n
+
+
+def power_trace(a: Tensor, n: int) -> Tensor:
+    """``tr(A^n)`` of symmetric matrices (last two dims, batched) without an eigensolve:
+    ``<A^p, A^q>_F`` with ``p = n // 2``, ``q = n - p`` (``n - 2`` products at most, one for
+    n = 3 and 4)."""
+    p = n // 2
+    ap = a
+    for _ in range(p - 1):
+        ap = ap @ a  # (..., N, N)
+    aq = ap if n - p == p else ap @ a
+    return (ap * aq).sum(dim=(-2, -1))
+
+
+def _trace_entropy(power_sum: Tensor, alpha: float) -> Tensor:
+    """Rényi entropy (bits) from ``sum lambda^alpha`` of a unit-trace spectrum."""
+    return torch.log2(power_sum) / (1.0 - alpha)
+
+
 def entropy_from_eigenvalues(lam: Tensor, alpha: float) -> Tensor:
     """Rényi entropy (bits) of a unit-trace spectrum ``lam`` (last dim), round-off clamped.
 
@@ -106,29 +153,37 @@ def entropy_from_eigenvalues(lam: Tensor, alpha: float) -> Tensor:
     return _entropy_and_slope(lam, alpha)[0]
 
 
-def renyi_entropy(a: Tensor, alpha: float, *, dtype: torch.dtype = torch.float64) -> Tensor:
-    """``H_alpha(A)`` in bits for a unit-trace PSD matrix ``A`` (one eigensolve in ``dtype``)."""
+def renyi_entropy(a: Tensor, alpha: float, *, dtype: torch.dtype = torch.float64,
+                  method: str = "auto") -> Tensor:
+    """``H_alpha(A)`` in bits for a unit-trace PSD matrix ``A`` (one eigensolve in ``dtype``,
+    or for an integer order ``tr(A^alpha)`` by products: :func:`integer_order`)."""
     _check_alpha(alpha)
+    n = integer_order(alpha, method)
+    if n is not None:
+        return _trace_entropy(power_trace(a.to(dtype), n), alpha).to(a.dtype)
     lam = torch.linalg.eigvalsh(a.to(dtype))
     return entropy_from_eigenvalues(lam, alpha).to(a.dtype)
 
 
 def joint_entropy(
-    a: Tensor, b: Tensor, alpha: float, *, dtype: torch.dtype = torch.float64
+    a: Tensor, b: Tensor, alpha: float, *, dtype: torch.dtype = torch.float64,
+    method: str = "auto"
 ) -> Tensor:
     """``H_alpha(A, B) = H_alpha(A o B / tr(A o B))``."""
     ab = a * b
-    return renyi_entropy(ab / torch.trace(ab), alpha, dtype=dtype)
+    return renyi_entropy(ab / torch.trace(ab), alpha, dtype=dtype, method=method)
 
 
 def mutual_information(
-    a: Tensor, b: Tensor, alpha: float, *, dtype: torch.dtype = torch.float64
+    a: Tensor, b: Tensor, alpha: float, *, dtype: torch.dtype = torch.float64,
+    method: str = "auto"
 ) -> Tensor:
-    """Dense reference ``I_alpha(A; B) = H(A) + H(B) - H(A, B)`` (three eigensolves)."""
+    """Dense reference ``I_alpha(A; B) = H(A) + H(B) - H(A, B)`` (three eigensolves, or three
+    traces of powers for an integer order)."""
     return (
-        renyi_entropy(a, alpha, dtype=dtype)
-        + renyi_entropy(b, alpha, dtype=dtype)
-        - joint_entropy(a, b, alpha, dtype=dtype)
+        renyi_entropy(a, alpha, dtype=dtype, method=method)
+        + renyi_entropy(b, alpha, dtype=dtype, method=method)
+        - joint_entropy(a, b, alpha, dtype=dtype, method=method)
     )
 
 
@@ -246,8 +301,24 @@ class _LabelMI(torch.autograd.Function):
         return None, g * grad, None
 
 
+def _label_traces(y: Tensor, b: Tensor, alpha: float, n: int) -> Tensor:
+    """``I(Y; B)`` by traces of powers (differentiable; no sorting, no host sync): ``tr(B^n)``,
+    and for the joint ``tr((S o B)^n) / tr(B)^n`` with ``S`` the 0/1 same-label matrix (block-
+    diagonal up to a permutation, so this is the sum over the class blocks); ``H(Y)`` from the
+    class frequencies."""
+    y = y.reshape(-1)
+    same = (y[:, None] == y[None, :]).to(b.dtype)  # (N, N)
+    t = torch.trace(b)
+    h_b = _trace_entropy(power_trace(b, n), alpha)  # B taken as unit-trace, as the eigen path
+    h_j = _trace_entropy(power_trace(same * b, n) / t**n, alpha)
+    freq = same.sum(dim=1) / y.numel()  # n_c / N for each sample's class
+    h_y = _trace_entropy((freq ** (n - 1)).sum() / y.numel(), alpha)  # sum_c (n_c/N)^n
+    return h_y + h_b - h_j
+
+
 def label_mutual_information(
-    y: Tensor, b: Tensor, alpha: float, *, dtype: torch.dtype = torch.float64
+    y: Tensor, b: Tensor, alpha: float, *, dtype: torch.dtype = torch.float64,
+    method: str = "auto"
 ) -> Tensor:
     """Exact ``I_alpha(label_matrix(y); B)`` using the label matrix's structure.
 
@@ -260,6 +331,9 @@ def label_mutual_information(
     _check_alpha(alpha)
     b64 = b.to(dtype)
     y = y.to(b.device)
+    n = integer_order(alpha, method)
+    if n is not None:  # no eigensolve: traces of powers, autograd for the gradient
+        return _label_traces(y, b64, alpha, n).to(b.dtype)
     if torch.is_grad_enabled() and b64.requires_grad:
         out = _LabelMI.apply(y, b64, alpha)
     else:
@@ -311,16 +385,20 @@ def _unit_gaussian_gram(x: Tensor, sigma: float) -> Tensor:
 
 
 def gaussian_label_mutual_information(
-    y: Tensor, x: Tensor, sigma: float, alpha: float
+    y: Tensor, x: Tensor, sigma: float, alpha: float, method: str = "auto"
 ) -> Tensor:
     """``label_mutual_information(y, gram_matrix(x, sigma), alpha)`` fused: the Gram matrix
     is built in float64 inside, and the backward goes straight to ``x`` (``(N, d)``) without
-    an autograd graph over ``N x N`` matrices. The training loop's default estimator."""
+    an autograd graph over ``N x N`` matrices. For an integer order, traces of powers of the
+    class blocks and autograd (no eigensolve). The training loop's default estimator."""
     _check_alpha(alpha)
     if float(sigma) <= 0:
         raise ValueError(f"kernel width sigma={float(sigma)!r} must be > 0")
     x64 = _flat(x).to(torch.float64)
     y = y.to(x.device)
+    n = integer_order(alpha, method)
+    if n is not None:
+        return _label_traces(y, _unit_gaussian_gram(x64, float(sigma)), alpha, n).to(x.dtype)
     if torch.is_grad_enabled() and x.requires_grad:
         out = _GaussianLabelMI.apply(y, x64, float(sigma), alpha)
     else:

@@ -174,13 +174,17 @@ class Trainer:
     # ---- the estimator on one batch ----------------------------------------------------
     def mi(self, y: Tensor, feats: Tensor, sigma: float) -> Tensor:
         """``I(Y; feats)`` in bits on one batch, differentiable in ``feats``."""
-        k = self.cfg.kernel
-        if k.y == "label" and self.cfg.estimator == "fast":
-            return gaussian_label_mutual_information(y, feats, sigma, self.cfg.alpha)
+        k, est = self.cfg.kernel, self.cfg.estimator
+        # fast: integer alpha by traces of powers (no eigensolve), else the label structure's
+        # eigensolves; trace / eigen force one of them; dense: the three-eigensolve reference
+        method = {"fast": "auto", "trace": "trace"}.get(est, "eigen")
+        if k.y == "label" and est != "dense":
+            return gaussian_label_mutual_information(y, feats, sigma, self.cfg.alpha, method)
         b = gram_matrix(feats.double(), sigma)  # float64 like the fast path: same numbers
         a = (label_matrix(y, self.num_classes) if k.y == "label"
              else label_gram_matrix(y, self.num_classes, k.sigma_y))
-        return mutual_information(a.to(b.dtype), b, self.cfg.alpha).to(feats.dtype)
+        return mutual_information(a.to(b.dtype), b, self.cfg.alpha,
+                                  method=method).to(feats.dtype)
 
     # ---- training ----------------------------------------------------------------------
     def train_epoch(self) -> float:

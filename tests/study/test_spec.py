@@ -125,3 +125,25 @@ def test_spec_rank_flag_and_analyze_refuse_a_last_k_by_one_rule(tmp_path: Path,
     with pytest.raises(AnalysisError) as err:
         analyze(missing, last_k=int(value))
     assert str(err.value) == f"last_k={value} -- allowed: {allowed}"
+
+
+def test_alpha_searched_over_choices() -> None:
+    import optuna
+
+    from study._searcher import sample_config
+
+    spec = parse_spec({**GOOD, "search": {**GOOD["search"], "alpha": {"choices": [3, 2]}},
+                       "enqueue": [{"transition": {"family": "power", "exponent": 0.5},
+                                    "alpha": 2, "batch_size": 64}]})
+    assert spec.alpha_choices == (2.0, 3.0) and spec.alpha == (2.0, 3.0)
+    assert spec.enqueue[0]["alpha"] == 2.0
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    drawn = {sample_config(study.ask(), spec)["alpha"] for _ in range(20)}
+    assert drawn == {2.0, 3.0}  # only the choices, both reached
+    with pytest.raises(SpecError) as err:
+        parse_spec({**GOOD, "search": {**GOOD["search"], "alpha": {"choices": [2, 2]}}})
+    assert "search.alpha" in str(err.value.problems)
+    with pytest.raises(SpecError) as err:
+        parse_spec({**spec.raw, "enqueue": [{"transition": {"family": "power",
+                                                            "exponent": 0.5}, "alpha": 2.5}]})
+    assert "one of the searched choices [2.0, 3.0]" in str(err.value.problems)

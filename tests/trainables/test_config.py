@@ -72,3 +72,13 @@ def test_load_yaml_is_safe_and_one_line(tmp_path: Path) -> None:
     listy.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="must hold a mapping"):
         load_yaml(str(listy))
+
+
+def test_the_trace_estimator_needs_an_integer_order() -> None:
+    from trainables.config import ConfigError, TrainConfig
+
+    assert TrainConfig.from_dict({"estimator": "trace", "alpha": 2.0}).alpha == 2.0
+    with pytest.raises(ConfigError, match="alpha"):
+        TrainConfig.from_dict({"estimator": "trace", "alpha": 2.5})
+    with pytest.raises(ConfigError, match="estimator"):
+        TrainConfig.from_dict({"estimator": "magic"})
