@@ -9,7 +9,10 @@ no dataset). Measures, on the first CUDA device (or the CPU with ``--smoke``):
 2. ResNet18 at 224x224 (``--smoke``: 32), CE and regularized epochs, fp32 vs bf16;
 3. float64 ``eigh`` at N = 256 and 512 on the GPU vs the CPU (the estimator's eigensolve);
 4. k = 1, 4, 8 shallow trials sharing the device as separate processes: per-trial epoch time
-   against k = 1.
+   against k = 1;
+5. the estimator itself, ``I(Y;Ŷ)`` forward + backward at N = 256 and 512: the eigen path
+   (α = 1.01, and α = 2, 3 forced through eigensolves) against the trace path of the integer
+   orders (α = 2, 3: products, no eigensolve), with the values' difference in bits.
 
 Writes ``$OUT/gpu_check.json`` when ``OUT`` is set, else ``benchmarks/results/``. Full run:
 about 5 minutes on one H200 (budget: 8). ``--smoke`` runs every part on tiny sizes (seconds).
@@ -122,6 +125,43 @@ def eigh_times(sizes: list[int], repeat: int) -> list[dict]:
     return rows
 
 
+def _mi_once(y: torch.Tensor, x: torch.Tensor, alpha: float, method: str) -> float:
+    """One forward + backward of the estimator (the value read back: a device sync)."""
+    from trainables.information import gaussian_label_mutual_information
+
+    xr = x.clone().requires_grad_(True)
+    v = gaussian_label_mutual_information(y, xr, 0.5, alpha, method)
+    v.backward()
+    return float(v)
+
+
+def trace_times(sizes: list[int], repeat: int, device: str) -> list[dict]:
+    """``gaussian_label_mutual_information`` forward + backward on the device: eigen vs trace
+    path per order, one row per (N, alpha)."""
+    rows = []
+    for n in sizes:
+        gen = torch.Generator().manual_seed(n)
+        x = torch.softmax(torch.randn(n, 10, generator=gen), dim=1).to(device)
+        y = (torch.arange(n) % 10).to(device)
+        for alpha in (1.01, 2.0, 3.0):
+            row: dict[str, Any] = {"N": n, "alpha": alpha}
+            values = {}
+            for method in ("eigen", "auto"):
+                values[method] = _mi_once(y, x, alpha, method)  # warm-up
+                times = []
+                for _ in range(repeat):
+                    t0 = time.perf_counter()
+                    _mi_once(y, x, alpha, method)
+                    _sync()
+                    times.append(time.perf_counter() - t0)
+                row[f"{'eigen' if method == 'eigen' else 'default'}_ms"] = \
+                    1000 * statistics.median(times)
+            row["eigen_over_default"] = row["eigen_ms"] / row["default_ms"]
+            row["abs_diff_bits"] = abs(values["eigen"] - values["auto"]) or 1e-300
+            rows.append(row)
+    return rows
+
+
 def _worker(args: argparse.Namespace) -> None:
     """One shallow trial in its own process (the k-trials-per-device part)."""
     splits = synthetic_splits(args.n_train, 200, 200, seed=args.seed)
@@ -179,12 +219,14 @@ def main(argv: list[str] | None = None) -> int:
                "resnet18": resnet_epochs(r_splits, 32, 1, device, batch=10,
                                          probes={"fp32": 1, "bf16": 0}),
                "eigh": eigh_times([64, 128], 3),
+               "trace": trace_times([64, 128], 3, device),
                "shared": shared_device([1, 2], 2, 300, device)}
     else:
         splits = synthetic_splits(5000, 1000, 1000)
         res = {"shallow": shallow_ratio(splits, [256, 512], 4, device),
                "resnet18": resnet_epochs(splits, 224, 3, device),
                "eigh": eigh_times([256, 512], 20),
+               "trace": trace_times([256, 512], 20, device),
                "shared": shared_device([1, 4, 8], 3, 5000, device)}
     res["meta"] = {"smoke": args.smoke, "device": torch.cuda.get_device_name(0) if cuda
                    else "cpu", "torch": torch.__version__, "seconds": time.time() - t0,

@@ -25,8 +25,11 @@ def test_gpu_check_smoke_writes_every_part(tmp_path: Path) -> None:
     assert [r["batch"] for r in data["shallow"]] == [100, 200]
     assert {r["precision"] for r in data["resnet18"]} == {"fp32", "bf16"}
     assert [r["N"] for r in data["eigh"]] == [64, 128]
+    assert [(r["N"], r["alpha"]) for r in data["trace"]] == [
+        (n, a) for n in (64, 128) for a in (1.01, 2.0, 3.0)]
+    assert all(r["abs_diff_bits"] < 1e-9 for r in data["trace"])  # same value either path
     assert [r["k"] for r in data["shared"]] == [1, 2]
-    for part in ("shallow", "resnet18", "eigh", "shared"):
+    for part in ("shallow", "resnet18", "eigh", "trace", "shared"):
         for row in data[part]:
             assert all(math.isfinite(v) and v > 0 for v in row.values()
                        if isinstance(v, float)), row
