@@ -105,3 +105,22 @@ def test_which_orders_take_the_trace_path(monkeypatch: pytest.MonkeyPatch) -> No
     assert calls == []  # non-integer orders never take it
     gaussian_label_mutual_information(y, x, 2.0, 2.0)
     assert calls == [2, 2]  # tr(B^2) and the joint's
+
+
+def test_the_trace_path_runs_no_eigensolve(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*a: object, **k: object) -> None:
+        raise AssertionError("an eigensolve on the trace path")
+
+    x = torch.randn(40, 6, dtype=torch.float64, requires_grad=True)
+    y = torch.arange(40) % 4
+    expected = [float(gaussian_label_mutual_information(y, x, 2.0, a, method="eigen"))
+                for a in ORDERS]
+    monkeypatch.setattr(torch.linalg, "eigh", refuse)
+    monkeypatch.setattr(torch.linalg, "eigvalsh", refuse)
+    for alpha, value in zip(ORDERS, expected, strict=True):  # with and without a gradient
+        out = gaussian_label_mutual_information(y, x, 2.0, alpha)
+        out.backward()
+        assert float(out) == pytest.approx(value, abs=1e-12)
+        with torch.no_grad():
+            assert float(gaussian_label_mutual_information(y, x, 2.0, alpha)) == \
+                pytest.approx(value, abs=1e-12)
