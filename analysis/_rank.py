@@ -200,7 +200,6 @@ def _schedule_row(label: str, grp: list[dict[str, Any]], selection: Selection,
         row.update({key: mean if has else nan, f"{key}_ci_low": lo, f"{key}_ci_high": hi})
     # how the test gap closed (trainables.closure.closing_side): below = train CE up
     row["closed_from"] = closing_side(row["delta_train_ce"], row["delta_test_ce"])
-    row["val_closed_from"] = closing_side(row["delta_train_ce"], _mean(grp, "val_ce_delta"))
     row.update({
         "n_seeds": len(grp), "n_unmatched": sum(1 for r in grp if not r["matched"]),
         "delta_val_acc": _mean(grp, "val_acc_delta") if has else nan,

@@ -140,10 +140,11 @@ class Tracker:
         # trial id -> (run id, has params) of the runs already in the store, read once; this
         # process holds the folder's lock, so no one else creates a run of this study meanwhile
         self._known: dict[str, tuple[str, bool]] | None = None
+        self._moved: bool | None = None  # the folder copied or moved since the experiment began
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_client": None, "_runs": {}, "_steps": {}, "_logged": 0,
-                "plots_drawn": 0, "_known": None}
+                "plots_drawn": 0, "_known": None, "_moved": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Restored by Tune from a saved state: the stores are where this command's study is
@@ -151,6 +152,7 @@ class Tracker:
         from ._folder import location
 
         self.__dict__.update(state)
+        self.__dict__.setdefault("_moved", None)  # a tracker pickled by an older version
         here = location(study_id=self.study_id)
         if here is not None:
             self.tracking_uri, self.artifact_location = here["tracking_uri"], \
@@ -396,6 +398,11 @@ class Tracker:
 
         here = self.artifact_location
         if not here or not here.startswith("file:"):
+            return None
+        if self._moved is None:  # asked once: the experiment's location says where it began
+            exp = self.client.get_experiment(self.experiment_id())
+            self._moved = exp.artifact_location.rstrip("/") != here.rstrip("/")
+        if not self._moved:
             return None
         mine = Path(urllib.parse.unquote(urllib.parse.urlsplit(here).path))
         parts = urllib.parse.urlsplit(self.client.get_run(run_id).info.artifact_uri)

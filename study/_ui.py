@@ -27,6 +27,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from trainables.records import VIEW_ORDER  # a trial run's place in the view (a metric)
+
 from ._guardian import spawn_tied
 
 __all__ = ["runs_link", "port_free", "serve", "descendants", "ViewInfo", "get_view_info",
@@ -37,7 +39,6 @@ TRIAL_FILTER = "tags.`mistudy.role` = 'trial'"
 SHARE_KEY = "mistudy-top"  # the view the printed link opens
 SHARE_TAG = f"mlflow.sharedViewState.{SHARE_KEY}"  # MLflow's own tag prefix for a shared view
 VISIBLE_RUNS = 10  # MLflow shows the first 10 runs (FIRST_10_RUNS) and charts that many
-VIEW_ORDER = "view_order"  # a trial run's place in the view (a metric: the view sorts by it)
 FIRST_CHARTS = ("mi_y_yhat", "mi_y_x", "gap", "val_gap", "train_ce", "test_ce", "transition")
 _QUERY = {"searchFilter": TRIAL_FILTER, "orderByKey": "metrics.`gap_closure`",
           "orderByAsc": "false"}

@@ -20,7 +20,7 @@ from .closure import COMPARISON_KEYS
 
 __all__ = [
     "RECORD_KEYS", "OPTIONAL_RECORD_KEYS", "SUMMARY_METRICS", "STRING_KEYS", "FINITE_KEYS",
-    "STUDY_KEYS", "BASELINE_KEY", "ENQUEUED_KEY", "PHASE_KEY",
+    "STUDY_KEYS", "BASELINE_KEY", "ENQUEUED_KEY", "PHASE_KEY", "VIEW_ORDER",
     "TAG", "tag", "DEFAULT_ALPHA", "NUM_CLASSES", "DEFAULT_LAST_K",
     "schedule_text", "run_name", "flatten", "unflatten", "param_text", "param_value",
     "typed_config", "UnsafeTarget", "check_target", "open_append",
@@ -42,7 +42,9 @@ RECORD_KEYS = (
 # Added after the first studies were recorded: readers accept records without them.
 OPTIONAL_RECORD_KEYS = ("mi_grad_norm_start", "mi_grad_norm_weighted")
 # One-number columns on a finished trial's MLflow run (sortable in the runs table).
-SUMMARY_METRICS = ("final_gap", "final_test_acc", "gap_closure", *COMPARISON_KEYS)
+# view_order: the run's place in the view the MLflow link opens (study._ui; sorts the table).
+VIEW_ORDER = "view_order"
+SUMMARY_METRICS = ("final_gap", "final_test_acc", "gap_closure", VIEW_ORDER, *COMPARISON_KEYS)
 # A record with any of these non-finite is a diverged trial, never a result.
 FINITE_KEYS = ("train_loss", "train_ce", "val_ce", "test_ce", "mi_y_yhat")
 

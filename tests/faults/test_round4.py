@@ -113,11 +113,8 @@ def test_sync_and_confirm_never_unpickle_the_folders_tune_state(tmp_path: Path) 
 
 
 def test_resume_ends_only_the_processes_this_folder_started(tmp_path: Path) -> None:
-    out = tmp_path / "s"
+    out = tmp_path / "s"  # end_previous_ray reads only the folder's ray-pids.json
     out.mkdir()
-    (out / "spec.yaml").write_text(tiny_spec(tmp_path / "spec.yaml").read_text())
-    (out / "study.json").write_text(json.dumps({"study_id": "x", "name": "tiny",
-                                                "experiment": "tiny", "tracking_uri": "folder"}))
     # a process whose command line contains "ray" but is not this folder's Ray
     victim = subprocess.Popen(["bash", "-c", "exec -a grayscale-job sleep 300"])
     try:
