@@ -50,7 +50,7 @@ def _fwd_bwd(fn: Any, y: torch.Tensor, p: torch.Tensor, sigma: float, alpha: flo
     x = p.clone().requires_grad_(True)
     v = fn(y, x, sigma, alpha)
     v.backward()
-    return float(v), x.grad
+    return float(v.detach()), x.grad
 
 
 def run(src: str, sizes: tuple[int, ...] = (256, 512), repeat: int = 5) -> list[dict[str, Any]]:
