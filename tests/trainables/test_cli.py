@@ -124,3 +124,37 @@ def test_a_killed_train_continues_to_the_numbers_of_an_uninterrupted_run(tmp_pat
     (cut / "state.pt").write_bytes(b"x")
     other = mistudy("train", *TINY, "--set", "epochs=4", "--quiet", "--out", str(cut))
     assert other.returncode == 2 and "another config" in other.stderr
+
+
+def test_a_damaged_checkpoint_or_a_second_train_ends_in_one_line(tmp_path: Path) -> None:
+    """Issue 27: a truncated state.pt, a history.json of the wrong shape, and two `train` on
+    one --out each end in one line, exit 2 (the checkpoint is read weights-only: no code)."""
+    import os
+    import shutil
+    import signal
+    import time
+
+    args = [*TINY, "--set", "epochs=40", "--quiet"]
+    out = tmp_path / "run"
+    exe = Path(sys.executable).with_name("mistudy")
+    proc = subprocess.Popen([str(exe), "train", *args, "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not (out / "state.pt").exists():
+            time.sleep(0.05)
+        second = mistudy("train", *args, "--out", str(out))  # the first still runs
+        assert second.returncode == 2 and "in use by another mistudy process" in second.stderr
+        assert f"PID {proc.pid}" in second.stderr and "Traceback" not in second.stderr
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    shutil.copy(out / "history.json", tmp_path / "history.json")
+    for damage, said in ((lambda: (out / "history.json").write_text('{"a": 1}'), "no records"),
+                         (lambda: (shutil.copy(tmp_path / "history.json", out),
+                                   (out / "state.pt").write_bytes(b"\x80\x02garbage")),
+                          "damaged")):
+        damage()
+        res = mistudy("train", *args, "--out", str(out))
+        assert res.returncode == 2 and said in res.stderr, res.stderr[-2000:]
+        assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
