@@ -110,7 +110,18 @@ class StudyProgress(Callback):
 
     def _event(self, text: str, advance: bool = False, line: bool = False) -> None:
         """A line per event when piped; on a terminal the bar, with a line above it for a
-        trial's start and end (``line``)."""
+        trial's start and end (``line``). A reader that went away (``| head``) or a full
+        disk behind stdout ends the display, never the study: its records and the final
+        summary are elsewhere (the study folder, the store)."""
+        if self.stream is None:
+            return
+        try:
+            self._show(text, advance, line)
+        except (OSError, ValueError):  # EPIPE, ENOSPC; a closed stream
+            self.stream = None
+            self._bar = None
+
+    def _show(self, text: str, advance: bool, line: bool) -> None:
         if not self.tty:
             print(f"[{time.time() - self.t0:7.0f}s] {text} | {self._summary()}",
                   file=self.stream, flush=True)

@@ -595,6 +595,8 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if sys.stdout is None:  # started with stdout closed (`>&-`): print into nothing
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the process's life
     args = build_parser().parse_args(argv)
     commands = {"train": train_command, "run": run_command, "ui": ui_command,
                 "sync": sync_command, "rank": analysis_command, "export": analysis_command,

@@ -196,3 +196,40 @@ def test_rank_of_a_study_that_is_nothing_creates_nothing(tmp_path: Path) -> None
                              text=True, timeout=120, cwd=tmp_path)
         assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
+
+
+def test_a_saved_state_of_the_wrong_shape_is_set_aside_like_a_torn_one(tmp_path: Path
+                                                                       ) -> None:
+    from study._resume import repair_torn_state
+
+    exp = tmp_path / "ray" / "tiny"
+    exp.mkdir(parents=True)
+    (exp / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
+    (exp / "searcher-state-2026-01-01_00-00-00.pkl").write_text('{"histories": {}}')
+    notes = repair_torn_state(exp)
+    assert len(notes) == 1 and "set aside" in notes[0] and "starts afresh" in notes[0]
+    assert not list(exp.glob("experiment_state-*.json"))  # Tune never reads it
+    assert (exp / ".torn-experiment_state-2026-01-01_00-00-00.json").read_text() == "{}"
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_a_reader_that_goes_away_ends_the_display_not_the_study(tmp_path: Path) -> None:
+    """`mistudy run ... | head -3`: the study runs to its end and every run it opened ends
+    in a true state (was: a BrokenPipe in Tune's callback, exit 1, runs left RUNNING)."""
+    require_loopback()
+    spec = tiny_spec(tmp_path / "spec.yaml", trials=2, seeds=[0])
+    out = tmp_path / "s"
+    run = subprocess.Popen([str(BIN / "mistudy"), "run", str(spec), "--out", str(out)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    head = [run.stdout.readline() for _ in range(3)] if run.stdout else []
+    assert len(head) == 3
+    run.stdout.close()  # type: ignore[union-attr]  # the reader goes away
+    _, err = run.communicate(timeout=900)
+    assert run.returncode in (0, 141), err.decode()[-3000:]
+    assert b"Traceback" not in err, err.decode()[-3000:]
+    parents, children = study_runs(store_uri(out), "tiny", out)
+    assert [p.info.status for p in parents] == ["FINISHED"]
+    assert len(children) == 3 and all(c.info.status == "FINISHED" for c in children)
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'optuna.db'}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
