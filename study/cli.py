@@ -182,6 +182,49 @@ def findings_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_replay(sub: Any) -> None:
+    from trainables.pruning import DEFAULT_RULES as d
+
+    p = sub.add_parser("replay", help="run the closure-aware pruner over a recorded study as "
+                                      "if live: epochs saved, top schedules kept")
+    p.add_argument("study", help="a study bundle or folder")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--top", type=int, default=5, help="the final feasible top K to keep")
+    p.add_argument("--grace", type=int, default=d.grace, help=f"default {d.grace}")
+    p.add_argument("--window", type=int, default=d.window, help=f"default {d.window}")
+    p.add_argument("--acc-drop", type=float, default=d.acc_drop,
+                   help=f"accuracy guard, a fraction (default {d.acc_drop}; -1: off)")
+    p.add_argument("--ce-rise", type=float, default=-1,
+                   help="CE guard in nats (default: off)")
+    p.add_argument("--rungs", type=_int_list, default=list(d.rungs), metavar="E,E,...",
+                   help=f"the median rule's epochs (default {','.join(map(str, d.rungs))})")
+    p.add_argument("--quantile", type=float, default=d.quantile,
+                   help=f"prune below this quantile (default {d.quantile})")
+    p.add_argument("--median-min", type=int, default=d.median_min,
+                   help=f"configurations needed before a rung judges (default {d.median_min})")
+
+
+def replay_command(args: argparse.Namespace) -> int:
+    from analysis import AnalysisError
+    from analysis._replay import format_replay, get_replay_info
+    from trainables.pruning import PruneRules
+
+    if not (0 < args.quantile < 1) or args.grace < 1 or args.window < 1 or args.top < 1:
+        return _err(f"--quantile={args.quantile} --grace={args.grace} --window={args.window} "
+                    f"--top={args.top} -- allowed: a quantile in (0, 1), integers >= 1")
+    rules = PruneRules(grace=args.grace, window=args.window,
+                       acc_drop=None if args.acc_drop < 0 else args.acc_drop,
+                       ce_rise=None if args.ce_rise < 0 else args.ce_rise,
+                       rungs=tuple(args.rungs), median_min=args.median_min,
+                       quantile=args.quantile)
+    try:
+        info = get_replay_info(args.study, rules, args.top)
+    except AnalysisError as exc:
+        return _err(str(exc))
+    print(format_replay(info, args.format))
+    return 0
+
+
 def _add_reproduce(sub: Any) -> None:
     p = sub.add_parser("reproduce", help="the paper's figures with our numbers, over seeds")
     p.add_argument("--figure", type=_figures, required=True, metavar="N[,N...]|all",
@@ -249,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analysis(sub)
     _add_confirm(sub)
     _add_findings(sub)
+    _add_replay(sub)
     _add_reproduce(sub)
     return p
 
@@ -601,7 +645,8 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"train": train_command, "run": run_command, "ui": ui_command,
                 "sync": sync_command, "rank": analysis_command, "export": analysis_command,
                 "report": analysis_command, "reproduce": reproduce_command,
-                "confirm": confirm_command, "findings": findings_command}
+                "confirm": confirm_command, "findings": findings_command,
+                "replay": replay_command}
     from ._lifecycle import StudyInterrupted, exit_code, install_stop_signals
 
     if args.command in ("run", "confirm", "sync"):

@@ -1,0 +1,125 @@
+"""Closure-aware pruning: stop a configuration's trial early on its comparison with the matched
+CE baseline *at the same epochs* (the baselines run first, so their records are there).
+
+Torch-free and Ray-free: the one rule used by the live pruner (``study``'s ``scheduler:
+closure``) and by ``mistudy replay`` (``analysis._replay``), which runs it over a committed
+study's records as if live -- so a rule is proven on recorded studies before it touches one.
+
+At epoch ``e`` (counted from 1: the epochs a trial has trained), over the window of its last
+``window`` epochs and its baseline's records of the same epochs:
+
+* **accuracy guard** (from ``grace``): mean Δ validation accuracy below ``-acc_drop``;
+* **CE guard** (from ``grace``, when set): mean Δ validation CE above ``ce_rise``;
+* **median rule** (at each epoch of ``rungs``): the validation gap reduction below the
+  ``quantile`` of the configurations that reached that epoch earlier and were not pruned (at
+  least ``median_min`` of them).
+
+A configuration is judged as the study judges it: on the **mean over its seeds** (each seed
+against its own matched baseline), and pruned whole -- every seed stops -- as Optuna is told
+once per configuration. A seed with no matched baseline does not count; with none, nothing is
+pruned (there is nothing to compare with).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+from .closure import window_mean
+
+__all__ = ["PruneRules", "DEFAULT_RULES", "window_at", "scores_at", "mean_scores", "decide"]
+
+Record = Mapping[str, Any]
+
+
+class PruneRules(NamedTuple):
+    """The defaults were chosen by replaying the two committed 30-epoch closure studies
+    (``mistudy replay``; docs/findings/replay-*.json): 27% (Fashion-MNIST) and 35% (MNIST) of
+    the searched epochs saved -- 30% and 39% of the epochs a pruner may touch, enqueued
+    configurations being exempt -- with each study's final feasible top 5 intact. Chosen on
+    those two studies, so in-sample; a study of another length should scale the rungs."""
+
+    grace: int = 5  # no decision before this many epochs
+    window: int = 3  # epochs averaged at a decision
+    acc_drop: float | None = 0.02  # accuracy guard: Δ val acc < -acc_drop (a fraction)
+    ce_rise: float | None = None  # CE guard: Δ val CE > ce_rise (nats)
+    rungs: tuple[int, ...] = (15, 20, 25)  # the epochs the median rule judges at (empty: off)
+    median_min: int = 5  # configurations that must have reached a rung before
+    quantile: float = 0.6  # prune below this quantile of their values
+
+    def describe(self) -> str:
+        parts = [f"from epoch {self.grace}, last {self.window} epochs"]
+        if self.acc_drop is not None:
+            parts.append(f"Δ val acc < -{self.acc_drop:g}")
+        if self.ce_rise is not None:
+            parts.append(f"Δ val CE > {self.ce_rise:g}")
+        if self.rungs:
+            parts.append(f"val gap reduction below the {self.quantile:g} quantile of earlier "
+                         f"configurations at epochs {', '.join(map(str, self.rungs))} (once "
+                         f"{self.median_min} reached them)")
+        return "; ".join(parts)
+
+
+DEFAULT_RULES = PruneRules()
+
+
+def window_at(records: Sequence[Record], epochs: int, window: int) -> tuple[int, ...]:
+    """The epoch numbers of the last ``window`` of the first ``epochs`` records."""
+    done = sorted({int(r["epoch"]) for r in records})[:epochs]
+    return tuple(done[-window:])
+
+
+def scores_at(trial: Sequence[Record], baseline: Sequence[Record], epochs: int, window: int
+              ) -> dict[str, float]:
+    """Δ val acc, Δ val CE and the val gap reduction after ``epochs`` epochs, over the last
+    ``window`` of them, against the baseline's same epochs (NaN where one is missing)."""
+    w = window_at(trial, epochs, window)
+    out = {}
+    for key, name in (("val_acc", "acc_delta"), ("val_ce", "ce_delta")):
+        out[name] = window_mean(trial, key, w) - window_mean(baseline, key, w)
+    out["gap_reduction"] = window_mean(baseline, "val_gap", w) - window_mean(trial, "val_gap", w)
+    return out
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    v = sorted(values)
+    pos = q * (len(v) - 1)
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+
+Pair = tuple[Sequence[Record], Sequence[Record] | None]  # (a seed's records, its baseline's)
+
+
+def mean_scores(pairs: Sequence[Pair], epochs: int, window: int) -> dict[str, float] | None:
+    """:func:`scores_at` averaged over the seeds that have a baseline and ``epochs`` records;
+    None when none has."""
+    got = [scores_at(t, b, epochs, window) for t, b in pairs
+           if b and len({int(r["epoch"]) for r in t}) >= epochs]
+    if not got:
+        return None
+    return {k: sum(g[k] for g in got) / len(got) for k in got[0]}
+
+
+def decide(rules: PruneRules, pairs: Sequence[Pair], epochs: int,
+           earlier: Mapping[int, Sequence[float]] | None = None) -> str | None:
+    """The rule that prunes the configuration after ``epochs`` epochs, or None. ``pairs``:
+    each seed's records with its matched baseline's; ``earlier``: rung epoch -> the val gap
+    reductions of the configurations that reached it before this one."""
+    if epochs < rules.grace:
+        return None
+    s = mean_scores(pairs, epochs, rules.window)
+    if s is None:
+        return None
+    if rules.acc_drop is not None and s["acc_delta"] < -rules.acc_drop:
+        return "accuracy guard"
+    if rules.ce_rise is not None and s["ce_delta"] > rules.ce_rise:
+        return "CE guard"
+    before = (earlier or {}).get(epochs, ())
+    if epochs in rules.rungs and len(before) >= rules.median_min and \
+            math.isfinite(s["gap_reduction"]) and \
+            s["gap_reduction"] < _quantile(before, rules.quantile):
+        return f"median rule at epoch {epochs}"
+    return None
