@@ -35,6 +35,7 @@ from ._rank import (
     rank_schedules,
     trial_table,
 )
+from ._replay import ReplayInfo, format_replay, get_replay_info
 
 __all__ = [
     "Analysis", "analyze", "confirm_plan", "confirmation", "export_configs",
@@ -45,6 +46,7 @@ __all__ = [
     "is_bundle", "read_bundle", "write_bundle", "ConfirmInfo", "format_confirm",
     "get_confirm_info", "update_page", "write_findings", "ImportanceInfo", "format_importance",
     "get_importance_info", "EdgeInfo", "format_edges", "get_edge_info",
+    "ReplayInfo", "format_replay", "get_replay_info",
     "MATCH_KEYS", "bootstrap_ci", "match_baselines", "pareto_front", "rank_schedules",
     "trial_table",
 ]

@@ -30,7 +30,6 @@ from trainables.checkpoint import PLOT_FILE, read_history
 from trainables.closure import last_k_mean
 from trainables.config import TrainConfig
 from trainables.plots import plot_trial
-from trainables.ray_trainable import train_config_of
 from trainables.records import (
     BASELINE_KEY,
     DEFAULT_LAST_K,
@@ -43,6 +42,7 @@ from trainables.records import (
     run_name,
     schedule_text,
     tag,
+    train_config_of,
     write_metrics,
 )
 from trainables.saturation import saturation_epoch

@@ -205,8 +205,7 @@ def _add_replay(sub: Any) -> None:
 
 
 def replay_command(args: argparse.Namespace) -> int:
-    from analysis import AnalysisError
-    from analysis._replay import format_replay, get_replay_info
+    from analysis import AnalysisError, format_replay, get_replay_info
     from trainables.pruning import PruneRules
 
     if not (0 < args.quantile < 1) or args.grace < 1 or args.window < 1 or args.top < 1:

@@ -17,8 +17,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .records import atomic_write_bytes, atomic_write_text, run_name
 
 __all__ = ["STATE_FILE", "HISTORY_FILE", "PLOT_FILE", "save", "load", "read_history"]
@@ -37,6 +35,8 @@ def save(folder: Path, trainer: Any, history: list[dict[str, Any]] | None,
         if draw:
             _draw(history, folder, trainer.cfg)
     buf = io.BytesIO()
+    import torch  # here, not at import: the study driver reads histories without torch
+
     torch.save(trainer.state_dict(), buf)
     atomic_write_bytes(folder / STATE_FILE, buf.getvalue())
 
@@ -45,6 +45,8 @@ def load(folder: Path, trainer: Any) -> list[dict[str, Any]] | None:
     """Restore ``trainer`` from ``folder``; the records up to its epoch (None when the folder
     has no history: a checkpoint from before histories were kept)."""
     folder = Path(folder)
+    import torch
+
     trainer.load_state_dict(torch.load(folder / STATE_FILE, weights_only=True))
     history = read_history(folder)
     return None if history is None else history[:trainer.epoch]

@@ -17,9 +17,7 @@ from typing import Any
 import yaml
 
 from ._yaml import MAX_BYTES, YamlLimitError, safe_load
-from .data import DATASETS, VAL_SOURCES
-from .kernel_width import STRATEGIES
-from .models import MODELS
+from .names import DATASETS, MAX_TRACE_ORDER, MODEL_NAMES, STRATEGIES, VAL_SOURCES, integer_order
 from .records import DEFAULT_ALPHA, NUM_CLASSES
 from .schedules import validate_transition
 
@@ -186,7 +184,7 @@ def _in(value: Any, options: Any) -> bool:
 
 def _check_choices(c: TrainConfig) -> None:
     _need(_in(c.dataset, DATASETS), "dataset", c.dataset, str(list(DATASETS)))
-    _need(_in(c.model, MODELS), "model", c.model, str(sorted(MODELS)))
+    _need(_in(c.model, MODEL_NAMES), "model", c.model, str(sorted(MODEL_NAMES)))
     _need(_in(c.optimizer, ("adam", "sgd")), "optimizer", c.optimizer, "'adam' or 'sgd'")
     _need(_in(c.yhat, ("softmax", "logits")), "yhat", c.yhat, "'softmax' or 'logits'")
     _need(_in(c.estimator, ESTIMATORS), "estimator", c.estimator, str(list(ESTIMATORS)))
@@ -201,8 +199,6 @@ def _check_choices(c: TrainConfig) -> None:
 def _check_numbers(c: TrainConfig) -> None:
     _need(_is_num(c.alpha) and c.alpha > 0, "alpha", c.alpha, "a finite number > 0")
     if c.estimator == "trace" and _is_num(c.alpha):
-        from .information import MAX_TRACE_ORDER, integer_order
-
         _need(integer_order(c.alpha) is not None, "alpha", c.alpha,
               f"with estimator=trace: an integer in [2, {MAX_TRACE_ORDER}]")
     _need(_is_num(c.lr) and c.lr > 0, "lr", c.lr, "a finite number > 0")

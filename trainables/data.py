@@ -35,9 +35,8 @@ from torch import Tensor
 
 __all__ = ["Splits", "DATASETS", "VAL_SOURCES", "load_splits", "DataError", "read_idx",
            "balanced_indices"]
+from .names import DATASETS, VAL_SOURCES
 from .records import NUM_CLASSES
-
-VAL_SOURCES = ("test_file", "train_file")  # where an IDX dataset's validation split comes from
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 _FILES = {
@@ -264,4 +263,3 @@ def _load_cached(name: str, data_dir: str | None, seed: int,
     raise DataError(_how_to_get(name))
 
 
-DATASETS = ("mnist", "fashion_mnist")

@@ -39,6 +39,8 @@ import math
 import torch
 from torch import Tensor
 
+from .names import MAX_TRACE_ORDER, METHODS, integer_order
+
 __all__ = [
     "pairwise_sq_dists",
     "gram_matrix",
@@ -58,8 +60,7 @@ __all__ = [
     "MAX_TRACE_ORDER",
 ]
 
-METHODS = ("auto", "eigen", "trace")
-MAX_TRACE_ORDER = 8  # tr(A^n) by products up to here (n = 8: three products)
+
 
 
 def _flat(x: Tensor) -> Tensor:
@@ -113,18 +114,6 @@ def label_gram_matrix(y: Tensor, num_classes: int, sigma: float) -> Tensor:
 def _check_alpha(alpha: float) -> None:
     if not (alpha > 0 and math.isfinite(alpha)):
         raise ValueError(f"alpha={alpha!r} is not allowed: the Rényi order must be a finite > 0")
-
-
-def integer_order(alpha: float, method: str = "auto") -> int | None:
-    """The integer ``n`` when the trace path computes order ``alpha`` (``method`` "auto": an
-    integer in [2, MAX_TRACE_ORDER], 2.0 included; "eigen": never; "trace": required)."""
-    if method not in METHODS:
-        raise ValueError(f"method={method!r} is unknown; allowed: {list(METHODS)}")
-    n = int(alpha) if float(alpha).is_integer() and 2 <= alpha <= MAX_TRACE_ORDER else None
-    if method == "trace" and n is None:
-        raise ValueError(f"alpha={alpha!r}: the trace path needs an integer order in "
-                         f"[2, {MAX_TRACE_ORDER}]")
-    return None if method == "eigen" else n
 
 
 def power_trace(a: Tensor, n: int) -> Tensor:

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from .information import pairwise_sq_dists
+from .names import STRATEGIES
 
 if TYPE_CHECKING:
     from .config import KernelConfig
@@ -43,7 +44,6 @@ __all__ = [
     "KernelWidths",
 ]
 
-STRATEGIES = ("alignment", "silverman", "fixed")
 NUM_CANDIDATES = 100  # the paper's Fig. 1
 
 

@@ -16,14 +16,9 @@ from typing import Any
 from .checkpoint import HISTORY_FILE, PLOT_FILE, STATE_FILE, load, save
 from .config import TrainConfig
 from .loop import Trainer
-from .records import BASELINE_KEY, STUDY_KEYS
+from .records import BASELINE_KEY, train_config_of
 
 __all__ = ["train_tune", "train_config_of", "STATE_FILE", "HISTORY_FILE", "PLOT_FILE"]
-
-
-def train_config_of(config: dict[str, Any]) -> dict[str, Any]:
-    """A trial's config without the keys the study adds (``records.STUDY_KEYS``)."""
-    return {k: v for k, v in config.items() if k not in STUDY_KEYS}
 
 
 def train_tune(config: dict[str, Any]) -> None:

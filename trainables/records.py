@@ -22,7 +22,8 @@ __all__ = [
     "RECORD_KEYS", "OPTIONAL_RECORD_KEYS", "SUMMARY_METRICS", "STRING_KEYS", "FINITE_KEYS",
     "STUDY_KEYS", "BASELINE_KEY", "ENQUEUED_KEY", "PHASE_KEY", "VIEW_ORDER",
     "TAG", "tag", "DEFAULT_ALPHA", "NUM_CLASSES", "DEFAULT_LAST_K",
-    "schedule_text", "run_name", "flatten", "unflatten", "param_text", "param_value",
+    "schedule_text", "run_name", "train_config_of", "flatten", "unflatten", "param_text",
+    "param_value",
     "typed_config", "UnsafeTarget", "check_target", "open_append",
     "MetricsWriter", "read_metrics", "parse_metrics", "write_metrics", "non_finite",
     "atomic_write_text", "replace_atomically", "atomic_write_bytes", "cpu_model",
@@ -91,6 +92,11 @@ def schedule_text(config: Mapping[str, Any]) -> str:
     alpha_text = "" if alpha is None else f" α={_num(float(alpha))}"
     return " ".join(t for t in (str(tr.get("family", "?")), params) if t) + alpha_text + \
         f" {batch}"
+
+
+def train_config_of(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's config without the keys the study adds (:data:`STUDY_KEYS`)."""
+    return {k: v for k, v in config.items() if k not in STUDY_KEYS}
 
 
 def run_name(config: Mapping[str, Any]) -> str:

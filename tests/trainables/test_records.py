@@ -189,3 +189,24 @@ def test_the_front_door_and_analysis_import_no_torch_or_ray() -> None:
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == "[]", res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("modules", [
+    "trainables.config", "study.spec, study._tracking, study._folder, analysis",
+    "study.cli, study._ui, study._sync", "analysis._commands, analysis._replay"])
+def test_the_config_the_study_and_the_analysis_import_no_torch(modules: str) -> None:
+    """Transitively: what `mistudy ui`, `rank`, a spec check and the tracker import (a torch
+    import costs seconds and gigabytes on a driver that trains nothing)."""
+    import subprocess
+    import sys
+
+    code = f"import sys, {modules}; assert 'torch' not in sys.modules, sorted(" \
+           f"m for m in sys.modules if m.startswith(('trainables', 'study', 'analysis')))"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_model_names_are_the_models_built() -> None:
+    from trainables.models import MODELS
+    from trainables.names import MODEL_NAMES
+
+    assert sorted(MODELS) == sorted(MODEL_NAMES)
