@@ -61,7 +61,7 @@ def repair_torn_state(exp_dir: Path) -> list[str]:
     notes = []
     while (session := _newest_session(exp_dir)) is not None:
         files = [exp_dir / n.format(session) for n in _SESSION_FILES]
-        torn = [f.name for f in files if not _whole(f)]
+        torn = [f.name for f in files if not (_whole(f) and _shaped(f))]
         if not torn:
             break
         original = driver_copy(exp_dir, session, tuple(torn))
@@ -87,34 +87,51 @@ def _newest_session(exp_dir: Path) -> str | None:
     return states[-1].name[len("experiment_state-"):-len(".json")] if states else None
 
 
-# What a restore reads of each JSON state: a file without them (cut short, or edited to `{}`)
-# is no state Tune or the searcher can resume from.
-_STATE_KEYS = {"experiment_state-": ("trial_data", "runner_data"),
-               "searcher-state-": ("spec", "storage_url", "study_name", "baselines",
-                                   "pending_seeds", "configs", "trial_map", "histories", "done",
-                                   "asked", "sampler_seed")}
+# What a restore reads of each JSON state, as alternatives (the study's searcher, or the
+# confirmation's list searcher): a file with none of them (cut short, or edited to `{}`) is
+# no state Tune or the searcher can resume from.
+_STATE_KEYS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "experiment_state-": (("trial_data", "runner_data"),),
+    "searcher-state-": (("spec", "storage_url", "study_name", "baselines", "pending_seeds",
+                         "configs", "trial_map", "histories", "done", "asked", "sampler_seed"),
+                        ("pending",))}
 
 
 def _whole(path: Path) -> bool:
-    """Whether a state file is absent or complete and of the shape its reader needs. Tune's
-    experiment state and this project's searcher state are JSON (objects with the keys a
-    restore reads); Tune's ``search_gen_state-*.json`` (and a searcher state from before JSON)
-    are pickles, read here opcode by opcode without running them: a pickle cut short ends
-    before its STOP."""
+    """Whether a state file is absent or complete. Tune's experiment state and this project's
+    searcher state are JSON; Tune's ``search_gen_state-*.json`` (and a searcher state from
+    before JSON) are pickles, read here opcode by opcode without running them: a pickle cut
+    short ends before its STOP."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return True
     try:
         if data[:1] == b"{":
-            state = json.loads(data)
-            keys = next((k for p, k in _STATE_KEYS.items() if path.name.startswith(p)), ())
-            return isinstance(state, dict) and all(k in state for k in keys)
-        for _ in pickletools.genops(data):
-            pass
+            json.loads(data)
+        else:
+            for _ in pickletools.genops(data):
+                pass
         return True
     except (ValueError, RecursionError):  # JSONDecodeError is one
         return False
+
+
+def _shaped(path: Path) -> bool:
+    """Whether a whole JSON state holds what its restore reads (:data:`_STATE_KEYS`); a
+    pickle or an absent file passes (nothing to check without running it)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return True
+    if data[:1] != b"{":
+        return True
+    try:
+        state = json.loads(data)
+    except (ValueError, RecursionError):
+        return False
+    shapes = next((k for p, k in _STATE_KEYS.items() if path.name.startswith(p)), ((),))
+    return isinstance(state, dict) and any(all(k in state for k in keys) for keys in shapes)
 
 
 def driver_copy(exp_dir: Path, session: str, needed: tuple[str, ...] = ()) -> Path | None:

@@ -233,3 +233,16 @@ def test_a_reader_that_goes_away_ends_the_display_not_the_study(tmp_path: Path) 
     assert len(children) == 3 and all(c.info.status == "FINISHED" for c in children)
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'optuna.db'}")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+
+
+def test_the_confirmation_searchers_state_is_whole(tmp_path: Path) -> None:
+    """The list searcher of a confirmation saves {"pending": [...]}: a whole state, kept."""
+    from study._resume import repair_torn_state
+
+    exp = tmp_path / "ray" / "tiny-confirm"
+    exp.mkdir(parents=True)
+    (exp / "experiment_state-2026-01-01_00-00-00.json").write_text(
+        json.dumps({"trial_data": [], "runner_data": {}}))
+    (exp / "searcher-state-2026-01-01_00-00-00.pkl").write_text('{"pending": []}')
+    assert repair_torn_state(exp) == []
+    assert (exp / "searcher-state-2026-01-01_00-00-00.pkl").is_file()
