@@ -60,3 +60,19 @@ def ensure_mlflow_store(uri: str) -> None:
 
 def ensure_optuna_store(uri: str) -> None:
     create_atomically(uri, build_optuna_store)
+
+
+def store_problem(uri: str) -> str | None:
+    """A missing or damaged store is said, never silently replaced by an empty one."""
+    from trainables.studyfolder import sqlite_path
+
+    path = sqlite_path(uri) or Path(uri)
+    if not path.is_file():
+        return f"the study's MLflow store {path} is missing; the runs are under ray/: " \
+               f"'mistudy sync --out FOLDER' rebuilds the store from them"
+    with open(path, "rb") as fh:
+        head = fh.read(100)
+    if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
+        return f"the study's MLflow store {path} is damaged (not an SQLite database); " \
+               f"move it aside and run 'mistudy sync --out FOLDER' to rebuild it"
+    return None

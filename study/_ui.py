@@ -32,8 +32,8 @@ from trainables.records import VIEW_ORDER  # a trial run's place in the view (a 
 from ._guardian import spawn_tied
 
 __all__ = ["runs_link", "port_free", "serve", "descendants", "ViewInfo", "get_view_info",
-           "view_state", "share_view", "SHARE_KEY", "VIEW_ORDER", "SHARE_TAG", "VISIBLE_RUNS",
-           "FIRST_CHARTS"]
+           "view_state", "share_view", "experiment_id", "ensure_shared_view", "SHARE_KEY",
+           "VIEW_ORDER", "SHARE_TAG", "VISIBLE_RUNS", "FIRST_CHARTS"]
 
 TRIAL_FILTER = "tags.`mistudy.role` = 'trial'"
 SHARE_KEY = "mistudy-top"  # the view the printed link opens
@@ -114,6 +114,49 @@ def share_view(tracker: Any, ranking: Any, trials: Any,
                                     **({} if place is None else {VIEW_ORDER: float(place)})})
     tracker.set_experiment_tag(SHARE_TAG, json.dumps(view_state(info)))
     return info
+
+
+def experiment_id(meta: dict[str, Any]) -> str | None:
+    """The study's experiment id, or None when the store cannot be asked (the link then opens
+    the experiment list)."""
+    import os
+
+    from mlflow.tracking import MlflowClient
+
+    from trainables.studyfolder import credentials_to_env as _credentials_to_env
+
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    try:
+        client = MlflowClient(_credentials_to_env(meta["tracking_uri"]))
+        exp = client.get_experiment_by_name(meta["experiment"])
+    except Exception:
+        return None
+    return str(exp.experiment_id) if exp is not None else None
+
+
+def ensure_shared_view(out: str, meta: dict[str, Any]) -> bool:
+    """Whether the study's experiment holds the view the link opens (every study's end and
+    ``mistudy sync`` store it; made here from the ranking when missing). False when there is
+    nothing to rank yet or the store refuses the tag: the link then opens the run list."""
+    from analysis import AnalysisError, analyze
+
+    from ._tracking import Tracker
+
+    try:
+        tracker = Tracker(meta["tracking_uri"], meta["experiment"], meta["study_id"])
+        exp = tracker.client.get_experiment_by_name(meta["experiment"])
+        if exp is not None and SHARE_TAG in exp.tags:
+            return True
+        a = analyze(out)
+        share_view(tracker, a.ranking, a.trials)
+    except (AnalysisError, OSError):
+        return False
+    except Exception as exc:  # the server may refuse the write: the plain link still works
+        print(f"note: the charted view could not be stored ({type(exc).__name__}); the "
+              f"link opens the run list", file=sys.stderr)
+        return False
+    return True
 
 
 def _line_chart(metric: str, section: str, runs: int) -> dict[str, Any]:
