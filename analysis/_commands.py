@@ -88,10 +88,10 @@ def write_bundle(folder: Path, out: Path) -> Path:
     from trainables.records import atomic_write_bytes
 
     from ._bundle import bundle_head, pack_bundle
-    from ._load import _meta, optuna_trials
+    from ._load import optuna_trials, read_meta
 
     confirm = StudyPaths(folder).confirm_plan
-    data = pack_bundle(bundle_head(_meta(folder)),
+    data = pack_bundle(bundle_head(read_meta(folder)),
                        StudyPaths(folder).spec.read_text(encoding="utf-8"),
                        load_study(str(folder)), optuna_trials(str(folder)),
                        confirm.read_text(encoding="utf-8") if confirm.is_file() else None)

@@ -50,7 +50,7 @@ __all__ = ["StudyData", "AnalysisError", "load_study", "resolve_study", "trackin
 STUDY_JSON_ERRORS = (OSError, ValueError, KeyError, TypeError)
 
 
-def _meta(folder: Path) -> dict[str, Any]:
+def read_meta(folder: Path) -> dict[str, Any]:
     path = StudyPaths(folder).meta
     try:
         return dict(json.loads(path.read_text(encoding="utf-8")))
@@ -105,7 +105,7 @@ def resolve_study(study: str, tracking_uri: str | None) -> tuple[str, str, str |
     """``STUDY`` is an MLflow experiment name or id, or a study folder (its study.json says
     where it logs). Returns (tracking uri, experiment name or id, study id filter)."""
     if StudyPaths(Path(study)).is_study():
-        meta = _meta(Path(study))
+        meta = read_meta(Path(study))
         uri, _ = tracking_uri_of(meta, Path(study))
         return tracking_uri or uri, meta["experiment"], meta["study_id"]
     import os
@@ -355,7 +355,7 @@ def optuna_trials(study: str) -> list[dict[str, Any]]:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    meta = _meta(paths.root)
+    meta = read_meta(paths.root)
     name = str(meta.get("optuna_study") or meta["study_id"])
     storage = paths.optuna
     try:

@@ -86,7 +86,7 @@ def _wait(cb: Any, done: Any, timeout: float = 3600) -> float:
 
 
 def _measure(uri: str, root: Path, trials: int, epochs: int) -> dict[str, Any]:
-    from study._callbacks import MlflowCallback, _folders
+    from study._callbacks import MlflowCallback, trial_folders
     from study._tracking import Tracker
     from trainables.plots import plot_trial
 
@@ -113,7 +113,7 @@ def _measure(uri: str, root: Path, trials: int, epochs: int) -> dict[str, Any]:
     assert cb.flush()
     log_s, log_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     for t in ts:
-        cb._absorb(("finish", t.trial_id, t.config, _folders(t), "FINISHED", None))
+        cb._absorb(("finish", t.trial_id, t.config, trial_folders(t), "FINISHED", None))
     t0 = time.perf_counter()
     assert cb.flush()
     finish_s = time.perf_counter() - t0

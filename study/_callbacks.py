@@ -25,7 +25,7 @@ __all__ = ["MlflowCallback", "SaturationStopper", "BaselineSafeASHA",
            "trial_error_text"]
 
 
-def _folders(trial: Any) -> tuple[str, str]:
+def trial_folders(trial: Any) -> tuple[str, str]:
     """Where a trial's results are freshest (the driver's copy, which Tune copies into the
     study folder only later) and where its checkpoints are (the study folder: the workers
     upload them there, with the plot each trial drew)."""
@@ -97,11 +97,11 @@ class MlflowCallback(Callback):
             self._put(("result", trial.trial_id, dict(trial.config), record, _tags(result)))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._put(("finish", trial.trial_id, dict(trial.config), _folders(trial), "FINISHED",
+        self._put(("finish", trial.trial_id, dict(trial.config), trial_folders(trial), "FINISHED",
                    None))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._put(("finish", trial.trial_id, dict(trial.config), _folders(trial), "FAILED",
+        self._put(("finish", trial.trial_id, dict(trial.config), trial_folders(trial), "FAILED",
                    trial_error_text(trial)))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:

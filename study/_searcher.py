@@ -42,7 +42,7 @@ _NEW_STATE: dict[str, Any] = {"base_map": dict, "base_done": dict, "told": list,
                               "tracker": None}
 
 
-def _key(config: Mapping[str, Any]) -> str:
+def baseline_key(config: Mapping[str, Any]) -> str:
     return json.dumps(match_key(config))
 
 
@@ -83,7 +83,7 @@ def configuration_outcome(spec: StudySpec, config: Mapping[str, Any],
     for seed, entry in sorted(seeds.items()):
         if entry is None:
             continue
-        base = base_done.get(_key({**spec.fixed, **config, "seed": seed})) \
+        base = base_done.get(baseline_key({**spec.fixed, **config, "seed": seed})) \
             if spec.relative else None
         if spec.relative and base is None:
             return Outcome(None, "FAIL", f"the matched baseline of seed {seed} failed", {}, {})
@@ -152,7 +152,7 @@ def objective_value(history: list[dict[str, Any]], metric: str, last_k: int) -> 
 _KEPT = ("epoch", "train_ce", "val_ce", "val_acc", "val_gap")
 
 
-def _kept(result: dict[str, Any]) -> dict[str, Any]:
+def kept_record(result: dict[str, Any]) -> dict[str, Any]:
     return {k: result[k] for k in _KEPT if k in result}
 
 
@@ -237,7 +237,7 @@ class StudySearcher(Searcher):
         # Tune's records hold everything needed to rerun a trial.
         if self.baselines:
             config = {**self.spec.fixed, **self.baselines.popleft()}
-            self.base_map[trial_id] = _key(config)
+            self.base_map[trial_id] = baseline_key(config)
             return config
         if not self.pending_seeds:
             if self.asked >= self.spec.trials:
@@ -249,7 +249,8 @@ class StudySearcher(Searcher):
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if (trial_id in self.trial_map or trial_id in self.base_map) and "epoch" in result:
-            self.histories.setdefault(trial_id, {})[str(int(result["epoch"]))] = _kept(result)
+            epoch = str(int(result["epoch"]))
+            self.histories.setdefault(trial_id, {})[epoch] = kept_record(result)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
@@ -276,7 +277,7 @@ class StudySearcher(Searcher):
             for r in records.get(tid, []):
                 history = self.histories.setdefault(tid, {})
                 if str(int(r["epoch"])) not in history:
-                    history[str(int(r["epoch"]))] = _kept(r)
+                    history[str(int(r["epoch"]))] = kept_record(r)
                     added += 1
         completed = sorted(t for t in finished if t in self.trial_map or t in self.base_map)
         for tid in completed:
@@ -290,7 +291,7 @@ class StudySearcher(Searcher):
             if number in self.told or len(seeds) < len(self.spec.seeds):
                 continue
             if self.spec.relative and any(
-                    _key({**self.spec.fixed, **self.configs[number], "seed": s})
+                    baseline_key({**self.spec.fixed, **self.configs[number], "seed": s})
                     not in self.base_done for s, e in seeds.items() if e is not None):
                 continue  # a matched baseline is still running
             self._tell(number)

@@ -17,22 +17,22 @@ from ._folder import (
     writer_lock,
 )
 from ._resume import recover_records, repair_torn_state
-from ._tune import _tracker, experiment_dirs, study_trials
+from ._tune import experiment_dirs, study_tracker, study_trials
 
 __all__ = ["sync_study", "best_trials", "baseline_records", "confirm_info"]
 
 
 def baseline_records(out: Path) -> dict[str, list[dict[str, Any]]]:
     """Match key -> records of every finished baseline of the study (failed: None)."""
-    from ._searcher import _kept, _key
+    from ._searcher import baseline_key, kept_record
     from ._tracking import read_trial_results
 
     found: dict[str, list[dict[str, Any]] | None] = {}
     for t in study_trials(out):
         if t["config"].get(BASELINE_KEY) and t["status"] in ("TERMINATED", "ERROR"):
             records = read_trial_results(t["path"])
-            found[_key(t["config"])] = None if t["error"] or not records else [
-                _kept(r) for r in records]
+            found[baseline_key(t["config"])] = None if t["error"] or not records else [
+                kept_record(r) for r in records]
     return found  # type: ignore[return-value]
 
 
@@ -47,7 +47,7 @@ def sync_study(out: Path, locked: bool = False) -> dict[str, int]:
             stats = sync_study(out, locked=True)
             meta, spec = open_study(out)
             done = all(t["status"] in ("TERMINATED", "ERROR") for t in study_trials(out))
-            _tracker(spec, StudyPaths(out), meta).finish_parent(
+            study_tracker(spec, StudyPaths(out), meta).finish_parent(
                 "FINISHED" if done else "KILLED")
             return stats
     from ._callbacks import trial_error_text
@@ -62,7 +62,7 @@ def sync_study(out: Path, locked: bool = False) -> dict[str, int]:
     trials = study_trials(out)
     if not trials and not StudyPaths(out).ray.exists():
         raise StudyError(f"no Tune experiment in {StudyPaths(out).ray}")
-    tracker = _tracker(spec, StudyPaths(out), meta)
+    tracker = study_tracker(spec, StudyPaths(out), meta)
     tracker.parent_run(spec.raw)
     known = {t["trial_id"] for t in trials}
     stray = {tid: rid for tid, rid in tracker.trial_runs().items() if tid not in known}

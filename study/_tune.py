@@ -14,7 +14,7 @@ from .spec import StudySpec
 __all__ = ["experiment_dirs", "study_trials"]
 
 
-def _more_dirs(paths: StudyPaths, spec: StudySpec) -> list[Path]:
+def more_dirs(paths: StudyPaths, spec: StudySpec) -> list[Path]:
     return sorted(paths.ray.glob(f"{spec.name}-more*"),
                   key=lambda p: int(p.name.rpartition("more")[2] or 0))
 
@@ -24,16 +24,8 @@ def experiment_dirs(paths: StudyPaths, spec: StudySpec) -> list[Path]:
     from ._confirm import confirm_dir
 
     confirm = confirm_dir(paths, spec)
-    return [(paths.ray / spec.name).resolve(), *(p.resolve() for p in _more_dirs(paths, spec)),
+    return [(paths.ray / spec.name).resolve(), *(p.resolve() for p in more_dirs(paths, spec)),
             *([confirm] if confirm.exists() else [])]
-
-
-def _unfinished(exp_dir: Path) -> bool:
-    """Whether Tune's experiment has trials left (or was never saved: then it starts over);
-    read from its JSON, never its pickles (:mod:`study._experiments`)."""
-    from ._experiments import unfinished
-
-    return unfinished(exp_dir)
 
 
 def _trainable(cpus: float, gpus: float) -> Any:
@@ -44,7 +36,7 @@ def _trainable(cpus: float, gpus: float) -> Any:
     return tune.with_resources(train_tune, {"cpu": cpus, "gpu": gpus})
 
 
-def _tracker(spec: StudySpec, paths: StudyPaths, meta: dict[str, Any]) -> Any:
+def study_tracker(spec: StudySpec, paths: StudyPaths, meta: dict[str, Any]) -> Any:
     """This command's tracker; it also binds the study's location for the searcher and the
     tracker Tune restores from a saved state (``study._folder.bind_location``)."""
     from ._folder import bind_location
@@ -60,7 +52,7 @@ def _trial_dirname(trial: Any) -> str:
     return str(trial.trial_id)
 
 
-def _build_tuner(spec: StudySpec, exp_dir: Path, paths: StudyPaths, tracker: Any, cpus: float,
+def build_tuner(spec: StudySpec, exp_dir: Path, paths: StudyPaths, tracker: Any, cpus: float,
                  gpus: float, callbacks: list[Any], asked: int = 0,
                  baselines: bool = True,
                  baseline_records: dict[str, Any] | None = None) -> Any:
@@ -93,7 +85,7 @@ def _build_tuner(spec: StudySpec, exp_dir: Path, paths: StudyPaths, tracker: Any
     )
 
 
-def _fit_list(exp_dir: Path, configs: list[dict[str, Any]], spec: StudySpec, tracker: Any,
+def fit_list(exp_dir: Path, configs: list[dict[str, Any]], spec: StudySpec, tracker: Any,
               callbacks: list[Any]) -> None:
     from ray import tune
 

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ._experiments import unfinished
 from ._folder import (
     StudyError,
     StudyPaths,
@@ -51,13 +52,12 @@ from ._resume import repair_torn_state
 from ._sqlite import ensure_optuna_store
 from ._sync import baseline_records, best_trials, confirm_info, sync_study
 from ._tune import (
-    _build_tuner,
-    _fit_list,
-    _more_dirs,
-    _tracker,
-    _unfinished,
+    build_tuner,
     experiment_dirs,
+    fit_list,
+    more_dirs,
     restore_tuner,
+    study_tracker,
     study_trials,
 )
 from .spec import StudySpec, parse_spec
@@ -115,7 +115,7 @@ def run_study(spec: StudySpec | None, out: Path, *, resume: bool = False,
         cpus = cpus_per_trial if cpus_per_trial is not None else spec.cpus_per_trial
         gpus = gpus_per_trial if gpus_per_trial is not None else spec.gpus_per_trial
         t0 = time.time()
-        tracker = _tracker(spec, paths, meta)
+        tracker = study_tracker(spec, paths, meta)
         _start(spec, paths, tracker, address, num_cpus, cpus, gpus)
         t_fit = time.time()
         fit = _fitter(spec, paths, tracker, cpus, gpus, callbacks or [])
@@ -124,7 +124,7 @@ def run_study(spec: StudySpec | None, out: Path, *, resume: bool = False,
             for note in repair_torn_state(exp_dir):  # before anything reads a saved state
                 _print(note)
         first = dirs[0]
-        if not resume or _unfinished(first):
+        if not resume or unfinished(first):
             fit(first, spec, resume)
             _ended(out, first, tracker)
         if resume:
@@ -134,7 +134,7 @@ def run_study(spec: StudySpec | None, out: Path, *, resume: bool = False,
                 grown = spec  # a grow killed before its experiment was saved: grow again
         if grown is not None:
             _grow(paths, spec, grown, fit, optuna_study_name(meta))
-            _ended(out, _more_dirs(paths, spec)[-1], tracker)
+            _ended(out, more_dirs(paths, spec)[-1], tracker)
             spec = grown
         t_sync = time.time()
         sync_study(out, locked=True)
@@ -214,7 +214,7 @@ def _fitter(spec: StudySpec, paths: StudyPaths, tracker: Any, cpus: float, gpus:
         if saved:
             tuner = restore_tuner(exp_dir, cpus, gpus)
         else:
-            tuner = _build_tuner(exp_spec, exp_dir, paths, tracker, cpus, gpus, callbacks,
+            tuner = build_tuner(exp_spec, exp_dir, paths, tracker, cpus, gpus, callbacks,
                                  **searcher)
         tuner.fit()
     return fit  # type: ignore[return-value]
@@ -229,7 +229,7 @@ def _ended(out: Path, exp_dir: Path, tracker: Any, resume_with: str | None = Non
 
     from ._lifecycle import StudyInterrupted, stop_signal
 
-    if stop_signal() is None and not _unfinished(exp_dir):
+    if stop_signal() is None and not unfinished(exp_dir):
         return
     sync_study(out, locked=True)
     tracker.finish_parent("KILLED")
@@ -242,8 +242,8 @@ def _finish_extensions(paths: StudyPaths, spec: StudySpec, fit: Callable, out: P
                        tracker: Any) -> None:
     """``--resume`` finishes every extension a kill left unfinished (Tune restores each with
     its searcher); one killed before Tune saved anything is removed and grown again."""
-    for exp_dir in _more_dirs(paths, spec):
-        if not _unfinished(exp_dir):
+    for exp_dir in more_dirs(paths, spec):
+        if not unfinished(exp_dir):
             continue
         if any(exp_dir.glob("experiment_state-*.json")):
             fit(exp_dir.resolve(), spec, True)
@@ -288,7 +288,7 @@ def _grow(paths: StudyPaths, spec: StudySpec, grown: StudySpec, fit: Callable,
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     asked = len(optuna.load_study(study_name=optuna_name, storage=paths.optuna).trials)
-    k = len(_more_dirs(paths, spec)) + 1
+    k = len(more_dirs(paths, spec)) + 1
     exp_dir = (paths.ray / f"{spec.name}-more{k}").resolve()
     base = baseline_records(paths.root)
     write_spec(paths, grown)  # the spec now says N; a kill from here resumes the extension
@@ -313,14 +313,14 @@ def run_confirm(out: Path, top: int | None = None, seeds: int | None = None,
         for cb in callbacks or []:  # a progress display counts the runs the plan holds
             if hasattr(cb, "total"):
                 cb.total = len(plan["configs"])
-        tracker = _tracker(spec, paths, meta)
+        tracker = study_tracker(spec, paths, meta)
         exp_dir = confirm_dir(paths, spec)
         for note in repair_torn_state(exp_dir):
             _print(note)
-        if _unfinished(exp_dir):
+        if unfinished(exp_dir):
             _start(spec, paths, tracker, None, num_cpus, spec.cpus_per_trial,
                    spec.gpus_per_trial)
-            _fit_list(exp_dir, plan["configs"], spec, tracker, callbacks or [])
+            fit_list(exp_dir, plan["configs"], spec, tracker, callbacks or [])
             _ended(out, exp_dir, tracker, f"mistudy confirm {shlex.quote(str(out))}")
         sync_study(out, locked=True)
         tracker.finish_parent()  # an earlier interrupted phase left it KILLED
