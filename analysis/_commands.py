@@ -33,8 +33,8 @@ COLUMNS = ("schedule", "val_closure", "val_ci_low", "val_ci_high", "test_closure
            "delta_val_acc", "delta_val_ce", "delta_test_acc", "delta_train_ce",
            "delta_train_ce_ci_low", "delta_train_ce_ci_high", "delta_test_ce",
            "delta_test_ce_ci_low", "delta_test_ce_ci_high", "closed_from", "feasible",
-           "acc_drop", "pareto", "enqueued", "n_seeds", "gap", "gap_baseline", "test_acc",
-           "dpi_violation_rate", "saturation_epoch", "final_mi", "n_unmatched")
+           "acc_drop", "pareto", "enqueued", "pruned", "n_seeds", "gap", "gap_baseline",
+           "test_acc", "dpi_violation_rate", "saturation_epoch", "final_mi", "n_unmatched")
 
 
 class Analysis(NamedTuple):
@@ -181,7 +181,8 @@ def _compact(ranking: pd.DataFrame, metric: str) -> str:
                      "n/a" if r["delta_test_acc"] != r["delta_test_acc"]
                      else f"{100 * r['delta_test_acc']:+.1f}",
                      _num(r["delta_train_ce"]), _num(r["delta_test_ce"]),
-                     r.get("closed_from") or "-", "ok" if r["feasible"] else "no",
+                     r.get("closed_from") or "-",
+                     "pruned" if r.get("pruned") else "ok" if r["feasible"] else "no",
                      str(r["n_seeds"])])
     lines = [fixed_width(head, rows, left=(1,))]
     lines += [

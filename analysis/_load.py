@@ -152,6 +152,7 @@ def _runs_frame(runs: list[Any]) -> pd.DataFrame:
             "schedule": schedule_text({**config, BASELINE_KEY: baseline}),
             "phase": tags.get(tag("phase")) or "search",
             "enqueued": tags.get(tag("enqueued")) == "true",
+            "pruned": tags.get(tag("told")) == "PRUNED",
             "config": config,
         }
         row.update({f"p.{k}": v for k, v in flatten(config).items()})

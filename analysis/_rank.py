@@ -107,7 +107,7 @@ def trial_table(runs: pd.DataFrame, history: pd.DataFrame, last_k: int = DEFAULT
         rows.append({
             **{k: v for k, v in run.items() if k.startswith("p.") or k in (
                 "run_id", "trial_id", "baseline", "study_id", "schedule", "config", "phase",
-                "enqueued")},
+                "enqueued", "pruned")},
             "window": window, "epochs_done": len(h),
             **{k: window_mean(h, k, window) for k in ("gap", "test_acc", "train_ce",
                                                        "test_ce")},
@@ -211,6 +211,7 @@ def _schedule_row(label: str, grp: list[dict[str, Any]], selection: Selection,
         "saturation_epoch": _median(grp, "saturation_epoch"),
         "final_mi": _mean(grp, "final_mi"),
         "enqueued": any(not _absent(r.get("enqueued")) and bool(r["enqueued"]) for r in grp),
+        "pruned": any(not _absent(r.get("pruned")) and bool(r["pruned"]) for r in grp),
         "run_ids": [r["run_id"] for r in sorted(grp, key=_seed_order)],
     })
     row["acc_drop"] = bool(row["delta_test_acc"] < -acc_tolerance) if has else False
@@ -239,6 +240,7 @@ def rank_schedules(matched: pd.DataFrame, acc_tolerance: float = 0.02, n_boot: i
         return ranked
     ranked["pareto"] = pareto_front(ranked.val_closure, ranked.delta_val_acc)
     ranked["_nan"] = ranked[selection.metric].isna()
-    ranked = ranked.sort_values(["_nan", "feasible", selection.metric],
-                                ascending=[True, False, False], kind="stable")
+    # a pruned configuration's values are over its early epochs: never above a finished one
+    ranked = ranked.sort_values(["_nan", "pruned", "feasible", selection.metric],
+                                ascending=[True, True, False, False], kind="stable")
     return ranked.drop(columns="_nan").reset_index(drop=True)

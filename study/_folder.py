@@ -57,7 +57,8 @@ def bind_location(paths: StudyPaths, meta: dict[str, Any]) -> None:
     restore: by the lifecycle's tracker factory)."""
     _HERE.clear()
     _HERE.update(study_id=str(meta["study_id"]), optuna_study=optuna_study_name(meta),
-                 optuna=paths.optuna, tracking_uri=meta["tracking_uri"],
+                 root=str(paths.root.resolve()), optuna=paths.optuna,
+                 tracking_uri=meta["tracking_uri"],
                  artifact_location=meta.get("artifact_location"), timings=str(paths.timings))
 
 

@@ -303,12 +303,23 @@ class StudySearcher(Searcher):
             return
         outcome = configuration_outcome(self.spec, self.configs[number], self.done[number],
                                         self.base_done)
+        pruned = self._pruned(number)
+        if pruned is not None:  # scheduler: closure stopped it (trainables.pruning)
+            epoch, rule, value = pruned
+            outcome = outcome._replace(values=None, state="PRUNED",
+                                       reason=f"pruned at epoch {epoch}: {rule}")
         trial = optuna.trial.Trial(self.study, self._trial_id(number))
         for k, v in outcome.attrs.items():
             trial.set_user_attr(k, v)
         for name, value in outcome.attrs.get("constraints", {}).items():
             trial.set_constraint(name, value)  # what TPE / NSGA-II read
-        if outcome.values is None:
+        if pruned is not None:
+            if pruned[2] is not None and len(self.spec.objectives) == 1:
+                trial.report(float(pruned[2]), step=pruned[0])  # TPE reads the last value
+            self.study.tell(number, state=optuna.trial.TrialState.PRUNED)
+            print(f"mistudy: configuration {number} ({schedule_text(self.configs[number])}) "
+                  f"told PRUNED: {outcome.reason}", flush=True)
+        elif outcome.values is None:
             self.study.tell(number, state=optuna.trial.TrialState.FAIL)
             print(f"mistudy: configuration {number} ({schedule_text(self.configs[number])}) "
                   f"told FAIL: {outcome.reason}", flush=True)
@@ -318,6 +329,19 @@ class StudySearcher(Searcher):
         self.told.append(number)
         if self.tracker is not None:
             self._log_told(number, outcome)
+
+    def _pruned(self, number: int) -> tuple[int, str, float | None] | None:
+        if self.spec.scheduler != "closure":
+            return None
+        from trainables.studyfolder import StudyPaths, sqlite_path
+
+        from ._callbacks import pruned_configuration
+
+        here = location(optuna_study=self.study_name)
+        store = sqlite_path(self.storage_url)
+        root = Path(here["root"]) if here is not None else \
+            store.parent if store is not None else None
+        return None if root is None else pruned_configuration(StudyPaths(root).pruning, number)
 
     def _trial_id(self, number: int) -> int:
         return int(self.study._storage.get_trial_id_from_study_id_trial_number(

@@ -58,7 +58,7 @@ def build_tuner(spec: StudySpec, exp_dir: Path, paths: StudyPaths, tracker: Any,
                  baseline_records: dict[str, Any] | None = None) -> Any:
     from ray import tune
 
-    from ._callbacks import BaselineSafeASHA, SaturationStopper
+    from ._callbacks import BaselineSafeASHA, ClosurePruner, SaturationStopper
     from ._searcher import StudySearcher
 
     metric, mode = spec.objectives[0].record_metric  # a relative objective's per-epoch source
@@ -66,10 +66,12 @@ def build_tuner(spec: StudySpec, exp_dir: Path, paths: StudyPaths, tracker: Any,
     searcher = StudySearcher(spec, paths.optuna, optuna_study_name(meta), asked=asked,
                              baselines=baselines, baseline_records=baseline_records,
                              tracker=tracker)
-    scheduler = None
+    scheduler: Any = None
     if spec.scheduler == "asha":
         scheduler = BaselineSafeASHA(metric=metric, mode=mode, time_attr="epochs_done",
                                      max_t=spec.fixed.get("epochs", 10), **spec.asha)
+    if spec.scheduler == "closure":
+        scheduler = ClosurePruner(spec.pruner, len(spec.seeds), str(paths.pruning))
     stop = SaturationStopper(**spec.stopper) if spec.stopper else None
     samples = (spec.trials - asked) * len(spec.seeds) + (spec.num_baselines if baselines else 0)
     return tune.Tuner(

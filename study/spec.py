@@ -118,7 +118,8 @@ class StudySpec:
     alpha_choices: tuple[float, ...] = ()
     # configurations evaluated first (Optuna's enqueue_trial), as Optuna params
     enqueue: tuple[dict[str, Any], ...] = ()
-    scheduler: str = "none"  # none | asha
+    scheduler: str = "none"  # none | asha | closure (trainables.pruning; rules in `pruner`)
+    pruner: dict[str, Any] = field(default_factory=dict)  # PruneRules overrides
     asha: dict[str, Any] = field(default_factory=dict)
     stopper: dict[str, Any] = field(default_factory=dict)  # saturation stopper; empty = off
     cpus_per_trial: float = 1.0
@@ -144,11 +145,21 @@ class StudySpec:
 
 
 _TOP_KEYS = {"name", "fixed", "search", "trials", "seeds", "objective", "scheduler", "asha",
-             "stopper", "resources", "max_failures", "sampler_seed", "enqueue"}
+             "stopper", "resources", "max_failures", "sampler_seed", "enqueue", "pruner"}
 _SEARCH_KEYS = {"families", "alpha", "batch_size"}
 _RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial", "max_concurrent"}
 _STOPPER_KEYS = {"window", "rel_tol", "grad_tol", "min_epochs"}
 _ASHA_KEYS = {"grace_period", "reduction_factor"}
+_PRUNER_RULES = {  # PruneRules field -> (ok, allowed)
+    "grace": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "window": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "acc_drop": (lambda v: v is None or _num(v), "a number (a fraction) or null"),
+    "ce_rise": (lambda v: v is None or _num(v), "a number (nats) or null"),
+    "rungs": (lambda v: isinstance(v, list) and all(_int(e) and e >= 1 for e in v),
+              "a list of epochs >= 1"),
+    "median_min": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "quantile": (lambda v: _num(v) and 0 < v < 1, "a number in (0, 1)"),
+}
 
 
 _REPR = reprlib.Repr()
@@ -416,7 +427,8 @@ def _check_misc(c: _Checker, raw: dict[str, Any]) -> dict[str, Any]:
         ("trials", 4, VALUE_RULES["trials"][0], VALUE_RULES["trials"][1]),
         ("max_failures", 1, lambda v: _int(v) and v >= 0, "an integer >= 0"),
         ("sampler_seed", 0, lambda v: _int(v) and v >= 0, "an integer >= 0"),
-        ("scheduler", "none", lambda v: v in ("none", "asha"), "'none' or 'asha'"),
+        ("scheduler", "none", lambda v: v in ("none", "asha", "closure"),
+         "'none', 'asha' or 'closure'"),
         ("name", "study", is_study_name, f"{NAME_RULE} inside --out"),
     ):
         v = raw.get(key, default)
@@ -446,6 +458,9 @@ def _check_stopper_asha(c: _Checker, raw: dict[str, Any]) -> tuple[dict, dict]:
                 c.bad(f"stopper.{k}", stop[k], "a positive number (window/min_epochs: integer)")
     else:
         stop = {}
+    for k, v in c.keys("pruner", raw.get("pruner") or {}, set(_PRUNER_RULES)).items():
+        if not _PRUNER_RULES[k][0](v):
+            c.bad(f"pruner.{k}", v, _PRUNER_RULES[k][1])
     asha = c.keys("asha", raw.get("asha") or {}, _ASHA_KEYS)
     for k, v in asha.items():
         if not (_int(v) and v >= (2 if k == "reduction_factor" else 1)):
@@ -484,7 +499,7 @@ def parse_spec(raw: Any) -> StudySpec:
         alpha_choices=alpha_choices,
         batch_sizes=batch_sizes, trials=misc["trials"], seeds=misc["seeds"],
         objectives=objectives, last_k=last_k, guards=guards, enqueue=enqueue,
-        scheduler=misc["scheduler"], asha=asha,
+        scheduler=misc["scheduler"], asha=asha, pruner=dict(raw.get("pruner") or {}),
         stopper=stopper, cpus_per_trial=cpus, gpus_per_trial=gpus, max_concurrent=max_conc,
         max_failures=misc["max_failures"], sampler_seed=misc["sampler_seed"], raw=raw,
     )

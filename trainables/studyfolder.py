@@ -90,6 +90,11 @@ class StudyPaths:
         return self.root / "confirm.json"
 
     @property
+    def pruning(self) -> Path:
+        """The closure-aware pruner's decisions (``scheduler: closure``): kept across kills."""
+        return self.root / "pruning.json"
+
+    @property
     def confirm_report(self) -> Path:
         return self.root / "confirm.md"
 
