@@ -218,7 +218,7 @@ class StudySearcher(Searcher):
         return self.sampler_seed + (self.asked - self.start_asked)
 
     def _ask(self) -> None:
-        trial = self.study.ask()
+        trial = self._orphan() or self.study.ask()
         config = sample_config(trial, self.spec)
         if trial.user_attrs.get("enqueued"):
             config[ENQUEUED_KEY] = True
@@ -226,6 +226,19 @@ class StudySearcher(Searcher):
         self.done[trial.number] = {}
         self.pending_seeds.extend((trial.number, s) for s in self.spec.seeds)
         self.asked += 1
+
+    def _orphan(self) -> optuna.Trial | None:
+        """A trial this experiment asked Optuna for but never recorded: the driver was killed
+        after the ask and before Tune saved this searcher. It is taken again, with the values
+        Optuna already stored, rather than asked anew, so a resume never leaves a RUNNING
+        trial behind nor samples an extra configuration. Only numbers from this experiment's
+        start are taken (an earlier experiment's orphans were told FAIL when it ended)."""
+        running = self.study.get_trials(deepcopy=False,
+                                        states=(optuna.trial.TrialState.RUNNING,))
+        for t in sorted(running, key=lambda t: t.number):
+            if t.number >= self.start_asked and t.number not in self.configs:
+                return optuna.Trial(self.study, t._trial_id)
+        return None
 
     # ---- Tune's Searcher API -------------------------------------------------------------
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict,

@@ -115,3 +115,29 @@ def test_a_restored_state_is_brought_up_to_the_records_and_tells_what_finished(t
     assert restored.recover(records, finished={"t5"}) == (0, [])  # once only
     (tmp_path / "list.pkl").write_text('{"pending": []}')  # a confirmation's searcher
     assert StudySearcher.from_state_file(tmp_path / "list.pkl") is None
+
+
+def test_a_configuration_asked_after_the_last_save_is_taken_again_not_asked_anew(
+        tmp_path) -> None:
+    # The driver asked Optuna for configuration 1 and was killed before Tune saved the
+    # searcher: the stored study holds a RUNNING trial the restored state never heard of.
+    # The restored searcher must take that trial (its stored values), not ask a new one: a
+    # resume samples nothing twice and leaves nothing RUNNING (round 4's torn-session orphan).
+    s = StudySearcher(SPEC, f"sqlite:///{tmp_path / 'o.db'}", "sid")
+    for i in range(6):  # four baselines, then configuration 0 on seeds 0 and 1
+        s.suggest(f"t{i}")
+    state = tmp_path / "searcher-state-x.json"
+    s.save(str(state))
+    lost = s.suggest("t6")  # configuration 1, seed 0: asked, then the kill
+    assert len(s.study.trials) == 2
+    restored = StudySearcher.from_state_file(state)
+    assert restored is not None
+    again = restored.suggest("t6b")
+    assert again["optuna_trial"] == lost["optuna_trial"] == 1
+    assert again["transition"] == lost["transition"] and again["alpha"] == lost["alpha"]
+    assert restored.suggest("t7b")["optuna_trial"] == 1  # its second seed
+    nxt = restored.suggest("t8b")  # configuration 2: asked anew
+    assert nxt["optuna_trial"] == 2
+    assert len(restored.study.trials) == 3 == SPEC.trials
+    assert restored.suggest("t9b")["optuna_trial"] == 2
+    assert restored.suggest("t10b") == "FINISHED"
