@@ -19,8 +19,9 @@ from trainables.records import BASELINE_KEY, ENQUEUED_KEY, PHASE_KEY, tag
 from trainables.saturation import saturation_epoch
 from trainables.studyfolder import storage_failure
 
+from ._experiments import read_results
 from ._folder import record_timings
-from ._tracking import Tracker, read_trial_results, record_of
+from ._tracking import Tracker, record_of
 
 __all__ = ["MlflowCallback", "SaturationStopper", "BaselineSafeASHA",
            "trial_error_text"]
@@ -207,7 +208,7 @@ class MlflowCallback(Callback):
 
     def _finish(self, tid: str, folders: tuple[str, str], status: str,
                 error: str | None) -> None:
-        records = read_trial_results(Path(folders[0]))
+        records = read_results(Path(folders[0]))
         run = self.tracker.ensure_trial_run(tid, self.configs[tid])
         self.tracker.finish_trial(run, records, self.configs[tid], status, error,
                                   trial_dir=folders[1])
@@ -319,7 +320,6 @@ class ClosurePruner(FIFOScheduler):
         """Once per experiment: the records of trials that will not report them again (a
         resumed study's finished baselines, the epochs before a restored trial's restart)."""
         from ._experiments import read_trials
-        from ._tracking import read_trial_results
 
         exp = str(Path(str(trial.path)).parent)
         if exp in self.read_dirs:
@@ -328,7 +328,7 @@ class ClosurePruner(FIFOScheduler):
         for t in read_trials(Path(exp)):
             self.configs.setdefault(t.trial_id, t.config)
             recs = self.records.setdefault(t.trial_id, {})
-            for r in read_trial_results(t.path):
+            for r in read_results(t.path):
                 recs.setdefault(int(r["epoch"]), r)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:

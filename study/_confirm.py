@@ -23,14 +23,12 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from trainables.records import BASELINE_KEY, PHASE_KEY, atomic_write_text
+from trainables.records import BASELINE_KEY, CONFIRM_PHASE, PHASE_KEY, atomic_write_text
 
 from ._folder import StudyError, StudyPaths, open_study
 from .spec import StudySpec
 
-__all__ = ["ListSearcher", "plan_confirm", "confirm_dir"]
-
-PHASE = "confirm"
+__all__ = ["ListSearcher", "plan_confirm"]
 
 
 class ListSearcher(Searcher):
@@ -56,10 +54,6 @@ class ListSearcher(Searcher):
 
     def restore(self, checkpoint_path: str) -> None:
         self.pending = deque(json.loads(Path(checkpoint_path).read_text("utf-8"))["pending"])
-
-
-def confirm_dir(paths: StudyPaths, spec: StudySpec) -> Path:
-    return (paths.ray / f"{spec.name}-{PHASE}").resolve()
 
 
 def fresh_seeds(spec: StudySpec, used: set[int], n: int) -> list[int]:
@@ -120,11 +114,11 @@ def plan_confirm(out: Path, top: int, seeds: int,
                     "batch_size": int(cfg["batch_size"])}
         schedules.append({"schedule": row["schedule"], **searched})
         batch_sizes.append(searched["batch_size"])
-        configs += [{**spec.fixed, **searched, "seed": s, "data_seed": d, PHASE_KEY: PHASE}
+        configs += [{**spec.fixed, **searched, "seed": s, "data_seed": d, PHASE_KEY: CONFIRM_PHASE}
                     for s, d in pairs]
     baselines = [{**spec.fixed, "transition": {"family": "constant", "c": 1.0},
                   "alpha": spec.alpha[0], "batch_size": b, "seed": s, "data_seed": d,
-                  BASELINE_KEY: True, PHASE_KEY: PHASE}
+                  BASELINE_KEY: True, PHASE_KEY: CONFIRM_PHASE}
                  for b in sorted(set(batch_sizes)) for s, d in pairs]
     return {"version": 2, "top": top, "seeds": new_seeds, "data_seeds": draws,
             "same_split": same_split, "metric": a.selection.metric,
@@ -155,7 +149,7 @@ def plan_problem(plan: Any, spec: StudySpec) -> str | None:
             isinstance(s, dict) and isinstance(s.get("schedule"), str) for s in schedules)):
         return "'schedules' is not a list of schedules"
     if not (isinstance(configs, list) and configs and all(
-            isinstance(c, dict) and c.get(PHASE_KEY) == PHASE
+            isinstance(c, dict) and c.get(PHASE_KEY) == CONFIRM_PHASE
             and c.get("seed") in plan["seeds"] for c in configs)):
         return "'configs' is not a list of confirmation configs on the plan's seeds"
     if not isinstance(plan.get("metric"), str):

@@ -1,5 +1,10 @@
-"""Tune's experiments on disk, read as data: which trials an experiment holds, their configs,
-status, folders and error files -- from the JSON Tune writes, never from its pickles.
+"""Tune's experiments on disk -- the one module that knows them: their folders and names (the
+first, each extension that grew the study, the confirmation), the trials each holds (config,
+status, folder, error file), a trial's epoch records (``result.json``), whether one is left to
+run, and the one door to the repairs a killed driver's folder needs (:func:`repair`, whose
+steps live in :mod:`study._resume`), called once per experiment by the command that opens it.
+
+Everything here reads the JSON Tune writes, never its pickles.
 
 Tune's own reader (``tune.ExperimentAnalysis``) unpickles the ``CLOUDPICKLE_FALLBACK`` entries
 of ``experiment_state-*.json``: code a copied or downloaded folder could carry. Reading results,
@@ -11,12 +16,53 @@ Only ``--resume`` lets Tune unpickle a folder's state (``Tuner.restore``; docs/r
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-__all__ = ["TrialState", "read_trials", "unfinished", "saved"]
+from trainables.records import CONFIRM_PHASE, OPTIONAL_RECORD_KEYS, RECORD_KEYS
+
+if TYPE_CHECKING:
+    from trainables.studyfolder import StudyPaths
+
+__all__ = ["TrialState", "read_trials", "unfinished", "saved", "read_results", "RESULTS_FILE",
+           "first_dir", "more_dirs", "next_more_dir", "confirm_dir", "experiment_dirs",
+           "study_trials", "repair", "discard_unsaved"]
 
 _DONE = ("TERMINATED", "ERROR")
+RESULTS_FILE = "result.json"  # a trial's reported results (Tune's JSON logger's file)
+_REQUIRED = tuple(k for k in RECORD_KEYS if k not in OPTIONAL_RECORD_KEYS)
+
+
+# ---- the experiments of a study, by name -------------------------------------------------
+def first_dir(paths: StudyPaths, name: str) -> Path:
+    """The study's first experiment (``ray/<name>``)."""
+    return (paths.ray / name).resolve()
+
+
+def more_dirs(paths: StudyPaths, name: str) -> list[Path]:
+    """Each extension that grew the study (``ray/<name>-more<k>``), in order."""
+    return sorted((p.resolve() for p in paths.ray.glob(f"{name}-more*")),
+                  key=lambda p: int(p.name.rpartition("more")[2] or 0))
+
+
+def next_more_dir(paths: StudyPaths, name: str) -> Path:
+    """Where the next extension goes."""
+    return (paths.ray / f"{name}-more{len(more_dirs(paths, name)) + 1}").resolve()
+
+
+def confirm_dir(paths: StudyPaths, name: str) -> Path:
+    """The confirmation phase's experiment (``ray/<name>-confirm``)."""
+    return (paths.ray / f"{name}-{CONFIRM_PHASE}").resolve()
+
+
+def experiment_dirs(paths: StudyPaths, name: str) -> list[Path]:
+    """The study's experiments: the first, each extension in order, the confirmation (when it
+    exists)."""
+    confirm = confirm_dir(paths, name)
+    return [first_dir(paths, name), *more_dirs(paths, name),
+            *([confirm] if confirm.exists() else [])]
 
 
 class TrialState(NamedTuple):
@@ -88,3 +134,54 @@ def unfinished(exp_dir: Path) -> bool:
         return True
     trials = read_trials(exp_dir)
     return not trials or any(t.status not in _DONE for t in trials)
+
+
+def study_trials(paths: StudyPaths, name: str) -> list[dict[str, Any]]:
+    """Every trial of every experiment of the study: trial_id, config, path, error, status,
+    error_file."""
+    return [{"trial_id": t.trial_id, "config": t.config, "path": t.path, "error": t.error,
+             "status": t.status, "error_file": t.error_file}
+            for exp_dir in experiment_dirs(paths, name) for t in read_trials(exp_dir)]
+
+
+def read_results(trial_dir: Path) -> list[dict[str, Any]]:
+    """A trial's epoch records from Tune's ``result.json``; an epoch re-reported after a resume
+    appears once (the last report wins -- on the CPU it is identical)."""
+    path = Path(trial_dir) / RESULTS_FILE
+    by_epoch: dict[int, dict[str, Any]] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by a kill
+            if isinstance(r, dict) and "epoch" in r and all(k in r for k in _REQUIRED):
+                by_epoch[int(r["epoch"])] = r
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+# ---- before a command reads or restores them ---------------------------------------------
+def repair(exp_dirs: Iterable[Path]) -> list[str]:
+    """Every repair a killed driver can have made necessary, for each experiment, in order: a
+    torn saved state made whole or set aside, checkpoints the state names but Tune deleted
+    restored, records that trail the checkpoints recovered (:mod:`study._resume`). One line
+    per repair. Called once per command, before anything reads or restores a saved state
+    (``run --resume``, ``confirm``, ``sync``); a repaired folder needs none the second time."""
+    from ._resume import prepare_resume, repair_torn_state
+
+    notes: list[str] = []
+    for exp_dir in exp_dirs:
+        if exp_dir.exists():
+            notes += repair_torn_state(exp_dir) + prepare_resume(exp_dir)
+    return notes
+
+
+def discard_unsaved(exp_dir: Path) -> bool:
+    """An experiment killed before Tune saved any state cannot be resumed: its folder is
+    removed (it starts afresh; runs the killed attempt logged are removed by the sync).
+    Returns whether Tune's saved state is there to restore."""
+    if saved(exp_dir):
+        return True
+    if exp_dir.exists():
+        shutil.rmtree(exp_dir)
+    return False

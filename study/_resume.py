@@ -238,7 +238,7 @@ def _append_results(t: SavedTrial, reported: list[dict[str, Any]], checkpoint: P
     holds and it lacks, the whole file replaced atomically; returns the added records."""
     from trainables.checkpoint import HISTORY_FILE
 
-    from ._tracking import RESULTS_FILE
+    from ._experiments import RESULTS_FILE
 
     have = {int(r["epoch"]) for r in reported}
     missing = [r for r in history if int(r["epoch"]) not in have]
@@ -275,10 +275,10 @@ def recover_records(exp_dir: Path, trials: list[SavedTrial] | None = None) -> li
     notes: list[str] = []
     records: dict[str, list[dict[str, Any]]] = {}
     finished: set[str] = set()
-    from ._tracking import read_trial_results
+    from ._experiments import read_results
 
     for t in _saved_trials(exp_dir) if trials is None else trials:
-        reported = read_trial_results(t.folder)
+        reported = read_results(t.folder)
         added: list[dict[str, Any]] = []
         if (found := _trained(t)) is not None:
             added = _append_results(t, reported, *found)

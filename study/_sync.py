@@ -8,6 +8,7 @@ from typing import Any
 
 from trainables.records import BASELINE_KEY, tag
 
+from ._experiments import experiment_dirs, read_results, repair, study_trials
 from ._folder import (
     StudyError,
     StudyPaths,
@@ -16,53 +17,51 @@ from ._folder import (
     optuna_study_name,
     writer_lock,
 )
-from ._resume import recover_records, repair_torn_state
-from ._tune import experiment_dirs, study_tracker, study_trials
+from ._tune import study_tracker
 
 __all__ = ["sync_study", "best_trials", "baseline_records", "confirm_info"]
 
 
-def baseline_records(out: Path) -> dict[str, list[dict[str, Any]]]:
-    """Match key -> records of every finished baseline of the study (failed: None)."""
+def baseline_records(trials: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Match key -> records of every finished baseline among the study's ``trials``
+    (:func:`study._experiments.study_trials`; failed: None)."""
     from ._searcher import baseline_key, kept_record
-    from ._tracking import read_trial_results
 
     found: dict[str, list[dict[str, Any]] | None] = {}
-    for t in study_trials(out):
+    for t in trials:
         if t["config"].get(BASELINE_KEY) and t["status"] in ("TERMINATED", "ERROR"):
-            records = read_trial_results(t["path"])
+            records = read_results(t["path"])
             found[baseline_key(t["config"])] = None if t["error"] or not records else [
                 kept_record(r) for r in records]
     return found  # type: ignore[return-value]
 
 
-def sync_study(out: Path, locked: bool = False) -> dict[str, int]:
+def sync_study(out: Path, locked: bool = False, repaired: bool = False) -> dict[str, int]:
     """Make the MLflow store match Tune's results exactly: one run per trial, every epoch
     once, artifacts, status and summary metrics; stray runs of trials Tune does not know are
     deleted. Takes the folder's lock unless the caller holds it; then (``mistudy sync``) it
     also ends the parent run in its true state: FINISHED when every trial ended, else KILLED
-    (a parent a deleted store made anew would otherwise stay RUNNING)."""
+    (a parent a deleted store made anew would otherwise stay RUNNING). ``repaired``: the
+    calling command already repaired the experiments (``study._experiments.repair``)."""
     if not locked:
         with writer_lock(out):
-            stats = sync_study(out, locked=True)
-            meta, spec = open_study(out)
-            done = all(t["status"] in ("TERMINATED", "ERROR") for t in study_trials(out))
-            study_tracker(spec, StudyPaths(out), meta).finish_parent(
-                "FINISHED" if done else "KILLED")
-            return stats
+            return _sync(out, repaired, end_parent=True)
+    return _sync(out, repaired, end_parent=False)
+
+
+def _sync(out: Path, repaired: bool, end_parent: bool) -> dict[str, int]:
     from ._callbacks import trial_error_text
-    from ._tracking import read_trial_results
 
     meta, spec = open_study(out)
+    paths = StudyPaths(out)
     check_tracking(meta["tracking_uri"])
-    recovered = [n for d in experiment_dirs(StudyPaths(out), spec)
-                 for n in repair_torn_state(d) + recover_records(d)]
+    recovered = [] if repaired else repair(experiment_dirs(paths, spec.name))
     for note in recovered:
         print(note, flush=True)
-    trials = study_trials(out)
-    if not trials and not StudyPaths(out).ray.exists():
-        raise StudyError(f"no Tune experiment in {StudyPaths(out).ray}")
-    tracker = study_tracker(spec, StudyPaths(out), meta)
+    trials = study_trials(paths, spec.name)
+    if not trials and not paths.ray.exists():
+        raise StudyError(f"no Tune experiment in {paths.ray}")
+    tracker = study_tracker(spec, paths, meta)
     tracker.parent_run(spec.raw)
     known = {t["trial_id"] for t in trials}
     stray = {tid: rid for tid, rid in tracker.trial_runs().items() if tid not in known}
@@ -70,7 +69,7 @@ def sync_study(out: Path, locked: bool = False) -> dict[str, int]:
         tracker.client.delete_run(run_id)
     logged = 0
     for t in trials:
-        records = read_trial_results(t["path"])
+        records = read_results(t["path"])
         if not records and not t["error"]:
             continue
         run_id = tracker.ensure_trial_run(t["trial_id"], t["config"])
@@ -85,6 +84,9 @@ def sync_study(out: Path, locked: bool = False) -> dict[str, int]:
             tracker.finish_trial(run_id, records, t["config"], status, error,
                                  trial_dir=t["path"])
     _backfill_ranking(out, tracker)
+    if end_parent:
+        done = all(t["status"] in ("TERMINATED", "ERROR") for t in trials)
+        tracker.finish_parent("FINISHED" if done else "KILLED")
     return {"trials": len(trials), "epochs_logged": logged, "stray_runs_deleted": len(stray),
             "repairs": len(recovered)}
 

@@ -15,7 +15,6 @@ Tune's own per-trial ``result.json``, the source of truth.
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import tempfile
@@ -34,7 +33,6 @@ from trainables.records import (
     BASELINE_KEY,
     DEFAULT_LAST_K,
     ENQUEUED_KEY,
-    OPTIONAL_RECORD_KEYS,
     PHASE_KEY,
     RECORD_KEYS,
     flatten,
@@ -51,7 +49,7 @@ from trainables.studyfolder import search_all_runs
 
 from ._sqlite import ensure_mlflow_store
 
-__all__ = ["Tracker", "read_trial_results"]
+__all__ = ["Tracker"]
 
 _REDACT = ("token", "password", "secret")
 METRICS_PER_CALL = 1000  # MLflow's log_batch limit
@@ -70,22 +68,6 @@ def _safe_params(d: Mapping[str, Any]) -> dict[str, str]:
             continue
         out[k] = param_text(v)[:500]
     return out
-
-
-def read_trial_results(trial_dir: Path) -> list[dict[str, Any]]:
-    """A trial's epoch records from Tune's ``result.json``; an epoch re-reported after a resume
-    appears once (the last report wins -- on the CPU it is identical)."""
-    path = Path(trial_dir) / RESULTS_FILE
-    by_epoch: dict[int, dict[str, Any]] = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line torn by a kill
-            if "epoch" in r and all(k in r for k in _REQUIRED):
-                by_epoch[int(r["epoch"])] = r
-    return [by_epoch[e] for e in sorted(by_epoch)]
 
 
 def _trial_plot(trial_dir: str | Path | None, epochs: int) -> Path | None:
@@ -108,8 +90,6 @@ def record_of(result: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(result[k]) for k in RECORD_KEYS if k in result}
 
 
-_REQUIRED = tuple(k for k in RECORD_KEYS if k not in OPTIONAL_RECORD_KEYS)
-RESULTS_FILE = "result.json"  # Tune's per-trial results (its JSON logger's file)
 
 
 class Tracker:

@@ -1,31 +1,17 @@
-"""Tune wiring for a study: its experiments on disk (the first, each extension, the
-confirmation), the trainable with its resources, the tracker, and the Tuner of a search or of a
-fixed list of configurations (one RunConfig for both)."""
+"""Tune wiring for a study: the trainable with its resources, the tracker, and the Tuner of a
+search, of a fixed list of configurations (one RunConfig for both) or restored from a saved
+state. Where the experiments live and what they hold: :mod:`study._experiments`."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
-from ._folder import StudyPaths, open_study, optuna_study_name
+from ._experiments import discard_unsaved
+from ._folder import StudyPaths
 from .spec import StudySpec
 
-__all__ = ["experiment_dirs", "study_trials"]
-
-
-def more_dirs(paths: StudyPaths, spec: StudySpec) -> list[Path]:
-    return sorted(paths.ray.glob(f"{spec.name}-more*"),
-                  key=lambda p: int(p.name.rpartition("more")[2] or 0))
-
-
-def experiment_dirs(paths: StudyPaths, spec: StudySpec) -> list[Path]:
-    """The study's Tune experiments: the first, each extension in order, the confirmation."""
-    from ._confirm import confirm_dir
-
-    confirm = confirm_dir(paths, spec)
-    return [(paths.ray / spec.name).resolve(), *(p.resolve() for p in more_dirs(paths, spec)),
-            *([confirm] if confirm.exists() else [])]
+__all__ = ["build_tuner", "fit_list", "restore_tuner", "study_tracker"]
 
 
 def _trainable(cpus: float, gpus: float) -> Any:
@@ -52,8 +38,8 @@ def _trial_dirname(trial: Any) -> str:
     return str(trial.trial_id)
 
 
-def build_tuner(spec: StudySpec, exp_dir: Path, paths: StudyPaths, tracker: Any, cpus: float,
-                 gpus: float, callbacks: list[Any], asked: int = 0,
+def build_tuner(spec: StudySpec, exp_dir: Path, paths: StudyPaths, optuna_name: str,
+                 tracker: Any, cpus: float, gpus: float, callbacks: list[Any], asked: int = 0,
                  baselines: bool = True,
                  baseline_records: dict[str, Any] | None = None) -> Any:
     from ray import tune
@@ -62,8 +48,7 @@ def build_tuner(spec: StudySpec, exp_dir: Path, paths: StudyPaths, tracker: Any,
     from ._searcher import StudySearcher
 
     metric, mode = spec.objectives[0].record_metric  # a relative objective's per-epoch source
-    meta, _ = open_study(paths.root)
-    searcher = StudySearcher(spec, paths.optuna, optuna_study_name(meta), asked=asked,
+    searcher = StudySearcher(spec, paths.optuna, optuna_name, asked=asked,
                              baselines=baselines, baseline_records=baseline_records,
                              tracker=tracker)
     scheduler: Any = None
@@ -94,11 +79,9 @@ def fit_list(exp_dir: Path, configs: list[dict[str, Any]], spec: StudySpec, trac
     from ._confirm import ListSearcher
 
     cpus, gpus = spec.cpus_per_trial, spec.gpus_per_trial
-    if any(exp_dir.glob("experiment_state-*.json")):
+    if discard_unsaved(exp_dir):
         tuner = restore_tuner(exp_dir, cpus, gpus)
     else:
-        if exp_dir.exists():
-            shutil.rmtree(exp_dir)  # killed before Tune saved anything: start it afresh
         tuner = tune.Tuner(
             _trainable(cpus, gpus),
             tune_config=tune.TuneConfig(
@@ -141,30 +124,14 @@ def _relocate_new_trials() -> None:
 
 
 def restore_tuner(exp_dir: Path, cpus: float, gpus: float) -> Any:
-    """Tune's saved experiment in ``exp_dir``, after the repairs a killed driver's folder
-    needs (``study._resume.prepare_resume``, one line printed per repair); new trials are
-    made where the folder is now (:func:`_relocate_new_trials`)."""
+    """Tune's saved experiment in ``exp_dir`` (repaired by the command that opened it:
+    ``study._experiments.repair``); new trials are made where the folder is now
+    (:func:`_relocate_new_trials`)."""
     from ray import tune
 
-    from ._resume import prepare_resume
-
     _relocate_new_trials()
-    for note in prepare_resume(exp_dir):
-        print(note, flush=True)
     return tune.Tuner.restore(str(exp_dir), _trainable(cpus, gpus),
                               resume_unfinished=True, resume_errored=True)
-
-
-def study_trials(out: Path) -> list[dict[str, Any]]:
-    """Every trial of every experiment of the study: trial_id, config, path, error, status,
-    error_file -- read from Tune's JSON, never its pickles (:mod:`study._experiments`)."""
-    from ._experiments import read_trials
-
-    _, spec = open_study(out)
-    return [{"trial_id": t.trial_id, "config": t.config, "path": t.path, "error": t.error,
-             "status": t.status, "error_file": t.error_file}
-            for exp_dir in experiment_dirs(StudyPaths(out), spec)
-            for t in read_trials(exp_dir)]
 
 
 def _run_config(exp_dir: Path, spec: StudySpec, tracker: Any, callbacks: list[Any],

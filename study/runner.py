@@ -13,7 +13,6 @@ earlier trial, baselines are not run again, MLflow runs go under the same parent
 from __future__ import annotations
 
 import shlex
-import shutil
 import signal
 import sys
 import threading
@@ -22,9 +21,19 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from ._experiments import unfinished
+from ._experiments import (
+    confirm_dir,
+    discard_unsaved,
+    experiment_dirs,
+    first_dir,
+    more_dirs,
+    next_more_dir,
+    repair,
+    study_trials,
+    unfinished,
+)
 from ._folder import (
     StudyError,
     StudyPaths,
@@ -48,22 +57,13 @@ from ._ray import (
     shutdown_ray,
     slots,
 )
-from ._resume import repair_torn_state
 from ._sqlite import ensure_optuna_store
 from ._sync import baseline_records, best_trials, confirm_info, sync_study
-from ._tune import (
-    build_tuner,
-    experiment_dirs,
-    fit_list,
-    more_dirs,
-    restore_tuner,
-    study_tracker,
-    study_trials,
-)
+from ._tune import build_tuner, fit_list, restore_tuner, study_tracker
 from .spec import StudySpec, parse_spec
 
 __all__ = ["StudyPaths", "run_study", "sync_study", "StudyError", "open_study", "best_trials",
-           "experiment_dirs", "study_trials", "run_confirm", "confirm_info"]
+           "run_confirm", "confirm_info"]
 
 def _settle(spec: StudySpec | None, out: Path, resume: bool, tracking_uri: str | None,
             trials: int | None) -> tuple[dict[str, Any], StudySpec, StudySpec | None]:
@@ -118,33 +118,31 @@ def run_study(spec: StudySpec | None, out: Path, *, resume: bool = False,
         tracker = study_tracker(spec, paths, meta)
         _start(spec, paths, tracker, address, num_cpus, cpus, gpus)
         t_fit = time.time()
-        fit = _fitter(spec, paths, tracker, cpus, gpus, callbacks or [])
-        dirs = experiment_dirs(paths, spec)
-        for exp_dir in dirs if resume else []:
-            for note in repair_torn_state(exp_dir):  # before anything reads a saved state
-                _print(note)
-        first = dirs[0]
+        run = _Run(paths, optuna_study_name(meta), tracker, cpus, gpus, callbacks or [])
+        if resume:  # before anything reads or restores a saved state
+            _notes(repair(experiment_dirs(paths, spec.name)))
+        first = first_dir(paths, spec.name)
         if not resume or unfinished(first):
-            fit(first, spec, resume)
+            _fit(run, first, spec, resume)
             _ended(out, first, tracker)
         if resume:
-            _finish_extensions(paths, spec, fit, out, tracker)
-            _fail_orphans(paths, optuna_study_name(meta))
-            if grown is None and _asked(paths, optuna_study_name(meta)) < spec.trials:
+            _finish_extensions(run, spec, out)
+            _fail_orphans(paths, run.optuna_name)
+            if grown is None and _asked(paths, run.optuna_name) < spec.trials:
                 grown = spec  # a grow killed before its experiment was saved: grow again
         if grown is not None:
-            _grow(paths, spec, grown, fit, optuna_study_name(meta))
-            _ended(out, more_dirs(paths, spec)[-1], tracker)
+            exp_dir = _grow(run, spec, grown)
+            _ended(out, exp_dir, tracker)
             spec = grown
         t_sync = time.time()
-        sync_study(out, locked=True)
+        sync_study(out, locked=True, repaired=True)
         tracker.finish_parent()
         record_timings(paths.timings, {
             "ray_start_seconds": t_fit - t0, "fit_seconds": t_sync - t_fit,
             "sync_seconds": time.time() - t_sync, "run_seconds": time.time() - t0,
             "slots": slots(cpus, gpus), "ray_init_at": t0, "fit_at": t_fit,
             "run_end_at": time.time()})
-        return study_trials(out)
+        return study_trials(paths, spec.name)
 
 
 def _start(spec: StudySpec, paths: StudyPaths, tracker: Any, address: str | None,
@@ -203,21 +201,26 @@ def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, old)
 
 
-def _fitter(spec: StudySpec, paths: StudyPaths, tracker: Any, cpus: float, gpus: float,
-            callbacks: list[Any]) -> Callable[[Path, StudySpec, bool], None]:
-    def fit(exp_dir: Path, exp_spec: StudySpec, resume: bool, **searcher: Any) -> None:
-        saved = resume and any(exp_dir.glob("experiment_state-*.json"))
-        if resume and not saved and exp_dir.exists():
-            # Killed before Tune saved any state: nothing there can be resumed. Start the
-            # experiment afresh; runs the killed attempt created are removed by the sync.
-            shutil.rmtree(exp_dir)
-        if saved:
-            tuner = restore_tuner(exp_dir, cpus, gpus)
-        else:
-            tuner = build_tuner(exp_spec, exp_dir, paths, tracker, cpus, gpus, callbacks,
-                                 **searcher)
-        tuner.fit()
-    return fit  # type: ignore[return-value]
+class _Run(NamedTuple):
+    """What every fit of one command shares: the folder, the Optuna study's name, the
+    tracker, each trial's resources, the callbacks."""
+    paths: StudyPaths
+    optuna_name: str
+    tracker: Any
+    cpus: float
+    gpus: float
+    callbacks: list[Any]
+
+
+def _fit(run: _Run, exp_dir: Path, exp_spec: StudySpec, resume: bool, **searcher: Any) -> None:
+    """Fit one experiment: restored from Tune's saved state when resuming one that has it,
+    else built new (an experiment killed before Tune saved anything starts afresh)."""
+    if resume and discard_unsaved(exp_dir):
+        tuner = restore_tuner(exp_dir, run.cpus, run.gpus)
+    else:
+        tuner = build_tuner(exp_spec, exp_dir, run.paths, run.optuna_name, run.tracker,
+                            run.cpus, run.gpus, run.callbacks, **searcher)
+    tuner.fit()
 
 
 def _ended(out: Path, exp_dir: Path, tracker: Any, resume_with: str | None = None) -> None:
@@ -231,25 +234,20 @@ def _ended(out: Path, exp_dir: Path, tracker: Any, resume_with: str | None = Non
 
     if stop_signal() is None and not unfinished(exp_dir):
         return
-    sync_study(out, locked=True)
+    sync_study(out, locked=True, repaired=True)
     tracker.finish_parent("KILLED")
     again = resume_with or f"mistudy run --resume --out {shlex.quote(str(out))}"
     raise StudyInterrupted(f"interrupted; the study's state is saved -- continue with: "
                            f"{again}")
 
 
-def _finish_extensions(paths: StudyPaths, spec: StudySpec, fit: Callable, out: Path,
-                       tracker: Any) -> None:
+def _finish_extensions(run: _Run, spec: StudySpec, out: Path) -> None:
     """``--resume`` finishes every extension a kill left unfinished (Tune restores each with
     its searcher); one killed before Tune saved anything is removed and grown again."""
-    for exp_dir in more_dirs(paths, spec):
-        if not unfinished(exp_dir):
-            continue
-        if any(exp_dir.glob("experiment_state-*.json")):
-            fit(exp_dir.resolve(), spec, True)
-            _ended(out, exp_dir, tracker)
-        else:
-            shutil.rmtree(exp_dir)
+    for exp_dir in more_dirs(run.paths, spec.name):
+        if unfinished(exp_dir) and discard_unsaved(exp_dir):
+            _fit(run, exp_dir, spec, True)
+            _ended(out, exp_dir, run.tracker)
 
 
 def _asked(paths: StudyPaths, optuna_name: str) -> int:
@@ -279,20 +277,17 @@ def _fail_orphans(paths: StudyPaths, optuna_name: str) -> None:
         study.tell(t.number, state=optuna.trial.TrialState.FAIL)
 
 
-def _grow(paths: StudyPaths, spec: StudySpec, grown: StudySpec, fit: Callable,
-          optuna_name: str) -> None:
+def _grow(run: _Run, spec: StudySpec, grown: StudySpec) -> Path:
     """One more experiment for the configurations ``grown`` adds; its searcher continues the
     stored Optuna study (``asked`` counts the ones sampled before, baselines already ran: their
-    records come from the earlier experiments, for the closure objective)."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    asked = len(optuna.load_study(study_name=optuna_name, storage=paths.optuna).trials)
-    k = len(more_dirs(paths, spec)) + 1
-    exp_dir = (paths.ray / f"{spec.name}-more{k}").resolve()
-    base = baseline_records(paths.root)
-    write_spec(paths, grown)  # the spec now says N; a kill from here resumes the extension
-    fit(exp_dir, grown, False, asked=asked, baselines=False, baseline_records=base)
+    records come from the earlier experiments, for the closure objective). Returns its
+    folder."""
+    asked = _asked(run.paths, run.optuna_name)
+    exp_dir = next_more_dir(run.paths, spec.name)
+    base = baseline_records(study_trials(run.paths, spec.name))
+    write_spec(run.paths, grown)  # the spec now says N; a kill from here resumes the extension
+    _fit(run, exp_dir, grown, False, asked=asked, baselines=False, baseline_records=base)
+    return exp_dir
 
 
 def run_confirm(out: Path, top: int | None = None, seeds: int | None = None,
@@ -300,7 +295,7 @@ def run_confirm(out: Path, top: int | None = None, seeds: int | None = None,
                 data_seeds: list[int] | None = None, same_split: bool = False) -> Any:
     """``mistudy confirm``: plan (or resume the stored plan), run the confirmation phase, sync
     MLflow, and return the confirmation table (``analysis.ConfirmInfo``)."""
-    from ._confirm import confirm_dir, load_or_plan
+    from ._confirm import load_or_plan
 
     with writer_lock(out):
         meta, spec = open_study(out)
@@ -314,18 +309,22 @@ def run_confirm(out: Path, top: int | None = None, seeds: int | None = None,
             if hasattr(cb, "total"):
                 cb.total = len(plan["configs"])
         tracker = study_tracker(spec, paths, meta)
-        exp_dir = confirm_dir(paths, spec)
-        for note in repair_torn_state(exp_dir):
-            _print(note)
+        exp_dir = confirm_dir(paths, spec.name)
+        _notes(repair([exp_dir]))
         if unfinished(exp_dir):
             _start(spec, paths, tracker, None, num_cpus, spec.cpus_per_trial,
                    spec.gpus_per_trial)
             fit_list(exp_dir, plan["configs"], spec, tracker, callbacks or [])
             _ended(out, exp_dir, tracker, f"mistudy confirm {shlex.quote(str(out))}")
-        sync_study(out, locked=True)
+        sync_study(out, locked=True, repaired=True)
         tracker.finish_parent()  # an earlier interrupted phase left it KILLED
         return confirm_info(out, plan, tracker)
 
 
 def _print(msg: str) -> None:
     print(msg, file=sys.stdout, flush=True)
+
+
+def _notes(notes: list[str]) -> None:
+    for note in notes:
+        _print(note)

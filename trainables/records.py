@@ -20,7 +20,7 @@ from .closure import COMPARISON_KEYS
 
 __all__ = [
     "RECORD_KEYS", "OPTIONAL_RECORD_KEYS", "SUMMARY_METRICS", "STRING_KEYS", "FINITE_KEYS",
-    "STUDY_KEYS", "BASELINE_KEY", "ENQUEUED_KEY", "PHASE_KEY", "VIEW_ORDER",
+    "STUDY_KEYS", "BASELINE_KEY", "ENQUEUED_KEY", "PHASE_KEY", "CONFIRM_PHASE", "VIEW_ORDER",
     "TAG", "tag", "DEFAULT_ALPHA", "NUM_CLASSES", "DEFAULT_LAST_K",
     "schedule_text", "run_name", "train_config_of", "flatten", "unflatten", "param_text",
     "param_value",
@@ -57,7 +57,8 @@ DEFAULT_LAST_K = 3  # epochs averaged into a trial's final value (objective, gap
 # ---- study keys and tags ----------------------------------------------------------------
 BASELINE_KEY = "mistudy_baseline"  # in a trial's config: a matched cross-entropy baseline
 ENQUEUED_KEY = "mistudy_enqueued"  # in a trial's config: a configuration the spec enqueued
-PHASE_KEY = "mistudy_phase"  # in a trial's config: "confirm" for a confirmation run
+PHASE_KEY = "mistudy_phase"  # in a trial's config: CONFIRM_PHASE for a confirmation run
+CONFIRM_PHASE = "confirm"  # also the confirmation experiment's name suffix (ray/NAME-confirm)
 # in a trial's config, not training settings
 STUDY_KEYS = (BASELINE_KEY, "optuna_trial", ENQUEUED_KEY, PHASE_KEY)
 TAG = "mistudy"  # MLflow tag namespace
@@ -105,7 +106,7 @@ def run_name(config: Mapping[str, Any]) -> str:
     draw = config.get("data_seed")
     name = f"{schedule_text(config)} s{config.get('seed', '?')}" + \
         (f" d{draw}" if draw not in (None, 0) else "")
-    return f"confirm: {name}" if config.get(PHASE_KEY) == "confirm" else name
+    return f"confirm: {name}" if config.get(PHASE_KEY) == CONFIRM_PHASE else name
 
 
 # ---- typed params -----------------------------------------------------------------------
