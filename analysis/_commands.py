@@ -14,7 +14,7 @@ import yaml
 
 from trainables._yaml import safe_load
 from trainables.closure import last_k_problem
-from trainables.records import DEFAULT_LAST_K
+from trainables.records import CONFIG_FILE, DEFAULT_LAST_K
 from trainables.studyfolder import StudyPaths
 
 from . import _figures as fig
@@ -232,8 +232,8 @@ def _trial_config(a: Analysis, run_id: str) -> dict[str, Any]:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     client = MlflowClient(a.data.tracking_uri)
     with tempfile.TemporaryDirectory() as d:
-        path = client.download_artifacts(run_id, "config.yaml", d)
-        cfg = safe_load(Path(path).read_text(encoding="utf-8"), "config.yaml")
+        path = client.download_artifacts(run_id, CONFIG_FILE, d)
+        cfg = safe_load(Path(path).read_text(encoding="utf-8"), CONFIG_FILE)
     return TrainConfig.from_dict(cfg).to_dict()
 
 

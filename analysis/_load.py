@@ -20,12 +20,16 @@ import yaml
 
 from trainables.records import (
     BASELINE_KEY,
+    METRICS_FILE,
+    PARENT_RUN,
     RECORD_KEYS,
+    TAGS,
+    TRIAL_RUNS,
     flatten,
     parse_metrics,
     read_metrics,
     schedule_text,
-    tag,
+    study_filter,
     typed_config,
 )
 from trainables.studyfolder import (
@@ -143,16 +147,16 @@ def _runs_frame(runs: list[Any]) -> pd.DataFrame:
     rows = []
     for r in runs:
         tags, params = r.data.tags, r.data.params
-        baseline = tags.get(tag("baseline")) == "true"
+        baseline = tags.get(TAGS.baseline) == "true"
         config = typed_config(params)  # exact types back from the text MLflow stores
         row: dict[str, Any] = {
             "run_id": r.info.run_id, "status": r.info.status,
-            "study_id": tags.get(tag("study_id")), "trial_id": tags.get(tag("trial_id")),
+            "study_id": tags.get(TAGS.study_id), "trial_id": tags.get(TAGS.trial_id),
             "baseline": baseline, "start_time": r.info.start_time,
             "schedule": schedule_text({**config, BASELINE_KEY: baseline}),
-            "phase": tags.get(tag("phase")) or "search",
-            "enqueued": tags.get(tag("enqueued")) == "true",
-            "pruned": tags.get(tag("told")) == "PRUNED",
+            "phase": tags.get(TAGS.phase) or "search",
+            "enqueued": tags.get(TAGS.enqueued) == "true",
+            "pruned": tags.get(TAGS.told) == "PRUNED",
             "config": config,
         }
         row.update({f"p.{k}": v for k, v in flatten(config).items()})
@@ -168,7 +172,7 @@ def _local_csv(artifact_uri: str, folder: Path | None) -> Path | None:
     parts = urllib.parse.urlsplit(artifact_uri)
     if parts.scheme not in ("file", ""):
         return None
-    path = Path(urllib.parse.unquote(parts.path)) / "metrics.csv"
+    path = Path(urllib.parse.unquote(parts.path)) / METRICS_FILE
     return (StudyPaths(folder).relocated(path) if folder is not None else None) or path
 
 
@@ -327,15 +331,14 @@ def load_study(study: str, tracking_uri: str | None = None) -> StudyData:
     except Exception as exc:
         raise AnalysisError(f"cannot reach the tracking store {uri}: "
                             f"{type(exc).__name__}") from None
-    flt = f"tags.`{tag('role')}` = 'trial'"
+    flt = TRIAL_RUNS
     if study_id:
-        flt += f" and tags.`{tag('study_id')}` = '{study_id}'"
+        flt += f" and {study_filter(study_id)}"
     folder = Path(study).resolve() if StudyPaths(Path(study)).is_study() else None
     runs, history = _runs_and_history(client, exp.experiment_id, flt, folder)
     parents = client.search_runs([exp.experiment_id],
-                                 filter_string=f"tags.`{tag('role')}` = 'parent'"
-                                 + (f" and tags.`{tag('study_id')}` = '{study_id}'"
-                                    if study_id else ""),
+                                 filter_string=PARENT_RUN
+                                 + (f" and {study_filter(study_id)}" if study_id else ""),
                                  order_by=["attributes.start_time DESC"], max_results=1)
     return StudyData(str(exp.experiment_id), exp.name, uri, _runs_frame(runs), history,
                      parents[0].info.run_id if parents else None)

@@ -33,6 +33,7 @@ from trainables.closure import (
     last_k_window,
     match_key,
     window_mean,
+    within_guards,
 )
 from trainables.closure import MATCH_KEYS as _MATCH
 from trainables.records import DEFAULT_LAST_K, OPTIONAL_RECORD_KEYS, RECORD_KEYS
@@ -53,9 +54,7 @@ class Selection(NamedTuple):
     max_ce_rise: float | None = None
 
     def feasible(self, val_acc_delta: float, val_ce_delta: float) -> bool:
-        if self.max_acc_drop is not None and not val_acc_delta >= -self.max_acc_drop:
-            return False
-        return not (self.max_ce_rise is not None and not val_ce_delta <= self.max_ce_rise)
+        return within_guards(val_acc_delta, val_ce_delta, self.max_acc_drop, self.max_ce_rise)
 _REQUIRED = [k for k in RECORD_KEYS if k not in OPTIONAL_RECORD_KEYS]
 
 

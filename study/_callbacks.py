@@ -15,7 +15,7 @@ from ray.tune import Callback, Stopper
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
 from trainables.loop import RECORD_KEYS
-from trainables.records import BASELINE_KEY, ENQUEUED_KEY, PHASE_KEY, tag
+from trainables.records import BASELINE_KEY, ENQUEUED_KEY, PHASE_KEY, TAGS
 from trainables.saturation import saturation_epoch
 from trainables.studyfolder import storage_failure
 
@@ -215,11 +215,11 @@ class MlflowCallback(Callback):
 
 
 def _tags(result: dict[str, Any]) -> dict[str, str]:
-    return {tag("node"): str(result.get("node_ip", "")),
-            tag("hostname"): str(result.get("hostname", "")),
-            tag("node_id"): str(result.get("node_id", "")),
-            tag("cuda_visible_devices"): str(result.get("cuda_visible_devices", "")),
-            tag("device"): str(result.get("device", ""))}
+    return {TAGS.node: str(result.get("node_ip", "")),
+            TAGS.hostname: str(result.get("hostname", "")),
+            TAGS.node_id: str(result.get("node_id", "")),
+            TAGS.cuda_visible_devices: str(result.get("cuda_visible_devices", "")),
+            TAGS.device: str(result.get("device", ""))}
 
 
 class SaturationStopper(Stopper):
@@ -372,14 +372,3 @@ class ClosurePruner(FIFOScheduler):
             st["reached"].setdefault(str(epochs), []).append(value)
             self._save()
         return str(TrialScheduler.CONTINUE)
-
-
-def pruned_configuration(path: Path, number: int) -> tuple[int, str, float | None] | None:
-    """(epoch, rule, the val gap reduction then) when ``scheduler: closure`` pruned the
-    configuration, from the folder's ``pruning.json``; None otherwise."""
-    try:
-        hit = json.loads(Path(path).read_text(encoding="utf-8"))["pruned"].get(str(number))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-    return (int(hit[0]), str(hit[1]), hit[2]) if isinstance(hit, list) and len(hit) == 3 \
-        else None

@@ -53,7 +53,7 @@ def confirm_command(args: argparse.Namespace) -> int:
 
     print()
     print(format_confirm(info))
-    print(f"written: {out / 'confirm.md'}")
+    print(f"written: {StudyPaths(out).confirm_report}")
     return 0
 
 
@@ -210,7 +210,7 @@ def ui_command(args: argparse.Namespace) -> int:
               f"login) to every machine that can reach this one", file=sys.stderr)
     shared = ensure_shared_view(args.out, meta)
     return serve(uri, meta.get("artifact_location"), args.host, args.port,
-                 experiment_id(meta), Path(args.out) / "mlflow-ui.log", shared)
+                 experiment_id(meta), StudyPaths(Path(args.out)).ui_log, shared)
 
 
 def sync_command(args: argparse.Namespace) -> int:

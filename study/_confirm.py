@@ -23,9 +23,10 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from trainables.records import BASELINE_KEY, CONFIRM_PHASE, PHASE_KEY, atomic_write_text
+from trainables.records import CONFIRM_PHASE, PHASE_KEY, atomic_write_text
 
 from ._folder import StudyError, StudyPaths, open_study
+from ._searcher import baseline_config
 from .spec import StudySpec
 
 __all__ = ["ListSearcher", "plan_confirm"]
@@ -114,11 +115,10 @@ def plan_confirm(out: Path, top: int, seeds: int,
                     "batch_size": int(cfg["batch_size"])}
         schedules.append({"schedule": row["schedule"], **searched})
         batch_sizes.append(searched["batch_size"])
-        configs += [{**spec.fixed, **searched, "seed": s, "data_seed": d, PHASE_KEY: CONFIRM_PHASE}
-                    for s, d in pairs]
-    baselines = [{**spec.fixed, "transition": {"family": "constant", "c": 1.0},
-                  "alpha": spec.alpha[0], "batch_size": b, "seed": s, "data_seed": d,
-                  BASELINE_KEY: True, PHASE_KEY: CONFIRM_PHASE}
+        configs += [{**spec.fixed, **searched, "seed": s, "data_seed": d,
+                     PHASE_KEY: CONFIRM_PHASE} for s, d in pairs]
+    baselines = [{**spec.fixed, **baseline_config(spec, b, s), "data_seed": d,
+                  PHASE_KEY: CONFIRM_PHASE}
                  for b in sorted(set(batch_sizes)) for s, d in pairs]
     return {"version": 2, "top": top, "seeds": new_seeds, "data_seeds": draws,
             "same_split": same_split, "metric": a.selection.metric,

@@ -21,7 +21,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from trainables.records import CONFIRM_PHASE, OPTIONAL_RECORD_KEYS, RECORD_KEYS
+from trainables.records import CONFIRM_PHASE
+
+from ._resume import RESULTS_FILE, prepare_resume, read_results, repair_torn_state
 
 if TYPE_CHECKING:
     from trainables.studyfolder import StudyPaths
@@ -31,8 +33,6 @@ __all__ = ["TrialState", "read_trials", "unfinished", "saved", "read_results", "
            "study_trials", "repair", "discard_unsaved"]
 
 _DONE = ("TERMINATED", "ERROR")
-RESULTS_FILE = "result.json"  # a trial's reported results (Tune's JSON logger's file)
-_REQUIRED = tuple(k for k in RECORD_KEYS if k not in OPTIONAL_RECORD_KEYS)
 
 
 # ---- the experiments of a study, by name -------------------------------------------------
@@ -144,22 +144,6 @@ def study_trials(paths: StudyPaths, name: str) -> list[dict[str, Any]]:
             for exp_dir in experiment_dirs(paths, name) for t in read_trials(exp_dir)]
 
 
-def read_results(trial_dir: Path) -> list[dict[str, Any]]:
-    """A trial's epoch records from Tune's ``result.json``; an epoch re-reported after a resume
-    appears once (the last report wins -- on the CPU it is identical)."""
-    path = Path(trial_dir) / RESULTS_FILE
-    by_epoch: dict[int, dict[str, Any]] = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line torn by a kill
-            if isinstance(r, dict) and "epoch" in r and all(k in r for k in _REQUIRED):
-                by_epoch[int(r["epoch"])] = r
-    return [by_epoch[e] for e in sorted(by_epoch)]
-
-
 # ---- before a command reads or restores them ---------------------------------------------
 def repair(exp_dirs: Iterable[Path]) -> list[str]:
     """Every repair a killed driver can have made necessary, for each experiment, in order: a
@@ -167,8 +151,6 @@ def repair(exp_dirs: Iterable[Path]) -> list[str]:
     restored, records that trail the checkpoints recovered (:mod:`study._resume`). One line
     per repair. Called once per command, before anything reads or restores a saved state
     (``run --resume``, ``confirm``, ``sync``); a repaired folder needs none the second time."""
-    from ._resume import prepare_resume, repair_torn_state
-
     notes: list[str] = []
     for exp_dir in exp_dirs:
         if exp_dir.exists():

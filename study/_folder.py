@@ -171,7 +171,7 @@ def writer_lock(out: Path) -> Iterator[None]:
                 yield
             except BaseException:
                 if created and {p.name for p in out.iterdir()} <= {LOCK_FILE}:
-                    (out / LOCK_FILE).unlink(missing_ok=True)
+                    StudyPaths(out).lock.unlink(missing_ok=True)
                     with contextlib.suppress(OSError):
                         out.rmdir()
                 raise

@@ -23,10 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["StudyInterrupted", "install_stop_signals", "stop_signal", "exit_code",
-           "record_ray_processes", "end_previous_ray", "RAY_PIDS"]
+from trainables.studyfolder import StudyPaths
 
-RAY_PIDS = "ray-pids.json"
+__all__ = ["StudyInterrupted", "install_stop_signals", "stop_signal", "exit_code",
+           "record_ray_processes", "end_previous_ray"]
+
 _received: list[int] = []
 
 
@@ -93,7 +94,7 @@ def record_ray_processes(folder: Path) -> None:
     record = {"driver": os.getpid(), "folder": _folder_id(folder),
               "ray": [[p, _start_time(p)] for p in pids]}
     try:
-        atomic_write_text(folder / RAY_PIDS, json.dumps(record))
+        atomic_write_text(StudyPaths(folder).ray_pids, json.dumps(record))
     except PermissionError:
         pass  # a read-only folder cannot be resumed anyway; nothing to clean up later
 
@@ -118,7 +119,7 @@ def end_previous_ray(folder: Path, grace: float = 10.0) -> list[int]:
     (and the trial processes under it); returns the PIDs it ended."""
     from trainables.records import check_target
 
-    path = folder / RAY_PIDS
+    path = StudyPaths(folder).ray_pids
     check_target(path)  # a link is refused, never read or removed through
     try:
         old = json.loads(path.read_text())

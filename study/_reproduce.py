@@ -23,6 +23,7 @@ from trainables.locks import folder_lock
 from trainables.records import (
     DEFAULT_ALPHA,
     DEFAULT_LAST_K,
+    METRICS_FILE,
     NUM_CLASSES,
     atomic_write_text,
     read_metrics,
@@ -69,7 +70,7 @@ class _Run:
 
     def __init__(self, cfg: TrainConfig, folder: Path, curves: bool) -> None:
         self.cfg, self.folder, self.curves = cfg, folder, curves
-        self.done = folder / "metrics.csv"
+        self.done = folder / METRICS_FILE
         self.records: list[dict[str, Any]] = []
         self.align: list[dict[str, Any]] = []
         self.trainer: Any = None

@@ -1,5 +1,7 @@
-"""Repairs a resumed Tune experiment needs before Tune reads it: a saved state torn by a kill,
-a checkpoint the state names but Tune deleted, records that trail the checkpoints.
+"""A trial folder's files (``result.json``, ``params.json``, checkpoints) and the repairs a
+resumed Tune experiment needs before Tune reads it: a saved state torn by a kill, a checkpoint
+the state names but Tune deleted, records that trail the checkpoints. The steps of
+:func:`study._experiments.repair`, the one door through which commands call them.
 
 Tune keeps a trial's results (``result.json``) and the searcher's state on the driver and copies
 them into the study folder after the fact, with the experiment state, in one background copy;
@@ -20,12 +22,20 @@ import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from trainables.records import BASELINE_KEY, atomic_write_bytes, atomic_write_text
+from trainables.records import (
+    BASELINE_KEY,
+    OPTIONAL_RECORD_KEYS,
+    RECORD_KEYS,
+    atomic_write_bytes,
+    atomic_write_text,
+)
 
-__all__ = ["prepare_resume", "repair_torn_state", "restore_deleted_checkpoints",
-           "recover_records", "driver_copy"]
+__all__ = ["read_results", "RESULTS_FILE", "prepare_resume", "repair_torn_state",
+           "restore_deleted_checkpoints", "recover_records", "driver_copy"]
 
 PARAMS_FILE = "params.json"  # the trial's config, as Tune's JSON logger saves it
+RESULTS_FILE = "result.json"  # the trial's reported results (Tune's JSON logger's file)
+_REQUIRED = tuple(k for k in RECORD_KEYS if k not in OPTIONAL_RECORD_KEYS)
 # What a recovered epoch takes from the trial's last reported result: where and how it ran.
 _CARRIED = ("data_source", "threads", "device", "node_id", "cuda_visible_devices", BASELINE_KEY)
 
@@ -35,6 +45,23 @@ class SavedTrial(NamedTuple):
     status: str  # Tune's: PENDING, RUNNING, PAUSED, TERMINATED, ERROR
     folder: Path
     named: Path | None  # the checkpoint the state restores the trial from
+
+
+def read_results(trial_dir: Path) -> list[dict[str, Any]]:
+    """A trial's epoch records from Tune's ``result.json``; an epoch re-reported after a resume
+    appears once (the last report wins -- on the CPU it is identical)."""
+    path = Path(trial_dir) / RESULTS_FILE
+    by_epoch: dict[int, dict[str, Any]] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by a kill
+            if isinstance(r, dict) and "epoch" in r and all(k in r for k in _REQUIRED):
+                by_epoch[int(r["epoch"])] = r
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
 
 
 def prepare_resume(exp_dir: Path) -> list[str]:
@@ -238,7 +265,6 @@ def _append_results(t: SavedTrial, reported: list[dict[str, Any]], checkpoint: P
     holds and it lacks, the whole file replaced atomically; returns the added records."""
     from trainables.checkpoint import HISTORY_FILE
 
-    from ._experiments import RESULTS_FILE
 
     have = {int(r["epoch"]) for r in reported}
     missing = [r for r in history if int(r["epoch"]) not in have]
@@ -275,7 +301,6 @@ def recover_records(exp_dir: Path, trials: list[SavedTrial] | None = None) -> li
     notes: list[str] = []
     records: dict[str, list[dict[str, Any]]] = {}
     finished: set[str] = set()
-    from ._experiments import read_results
 
     for t in _saved_trials(exp_dir) if trials is None else trials:
         reported = read_results(t.folder)

@@ -133,13 +133,18 @@ def sample_config(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
     return {"transition": transition, "alpha": alpha, "batch_size": batch}
 
 
-def baseline_configs(spec: StudySpec) -> list[dict[str, Any]]:
-    """Plain-CE runs for every batch size × seed the searched trials can use."""
+def baseline_config(spec: StudySpec, batch_size: int, seed: int) -> dict[str, Any]:
+    """The matched plain-CE run for ``batch_size`` and ``seed`` (the search's and the
+    confirmation's alike; the caller adds the fixed settings and the split draw)."""
     # MI is only measured for baselines, never in their loss: any alpha serves
     alpha = spec.alpha[0] if spec.alpha[0] == spec.alpha[1] else DEFAULT_ALPHA
-    return [{"transition": {"family": "constant", "c": 1.0}, "alpha": alpha, "batch_size": b,
-             "seed": s, BASELINE_KEY: True}
-            for b in spec.batch_sizes for s in spec.seeds]
+    return {"transition": {"family": "constant", "c": 1.0}, "alpha": alpha,
+            "batch_size": batch_size, "seed": seed, BASELINE_KEY: True}
+
+
+def baseline_configs(spec: StudySpec) -> list[dict[str, Any]]:
+    """Plain-CE runs for every batch size × seed the searched trials can use."""
+    return [baseline_config(spec, b, s) for b in spec.batch_sizes for s in spec.seeds]
 
 
 def objective_value(history: list[dict[str, Any]], metric: str, last_k: int) -> float:
@@ -346,9 +351,8 @@ class StudySearcher(Searcher):
     def _pruned(self, number: int) -> tuple[int, str, float | None] | None:
         if self.spec.scheduler != "closure":
             return None
+        from trainables.pruning import pruned_configuration
         from trainables.studyfolder import StudyPaths, sqlite_path
-
-        from ._callbacks import pruned_configuration
 
         here = location(optuna_study=self.study_name)
         store = sqlite_path(self.storage_url)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from trainables.records import BASELINE_KEY, tag
+from trainables.records import BASELINE_KEY, TAGS
 
 from ._experiments import experiment_dirs, read_results, repair, study_trials
 from ._folder import (
@@ -119,7 +119,7 @@ def _backfill_ranking(out: Path, tracker: Any) -> None:
             f"best_{k}": top[k]
             for k in ("val_closure", "test_closure", "delta_val_acc", "delta_test_acc")},
             {"best_schedule": str(top.schedule),
-             tag("selected_by"): f"{a.selection.metric} on validation"})
+             TAGS.selected_by: f"{a.selection.metric} on validation"})
 
 
 def best_trials(out: Path, k: int = 5) -> list[dict[str, Any]]:

