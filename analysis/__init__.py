@@ -36,6 +36,15 @@ from ._rank import (
     trial_table,
 )
 from ._replay import ReplayInfo, format_replay, get_replay_info
+from ._reproduce import (
+    CLAIMS,
+    NEEDS,
+    FigureInfo,
+    FigureResult,
+    draw_reproduction,
+    get_figure_info,
+    plot_figure,
+)
 
 __all__ = [
     "Analysis", "analyze", "confirm_plan", "confirmation", "export_configs",
@@ -47,6 +56,8 @@ __all__ = [
     "get_confirm_info", "update_page", "write_findings", "ImportanceInfo", "format_importance",
     "get_importance_info", "EdgeInfo", "format_edges", "get_edge_info",
     "ReplayInfo", "format_replay", "get_replay_info",
+    "CLAIMS", "NEEDS", "FigureInfo", "FigureResult", "draw_reproduction", "get_figure_info",
+    "plot_figure",
     "MATCH_KEYS", "bootstrap_ci", "match_baselines", "pareto_front", "rank_schedules",
     "trial_table",
 ]

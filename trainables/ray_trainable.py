@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import HISTORY_FILE, PLOT_FILE, STATE_FILE, load, save
+from .checkpoint import HISTORY_FILE, PLOT_FILE, STATE_FILE, checkpointed_run, load
 from .config import TrainConfig
 from .loop import Trainer
 from .records import BASELINE_KEY, train_config_of
@@ -48,16 +48,19 @@ def train_tune(config: dict[str, Any]) -> None:
         "threads": cfg.threads,
         "setup_seconds": time.perf_counter() - t_enter,  # data, model, calibration, restore
     }
-    while trainer.epoch < cfg.epochs:
-        record = trainer.step()  # raises TrialDiverged (one line) on a non-finite value
-        if history is not None:
-            history.append(record)
-        with tempfile.TemporaryDirectory() as d:
-            t0 = time.perf_counter()
-            save(Path(d), trainer, history, draw=trainer.epoch == cfg.epochs)
-            extras["checkpoint_seconds"] = time.perf_counter() - t0
-            # epochs_done is ASHA's clock: Tune's own iteration count restarts from what its
-            # saved state knew, which can trail the checkpoint a resumed trial restarts from.
-            tune.report({**record, **extras, "epochs_done": trainer.epoch},
-                        checkpoint=tune.Checkpoint.from_directory(d))
 
+    saving = [0.0]  # when the epoch's checkpoint began (perf_counter seconds)
+
+    def before_save(record: dict[str, Any]) -> None:
+        saving[0] = time.perf_counter()
+
+    def report(record: dict[str, Any], folder: Path) -> None:
+        extras["checkpoint_seconds"] = time.perf_counter() - saving[0]
+        # epochs_done is ASHA's clock: Tune's own iteration count restarts from what its
+        # saved state knew, which can trail the checkpoint a resumed trial restarts from.
+        tune.report({**record, **extras, "epochs_done": trainer.epoch},
+                    checkpoint=tune.Checkpoint.from_directory(folder))
+
+    # a fresh folder per epoch: Tune takes it over at the report
+    checkpointed_run(trainer, history, tempfile.TemporaryDirectory, report,
+                     before_save=before_save, draw=True)

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from study._reproduce import CLAIMS, plan_runs, reproduce, train_runs
+from analysis import CLAIMS
+from study._commands import reproduce
 from tests.study.conftest import mistudy
 from trainables.locks import FolderLocked, folder_lock
 from trainables.records import DEFAULT_LAST_K, read_metrics
+from trainables.reproduce import plan_runs, train_runs
 
 pytestmark = pytest.mark.slow
 
