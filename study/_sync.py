@@ -36,20 +36,22 @@ def baseline_records(trials: list[dict[str, Any]]) -> dict[str, list[dict[str, A
     return found  # type: ignore[return-value]
 
 
-def sync_study(out: Path, locked: bool = False, repaired: bool = False) -> dict[str, int]:
+def sync_study(out: Path, locked: bool = False, repaired: bool = False,
+               tracker: Any = None) -> dict[str, int]:
     """Make the MLflow store match Tune's results exactly: one run per trial, every epoch
     once, artifacts, status and summary metrics; stray runs of trials Tune does not know are
     deleted. Takes the folder's lock unless the caller holds it; then (``mistudy sync``) it
     also ends the parent run in its true state: FINISHED when every trial ended, else KILLED
     (a parent a deleted store made anew would otherwise stay RUNNING). ``repaired``: the
-    calling command already repaired the experiments (``study._experiments.repair``)."""
+    calling command already repaired the experiments (``study._experiments.repair``);
+    ``tracker``: the calling command's (one per command), else one is made."""
     if not locked:
         with writer_lock(out):
-            return _sync(out, repaired, end_parent=True)
-    return _sync(out, repaired, end_parent=False)
+            return _sync(out, repaired, tracker, end_parent=True)
+    return _sync(out, repaired, tracker, end_parent=False)
 
 
-def _sync(out: Path, repaired: bool, end_parent: bool) -> dict[str, int]:
+def _sync(out: Path, repaired: bool, tracker: Any, end_parent: bool) -> dict[str, int]:
     from ._callbacks import trial_error_text
 
     meta, spec = open_study(out)
@@ -61,12 +63,12 @@ def _sync(out: Path, repaired: bool, end_parent: bool) -> dict[str, int]:
     trials = study_trials(paths, spec.name)
     if not trials and not paths.ray.exists():
         raise StudyError(f"no Tune experiment in {paths.ray}")
-    tracker = study_tracker(spec, paths, meta)
+    tracker = tracker or study_tracker(spec, paths, meta)
     tracker.parent_run(spec.raw)
     known = {t["trial_id"] for t in trials}
     stray = {tid: rid for tid, rid in tracker.trial_runs().items() if tid not in known}
     for run_id in stray.values():
-        tracker.client.delete_run(run_id)
+        tracker.delete_run(run_id)
     logged = 0
     for t in trials:
         records = read_results(t["path"])
@@ -79,8 +81,8 @@ def _sync(out: Path, repaired: bool, end_parent: bool) -> dict[str, int]:
         # a trial a stop left unfinished is KILLED (resumable), never FINISHED
         status = "FAILED" if t["error"] else \
             "FINISHED" if t["status"] == "TERMINATED" else "KILLED"
-        run = tracker.client.get_run(run_id)
-        if run.info.status != status or new or "final_gap" not in run.data.metrics:
+        logged_status, metrics = tracker.run_state(run_id)
+        if logged_status != status or new or "final_gap" not in metrics:
             tracker.finish_trial(run_id, records, t["config"], status, error,
                                  trial_dir=t["path"])
     _backfill_ranking(out, tracker)

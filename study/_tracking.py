@@ -196,6 +196,11 @@ class Tracker:
         """A tag on the study's experiment (the shared view the printed link opens)."""
         self.client.set_experiment_tag(self.experiment_id(), key, value)
 
+    def experiment_tags(self) -> dict[str, str]:
+        """The study experiment's tags ({} when it does not exist yet)."""
+        exp = self.client.get_experiment_by_name(self.experiment)
+        return dict(exp.tags) if exp is not None else {}
+
     def finish_parent(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.parent_run(), status=status)
 
@@ -204,6 +209,16 @@ class Tracker:
         """Tune trial id -> run id for every child run of this study (deleted ones excluded)."""
         runs = self._search(TRIAL_RUNS)
         return {r.data.tags[TAGS.trial_id]: str(r.info.run_id) for r in runs}
+
+    def delete_run(self, run_id: str) -> None:
+        """A stray run: one whose trial Tune does not know."""
+        self.client.delete_run(run_id)
+        self._runs = {t: r for t, r in self._runs.items() if r != run_id}
+
+    def run_state(self, run_id: str) -> tuple[str, set[str]]:
+        """(status, names of its metrics) of a run."""
+        run = self.client.get_run(run_id)
+        return str(run.info.status), set(run.data.metrics)
 
     def ensure_trial_run(self, trial_id: str, config: Mapping[str, Any],
                          tags: Mapping[str, str] | None = None) -> str:

@@ -145,8 +145,7 @@ def ensure_shared_view(out: str, meta: dict[str, Any]) -> bool:
 
     try:
         tracker = Tracker(meta["tracking_uri"], meta["experiment"], meta["study_id"])
-        exp = tracker.client.get_experiment_by_name(meta["experiment"])
-        if exp is not None and SHARE_TAG in exp.tags:
+        if SHARE_TAG in tracker.experiment_tags():
             return True
         a = analyze(out)
         share_view(tracker, a.ranking, a.trials)

@@ -135,7 +135,7 @@ def run_study(spec: StudySpec | None, out: Path, *, resume: bool = False,
             _ended(out, exp_dir, tracker)
             spec = grown
         t_sync = time.time()
-        sync_study(out, locked=True, repaired=True)
+        sync_study(out, locked=True, repaired=True, tracker=tracker)
         tracker.finish_parent()
         record_timings(paths.timings, {
             "ray_start_seconds": t_fit - t0, "fit_seconds": t_sync - t_fit,
@@ -234,7 +234,7 @@ def _ended(out: Path, exp_dir: Path, tracker: Any, resume_with: str | None = Non
 
     if stop_signal() is None and not unfinished(exp_dir):
         return
-    sync_study(out, locked=True, repaired=True)
+    sync_study(out, locked=True, repaired=True, tracker=tracker)
     tracker.finish_parent("KILLED")
     again = resume_with or f"mistudy run --resume --out {shlex.quote(str(out))}"
     raise StudyInterrupted(f"interrupted; the study's state is saved -- continue with: "
@@ -316,7 +316,7 @@ def run_confirm(out: Path, top: int | None = None, seeds: int | None = None,
                    spec.gpus_per_trial)
             fit_list(exp_dir, plan["configs"], spec, tracker, callbacks or [])
             _ended(out, exp_dir, tracker, f"mistudy confirm {shlex.quote(str(out))}")
-        sync_study(out, locked=True, repaired=True)
+        sync_study(out, locked=True, repaired=True, tracker=tracker)
         tracker.finish_parent()  # an earlier interrupted phase left it KILLED
         return confirm_info(out, plan, tracker)
 

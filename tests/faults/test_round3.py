@@ -14,6 +14,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.analysis.test_rank import log_trial
 from tests.study.conftest import BIN, free_port, mistudy, tiny_spec
 
 pytestmark = pytest.mark.faults
@@ -176,8 +177,13 @@ def test_a_read_only_study_folder_is_one_line_for_every_command(tmp_path: Path) 
     src.mkdir()
     (src / "spec.yaml").write_text(tiny_spec(tmp_path / "spec.yaml").read_text())
     (src / "study.json").write_text(json.dumps(
-        {"study_id": "x", "name": "tiny", "experiment": "tiny", "tracking_uri": "folder"}))
-    MlflowClient(f"sqlite:///{src / 'mlflow.db'}").create_experiment("tiny")
+        {"study_id": "s1", "name": "tiny", "experiment": "tiny", "tracking_uri": "folder"}))
+    client = MlflowClient(f"sqlite:///{src / 'mlflow.db'}")
+    exp = client.create_experiment("tiny", artifact_location=(tmp_path / "art").as_uri())
+    # runs to report and export: the read-only folder is the only thing in the way
+    for tid, family, baseline, gap in (("b0", "constant", True, 0.2), ("p0", "power", False, 0.1)):
+        log_trial(client, exp, tid, family=family, seed=0, batch=64, gap=gap, acc=0.9,
+                  baseline=baseline)
     study = tmp_path / "ro"
     study.mkdir()
     res = subprocess.run(["mount", "--bind", str(src), str(study)], capture_output=True,
@@ -191,6 +197,9 @@ def test_a_read_only_study_folder_is_one_line_for_every_command(tmp_path: Path) 
                      ("export", str(study), "--out", str(study / "exp"))):
             res = mistudy(*args, timeout=300)
             assert res.returncode == 2 and "Traceback" not in res.stderr, (args, res.stderr)
+            # the refusal is the read-only folder's, said in one line naming it
+            (line,) = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+            assert "read-only" in line.lower() and str(study) in line, (args, line)
     finally:
         subprocess.run(["umount", "-l", str(study)], check=False)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from ray.tune.schedulers import TrialScheduler
+from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
 from study._callbacks import BaselineSafeASHA, SaturationStopper
 from trainables.saturation import saturation_epoch
@@ -31,8 +31,31 @@ def test_stopper_stops_saturated_trials_but_never_baselines() -> None:
     assert not any(base) and not stop.stop_all()
 
 
+def _rung_decisions(asha: AsyncHyperBandScheduler) -> dict[str, str]:
+    """Six searched trials reach epoch 1 with a good val CE, then a searched trial and a
+    baseline with a far worse one: the two worst at ASHA's first rung."""
+    out = {}
+    trials = [SimpleNamespace(config={}, trial_id=f"t{i}") for i in range(6)] + [
+        SimpleNamespace(config={}, trial_id="bad"),
+        SimpleNamespace(config={"mistudy_baseline": True}, trial_id="base")]
+    for t in trials:
+        asha.on_trial_add(None, t)
+    for i, t in enumerate(trials[:6]):
+        out[t.trial_id] = asha.on_trial_result(None, t, {"val_ce": 1.0 + 0.01 * i,
+                                                          "training_iteration": 1})
+    for t in trials[6:]:
+        out[t.trial_id] = asha.on_trial_result(None, t, {"val_ce": 99.0,
+                                                         "training_iteration": 1})
+    return out
+
+
 def test_asha_never_stops_a_baseline() -> None:
-    asha = BaselineSafeASHA(metric="val_ce", mode="min", max_t=10, grace_period=1)
-    trial = SimpleNamespace(config={"mistudy_baseline": True}, trial_id="b")
-    assert asha.on_trial_result(None, trial, {"val_ce": 99.0, "training_iteration": 1}) == \
-        TrialScheduler.CONTINUE
+    kw = {"metric": "val_ce", "mode": "min", "max_t": 10, "grace_period": 1,
+          "reduction_factor": 2}
+    plain = _rung_decisions(AsyncHyperBandScheduler(**kw))
+    # the control: plain ASHA stops both (so this test needs the override to pass)
+    assert plain["bad"] == plain["base"] == TrialScheduler.STOP
+    safe = _rung_decisions(BaselineSafeASHA(**kw))
+    assert safe["bad"] == TrialScheduler.STOP  # it still prunes searched trials
+    assert safe["base"] == TrialScheduler.CONTINUE
+    assert all(safe[f"t{i}"] == plain[f"t{i}"] for i in range(6))
