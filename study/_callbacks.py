@@ -14,8 +14,7 @@ from typing import Any
 from ray.tune import Callback, Stopper
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
-from trainables.loop import RECORD_KEYS
-from trainables.records import BASELINE_KEY, ENQUEUED_KEY, PHASE_KEY, TAGS
+from trainables.records import BASELINE_KEY, ENQUEUED_KEY, PHASE_KEY, RECORD_KEYS, TAGS
 from trainables.saturation import saturation_epoch
 from trainables.studyfolder import storage_failure
 

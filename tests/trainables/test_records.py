@@ -193,7 +193,11 @@ def test_the_front_door_and_analysis_import_no_torch_or_ray() -> None:
 
 @pytest.mark.parametrize("modules", [
     "trainables.config", "study.spec, study._tracking, study._folder, analysis",
-    "study.cli, study._ui, study._sync", "analysis._commands, analysis._replay"])
+    "study.cli, study._ui, study._sync", "analysis._commands, analysis._replay",
+    # the driver's side of run/confirm/sync (the trials import torch in their own workers)
+    "study.runner, study._commands, study._experiments, study._resume, study._callbacks",
+    "study._searcher, study._confirm, study._tune, trainables.pruning",
+    "analysis._reproduce, trainables.reproduce, trainables.checkpoint"])
 def test_the_config_the_study_and_the_analysis_import_no_torch(modules: str) -> None:
     """Transitively: what `mistudy ui`, `rank`, a spec check and the tracker import (a torch
     import costs seconds and gigabytes on a driver that trains nothing)."""
