@@ -18,7 +18,7 @@ from trainables.records import BASELINE_KEY, ENQUEUED_KEY, PHASE_KEY, RECORD_KEY
 from trainables.saturation import saturation_epoch
 from trainables.studyfolder import storage_failure
 
-from ._experiments import read_results
+from ._experiments import read_results, trial_error_text
 from ._folder import record_timings
 from ._tracking import Tracker, record_of
 
@@ -31,17 +31,6 @@ def trial_folders(trial: Any) -> tuple[str, str]:
     study folder only later) and where its checkpoints are (the study folder: the workers
     upload them there, with the plot each trial drew)."""
     return str(trial.local_path or trial.path), str(trial.path)
-
-
-def trial_error_text(trial: Any) -> str:
-    """The last line of a failed trial's traceback (the reason), or a generic note; ``trial``
-    is Tune's trial or the path of its error file."""
-    path = trial if isinstance(trial, (str, Path)) else getattr(trial, "error_file", None) or ""
-    try:
-        lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
-        return lines[-1] if lines else "trial failed"
-    except OSError:
-        return "trial failed (no error file)"
 
 
 SERVER_THREADS = 8  # parallel calls to a tracking server while flushing a backlog (1: 412, 4: 451,

@@ -25,7 +25,7 @@ from ray.tune.search import Searcher
 
 from trainables.records import CONFIRM_PHASE, PHASE_KEY, atomic_write_text
 
-from ._folder import StudyError, StudyPaths, open_study
+from ._folder import StudyError, StudyPaths
 from ._searcher import baseline_config
 from .spec import StudySpec
 
@@ -85,12 +85,11 @@ def _schedules(out: Path, top: int) -> tuple[Any, list[dict[str, Any]]]:
     return a, ok.head(top).to_dict("records")
 
 
-def plan_confirm(out: Path, top: int, seeds: int,
+def plan_confirm(out: Path, spec: StudySpec, top: int, seeds: int,
                  data_seeds: list[int] | None = None, same_split: bool = False
                  ) -> dict[str, Any]:
     """The confirmation plan: top schedules × fresh seeds (each paired with a fresh split draw
     unless ``same_split``), and their matched baselines on the same seeds and draws."""
-    _, spec = open_study(out)
     a, rows = _schedules(out, top)
     used = {int(s) for s in a.trials["p.seed"] if s == s}
     new_seeds = fresh_seeds(spec, used, seeds)
@@ -157,10 +156,11 @@ def plan_problem(plan: Any, spec: StudySpec) -> str | None:
     return None
 
 
-def load_or_plan(out: Path, top: int | None, seeds: int | None,
+def load_or_plan(out: Path, spec: StudySpec, top: int | None, seeds: int | None,
                  data_seeds: list[int] | None = None, same_split: bool = False
                  ) -> dict[str, Any]:
-    """The stored plan (a rerun resumes it), or a new one written before anything runs."""
+    """The stored plan (a rerun resumes it), or a new one written before anything runs
+    (``spec``: the study's, as the command read it)."""
     path = StudyPaths(out).confirm_plan
     if path.is_file():
         problem: str | None
@@ -169,7 +169,7 @@ def load_or_plan(out: Path, top: int | None, seeds: int | None,
         except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
             plan, problem = None, f"it does not read as JSON ({type(exc).__name__})"
         else:
-            problem = plan_problem(plan, open_study(out)[1])
+            problem = plan_problem(plan, spec)
         if problem or plan is None:
             raise StudyError(f"{path} is damaged: {problem}; move it aside to plan the "
                              f"confirmation again")
@@ -183,6 +183,6 @@ def load_or_plan(out: Path, top: int | None, seeds: int | None,
                              f"{stored_draws or 'of the study'}); rerun without --top/--seeds/"
                              f"--data-seeds/--same-split (or with those) to resume it")
         return plan
-    plan = plan_confirm(out, top or 3, seeds or 3, data_seeds, same_split)
+    plan = plan_confirm(out, spec, top or 3, seeds or 3, data_seeds, same_split)
     atomic_write_text(path, json.dumps(plan, indent=1))
     return plan

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TrialState", "read_trials", "unfinished", "saved", "read_results", "RESULTS_FILE",
            "first_dir", "more_dirs", "next_more_dir", "confirm_dir", "experiment_dirs",
-           "study_trials", "repair", "discard_unsaved"]
+           "study_trials", "repair", "discard_unsaved", "trial_error_text"]
 
 _DONE = ("TERMINATED", "ERROR")
 
@@ -142,6 +142,17 @@ def study_trials(paths: StudyPaths, name: str) -> list[dict[str, Any]]:
     return [{"trial_id": t.trial_id, "config": t.config, "path": t.path, "error": t.error,
              "status": t.status, "error_file": t.error_file}
             for exp_dir in experiment_dirs(paths, name) for t in read_trials(exp_dir)]
+
+
+def trial_error_text(trial: Any) -> str:
+    """The last line of a failed trial's traceback (the reason), or a generic note; ``trial``
+    is Tune's trial or the path of its error file."""
+    path = trial if isinstance(trial, (str, Path)) else getattr(trial, "error_file", None) or ""
+    try:
+        lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
+        return lines[-1] if lines else "trial failed"
+    except OSError:
+        return "trial failed (no error file)"
 
 
 # ---- before a command reads or restores them ---------------------------------------------

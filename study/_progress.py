@@ -81,7 +81,7 @@ class StudyProgress(Callback):
                     f"test acc {r.get('test_acc', float('nan')):.3f}", advance=True, line=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        from ._callbacks import trial_error_text
+        from ._experiments import trial_error_text
 
         self.running.pop(trial.trial_id, None)
         self.failed += 1

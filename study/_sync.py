@@ -8,7 +8,7 @@ from typing import Any
 
 from trainables.records import BASELINE_KEY, TAGS
 
-from ._experiments import experiment_dirs, read_results, repair, study_trials
+from ._experiments import experiment_dirs, read_results, repair, study_trials, trial_error_text
 from ._folder import (
     StudyError,
     StudyPaths,
@@ -17,7 +17,7 @@ from ._folder import (
     optuna_study_name,
     writer_lock,
 )
-from ._tune import study_tracker
+from ._tracking import study_tracker
 
 __all__ = ["sync_study", "best_trials", "baseline_records", "confirm_info"]
 
@@ -37,26 +37,30 @@ def baseline_records(trials: list[dict[str, Any]]) -> dict[str, list[dict[str, A
 
 
 def sync_study(out: Path, locked: bool = False, repaired: bool = False,
-               tracker: Any = None) -> dict[str, int]:
+               tracker: Any = None, study: tuple[dict[str, Any], Any] | None = None
+               ) -> dict[str, int]:
     """Make the MLflow store match Tune's results exactly: one run per trial, every epoch
     once, artifacts, status and summary metrics; stray runs of trials Tune does not know are
     deleted. Takes the folder's lock unless the caller holds it; then (``mistudy sync``) it
     also ends the parent run in its true state: FINISHED when every trial ended, else KILLED
     (a parent a deleted store made anew would otherwise stay RUNNING). ``repaired``: the
     calling command already repaired the experiments (``study._experiments.repair``);
-    ``tracker``: the calling command's (one per command), else one is made."""
+    ``tracker`` and ``study`` (meta, spec): the calling command's, read once by it; else
+    made and read here."""
     if not locked:
         with writer_lock(out):
-            return _sync(out, repaired, tracker, end_parent=True)
-    return _sync(out, repaired, tracker, end_parent=False)
+            return _sync(out, repaired, tracker, study, end_parent=True)
+    return _sync(out, repaired, tracker, study, end_parent=False)
 
 
-def _sync(out: Path, repaired: bool, tracker: Any, end_parent: bool) -> dict[str, int]:
-    from ._callbacks import trial_error_text
-
-    meta, spec = open_study(out)
+def _sync(out: Path, repaired: bool, tracker: Any, study: tuple[dict[str, Any], Any] | None,
+          end_parent: bool) -> dict[str, int]:
     paths = StudyPaths(out)
-    check_tracking(meta["tracking_uri"])
+    if study is None:
+        meta, spec = open_study(out)
+        check_tracking(meta["tracking_uri"])
+    else:
+        meta, spec = study
     recovered = [] if repaired else repair(experiment_dirs(paths, spec.name))
     for note in recovered:
         print(note, flush=True)

@@ -51,12 +51,13 @@ from trainables.records import (
     write_metrics,
 )
 from trainables.saturation import saturation_epoch
+from trainables.studyfolder import StudyPaths, search_all_runs
 from trainables.studyfolder import credentials_to_env as _credentials_to_env
-from trainables.studyfolder import search_all_runs
 
 from ._sqlite import ensure_mlflow_store
+from .spec import StudySpec
 
-__all__ = ["Tracker"]
+__all__ = ["Tracker", "study_tracker"]
 
 _REDACT = ("token", "password", "secret")
 METRICS_PER_CALL = 1000  # MLflow's log_batch limit
@@ -440,3 +441,14 @@ class Tracker:
         with tempfile.TemporaryDirectory() as d:
             (Path(d) / name).write_text(text, encoding="utf-8")
             self._put(run_id, Path(d))
+
+
+def study_tracker(spec: StudySpec, paths: StudyPaths, meta: dict[str, Any]) -> Tracker:
+    """This command's tracker (one per command); it also binds the study's location for the
+    searcher and the tracker Tune restores from a saved state (``study._folder``)."""
+    from ._folder import bind_location
+
+    bind_location(paths, meta)
+    return Tracker(meta["tracking_uri"], meta["experiment"], meta["study_id"],
+                   meta.get("artifact_location"), spec.stopper, str(paths.timings),
+                   last_k=spec.last_k)

@@ -1,4 +1,4 @@
-"""Tune wiring for a study: the trainable with its resources, the tracker, and the Tuner of a
+"""Tune wiring for a study: the trainable with its resources and the Tuner of a
 search, of a fixed list of configurations (one RunConfig for both) or restored from a saved
 state. Where the experiments live and what they hold: :mod:`study._experiments`."""
 
@@ -11,7 +11,7 @@ from ._experiments import discard_unsaved
 from ._folder import StudyPaths
 from .spec import StudySpec
 
-__all__ = ["build_tuner", "fit_list", "restore_tuner", "study_tracker"]
+__all__ = ["build_tuner", "fit_list", "restore_tuner"]
 
 
 def _trainable(cpus: float, gpus: float) -> Any:
@@ -20,18 +20,6 @@ def _trainable(cpus: float, gpus: float) -> Any:
     from trainables.ray_trainable import train_tune
 
     return tune.with_resources(train_tune, {"cpu": cpus, "gpu": gpus})
-
-
-def study_tracker(spec: StudySpec, paths: StudyPaths, meta: dict[str, Any]) -> Any:
-    """This command's tracker; it also binds the study's location for the searcher and the
-    tracker Tune restores from a saved state (``study._folder.bind_location``)."""
-    from ._folder import bind_location
-    from ._tracking import Tracker
-
-    bind_location(paths, meta)
-    return Tracker(meta["tracking_uri"], meta["experiment"], meta["study_id"],
-                   meta.get("artifact_location"), spec.stopper, str(paths.timings),
-                   last_k=spec.last_k)
 
 
 def _trial_dirname(trial: Any) -> str:
