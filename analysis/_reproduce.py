@@ -142,11 +142,14 @@ def get_fig1_info(curves: list[dict[str, Any]]) -> FigureInfo:
 
 
 def get_figure_info(figure: int, runs: dict[str, Runs], folders: dict[str, list[Path]],
-                    last_k: int = DEFAULT_LAST_K) -> FigureInfo:
-    """Figure ``figure`` from the records of each condition's runs (and Fig. 1's curves in
-    the first regularized run's folder)."""
+                    last_k: int = DEFAULT_LAST_K,
+                    curves: list[dict[str, Any]] | None = None) -> FigureInfo:
+    """Figure ``figure`` from the records of each condition's runs (and Fig. 1's curves:
+    ``curves``, else read from the first regularized run's folder)."""
     if figure == 1:
-        return get_fig1_info(json.loads((folders["reg"][0] / ALIGNMENT_FILE).read_text()))
+        if curves is None:
+            curves = json.loads((folders["reg"][0] / ALIGNMENT_FILE).read_text())
+        return get_fig1_info(curves)
     if figure == 3:
         return get_fig3_info(runs["ce"])
     if figure == 4:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainables.data import DEBIAN_FASHION, _find_idx, balanced_indices, read_idx
+from trainables.data import DEBIAN_FASHION, find_idx, balanced_indices, read_idx
 
 
 def _tensor_epoch(x: torch.Tensor, y: torch.Tensor, b: int, g: torch.Generator) -> int:
@@ -29,7 +29,7 @@ def run(batch: int = 256, epochs: int = 3) -> list[dict[str, Any]]:
     from torch.utils.data import DataLoader, Subset
     from torchvision import datasets, transforms
 
-    files = _find_idx(DEBIAN_FASHION)
+    files = find_idx(DEBIAN_FASHION)
     assert files, "needs Debian's dataset-fashion-mnist"
     labels = read_idx(files["train_y"])
     idx = balanced_indices(labels, 500, np.random.default_rng(0))

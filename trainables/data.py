@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["Splits", "DATASETS", "VAL_SOURCES", "load_splits", "DataError", "read_idx",
-           "balanced_indices"]
+           "balanced_indices", "find_idx"]
 from .names import DATASETS, VAL_SOURCES
 from .records import NUM_CLASSES
 
@@ -92,7 +92,7 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
 
 
-def _find_idx(folder: Path) -> dict[str, Path] | None:
+def find_idx(folder: Path) -> dict[str, Path] | None:
     """The four IDX files in ``folder`` (``.gz`` or plain), or None."""
     found = {}
     for key, stem in _FILES.items():
@@ -117,11 +117,11 @@ def _locate(name: str, data_dir: str | None) -> tuple[dict[str, Path] | None, st
     roots = ([Path(data_dir).expanduser()] if data_dir else []) + [cache_root()]
     for root in roots:
         for folder in _candidate_dirs(name, root):
-            files = _find_idx(folder)
+            files = find_idx(folder)
             if files:
                 return files, str(folder)
     if name == "fashion_mnist":
-        files = _find_idx(DEBIAN_FASHION)
+        files = find_idx(DEBIAN_FASHION)
         if files:
             return files, str(DEBIAN_FASHION)
     return None, ""
