@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainables.data import DEBIAN_FASHION, find_idx, balanced_indices, read_idx
+from trainables.data import DEBIAN_FASHION, balanced_indices, find_idx, read_idx
 
 
 def _tensor_epoch(x: torch.Tensor, y: torch.Tensor, b: int, g: torch.Generator) -> int:
