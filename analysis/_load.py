@@ -195,7 +195,7 @@ def _records_of(client: Any, run: Any, folder: Path | None,
 
         with tempfile.TemporaryDirectory() as d:  # other stores (s3:, another host, ...)
             return read_metrics(Path(download_artifacts(
-                artifact_uri=f"{run.info.artifact_uri}/metrics.csv", dst_path=d,
+                artifact_uri=f"{run.info.artifact_uri}/{METRICS_FILE}", dst_path=d,
                 tracking_uri=client.tracking_uri)))
     except Exception:
         return None  # no file (killed before its finish): the histories below
@@ -210,7 +210,7 @@ def _proxied_csv(get: Callable[[str], Any], artifact_uri: str) -> list[dict[str,
     REST endpoint (``get`` from :func:`_proxy_getter`). ``download_artifacts`` lists the path
     before fetching it (two requests, and 2.6x the time at 1,000 runs). A URI with another
     host (``mlflow-artifacts://host/...``) goes through ``download_artifacts``."""
-    resp = get(f"{_ARTIFACTS_ENDPOINT}{artifact_uri[len(_PROXIED):]}/metrics.csv")
+    resp = get(f"{_ARTIFACTS_ENDPOINT}{artifact_uri[len(_PROXIED):]}/{METRICS_FILE}")
     return parse_metrics(resp.text.splitlines()) if resp.status_code == 200 else None
 
 

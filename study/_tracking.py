@@ -40,6 +40,7 @@ from trainables.records import (
     RECORD_KEYS,
     ROLE_PARENT,
     ROLE_TRIAL,
+    SPEC_FILE,
     TAGS,
     TRIAL_RUNS,
     flatten,
@@ -190,7 +191,7 @@ class Tracker:
             run_id, has_params = str(run.info.run_id), False
         if spec_raw and not has_params:  # new, or a kill came right after its creation
             self._log_params(run_id, spec_raw)
-            self.log_text(run_id, yaml.safe_dump(dict(spec_raw), sort_keys=False), "spec.yaml")
+            self.log_text(run_id, yaml.safe_dump(dict(spec_raw), sort_keys=False), SPEC_FILE)
         return run_id
 
     def set_experiment_tag(self, key: str, value: str) -> None:

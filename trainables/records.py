@@ -22,7 +22,7 @@ __all__ = [
     "RECORD_KEYS", "OPTIONAL_RECORD_KEYS", "SUMMARY_METRICS", "STRING_KEYS", "FINITE_KEYS",
     "STUDY_KEYS", "BASELINE_KEY", "ENQUEUED_KEY", "PHASE_KEY", "CONFIRM_PHASE", "VIEW_ORDER",
     "TAG", "tag", "Tags", "TAGS", "ROLE_PARENT", "ROLE_TRIAL", "TRIAL_RUNS", "PARENT_RUN",
-    "study_filter", "METRICS_FILE", "CONFIG_FILE", "DEFAULT_ALPHA", "NUM_CLASSES",
+    "study_filter", "METRICS_FILE", "CONFIG_FILE", "SPEC_FILE", "DEFAULT_ALPHA", "NUM_CLASSES",
     "DEFAULT_LAST_K",
     "schedule_text", "run_name", "train_config_of", "flatten", "unflatten", "param_text",
     "param_value",
@@ -114,6 +114,7 @@ def study_filter(study_id: str) -> str:
 # ---- the files of a run (its folder under ``mistudy train``, its MLflow artifacts) --------
 METRICS_FILE = "metrics.csv"  # one row per epoch (RECORD_KEYS)
 CONFIG_FILE = "config.yaml"  # the training config that reruns the run
+SPEC_FILE = "spec.yaml"  # a study's spec: in its folder and on its MLflow parent run
 
 
 # ---- the schedule as text ---------------------------------------------------------------

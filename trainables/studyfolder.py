@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .locks import LOCK_FILE
+from .records import SPEC_FILE
 
 __all__ = ["StudyPaths", "FOLDER_STORE", "tracking_uri_of", "split_credentials",
            "credentials_to_env", "storage_failure", "search_all_runs", "search_slices",
@@ -77,7 +78,7 @@ class StudyPaths:
 
     @property
     def spec(self) -> Path:
-        return self.root / "spec.yaml"
+        return self.root / SPEC_FILE
 
     @property
     def timings(self) -> Path:
