@@ -32,6 +32,7 @@ from trainables.records import (
     study_filter,
     typed_config,
 )
+from trainables.saturation import saturation_settings
 from trainables.studyfolder import (
     FOLDER_STORE,
     StudyPaths,
@@ -83,8 +84,7 @@ def settings_from_spec(text: str, where: str) -> dict[str, Any]:
         raw = safe_load(text, where) or {}
         obj = raw.get("objective") or {}
         obj = obj[-1] if isinstance(obj, list) and obj else obj
-        stop = {k: v for k, v in (raw.get("stopper") or {}).items()
-                if k in ("window", "rel_tol", "grad_tol")}
+        stop = saturation_settings(raw.get("stopper"))
         out: dict[str, Any] = {"saturation": stop}
         if isinstance(raw.get("search"), dict):
             out["search"] = raw["search"]  # the searched ranges (the range-edge warning)

@@ -51,7 +51,7 @@ from trainables.records import (
     train_config_of,
     write_metrics,
 )
-from trainables.saturation import saturation_epoch
+from trainables.saturation import saturation_epoch, saturation_settings
 from trainables.studyfolder import StudyPaths, search_all_runs
 from trainables.studyfolder import credentials_to_env as _credentials_to_env
 
@@ -375,8 +375,7 @@ class Tracker:
                                                     else {})})
 
     def _sat_kwargs(self) -> dict[str, Any]:
-        return {k: self.saturation[k] for k in ("window", "rel_tol", "grad_tol")
-                if k in self.saturation}
+        return saturation_settings(self.saturation)
 
     def _log_artifacts(self, run_id: str, records: list[dict[str, Any]],
                        cfg: Mapping[str, Any], trial_dir: str | Path | None) -> None:

@@ -8,8 +8,19 @@ every ``mi_grad_norm`` is below ``grad_tol``. Shared by the study's stopper and 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["saturation_epoch"]
+__all__ = ["saturation_epoch", "SATURATION_KEYS", "saturation_settings"]
+
+# the stopper settings the criterion reads (a spec's ``stopper:`` also has min_epochs, when to
+# start stopping): the stopper, the MLflow tag and the ranking read them with this one rule
+SATURATION_KEYS = ("window", "rel_tol", "grad_tol")
+
+
+def saturation_settings(stopper: Any) -> dict[str, Any]:
+    """The criterion's settings in a spec's ``stopper:`` mapping (anything else: none)."""
+    return {k: stopper[k] for k in SATURATION_KEYS if k in stopper} \
+        if isinstance(stopper, dict) else {}
 
 
 def saturation_epoch(
