@@ -36,7 +36,8 @@ from ._sqlite import ensure_optuna_store
 from .spec import StudySpec, parse_spec
 
 __all__ = ["StudySearcher", "sample_config", "baseline_configs", "objective_value",
-           "configuration_outcome", "Outcome", "make_sampler"]
+           "configuration_outcome", "Outcome", "make_sampler", "stored_study", "baseline_config",
+           "baseline_key", "kept_record"]
 
 _NEW_STATE: dict[str, Any] = {"base_map": dict, "base_done": dict, "told": list,
                               "tracker": None}
@@ -44,6 +45,16 @@ _NEW_STATE: dict[str, Any] = {"base_map": dict, "base_done": dict, "told": list,
 
 def baseline_key(config: Mapping[str, Any]) -> str:
     return json.dumps(match_key(config))
+
+
+def stored_study(storage_url: str, study_name: str) -> optuna.Study | None:
+    """The study's Optuna study as stored, or None before the first configuration was asked
+    (the one way every command opens it; the searcher makes it)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage_url)
+    except KeyError:
+        return None
 
 
 def make_sampler(spec: StudySpec, seed: int) -> optuna.samplers.BaseSampler:

@@ -133,12 +133,11 @@ def best_trials(out: Path, k: int = 5) -> list[dict[str, Any]]:
     (guards) before infeasible: the search's own rule, which the ranking shares."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from ._searcher import stored_study
+
     meta, spec = open_study(out)
-    try:
-        study = optuna.load_study(study_name=optuna_study_name(meta),
-                                  storage=StudyPaths(out).optuna)
-    except KeyError:
+    study = stored_study(StudyPaths(out).optuna, optuna_study_name(meta))
+    if study is None:
         return []
     obj = spec.objectives[0]
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]

@@ -254,13 +254,10 @@ def _finish_extensions(run: _Run, study: tuple[dict[str, Any], StudySpec], out: 
 
 
 def _asked(paths: StudyPaths, optuna_name: str) -> int:
-    import optuna
+    from ._searcher import stored_study
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        return len(optuna.load_study(study_name=optuna_name, storage=paths.optuna).trials)
-    except KeyError:
-        return 0
+    study = stored_study(paths.optuna, optuna_name)
+    return 0 if study is None else len(study.trials)
 
 
 def _fail_orphans(paths: StudyPaths, optuna_name: str) -> None:
@@ -269,10 +266,10 @@ def _fail_orphans(paths: StudyPaths, optuna_name: str) -> None:
     They are told FAIL (with the reason as a user attribute), never left RUNNING."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study = optuna.load_study(study_name=optuna_name, storage=paths.optuna)
-    except KeyError:
+    from ._searcher import stored_study
+
+    study = stored_study(paths.optuna, optuna_name)
+    if study is None:
         return
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study._storage.set_trial_user_attr(t._trial_id, "fail_reason",
