@@ -27,6 +27,7 @@ from trainables.studyfolder import (
     StudyPaths,
     redact,
     sqlite_path,
+    sqlite_uri,
     tracking_problem,
     tracking_uri_of,
 )
@@ -91,7 +92,7 @@ def normalize_tracking_uri(uri: str) -> str:
         if path is None:
             raise StudyError(f"--tracking-uri {uri!r}: an SQLite store needs a file path, "
                              f"e.g. sqlite:///path/mlflow.db")
-        return f"sqlite:///{Path(path).resolve()}"
+        return sqlite_uri(path)
     return uri
 
 
