@@ -154,8 +154,8 @@ def _add_replay(sub: Any) -> None:
     p.add_argument("--window", type=int, default=d.window, help=f"default {d.window}")
     p.add_argument("--acc-drop", type=float, default=d.acc_drop,
                    help=f"accuracy guard, a fraction (default {d.acc_drop}; -1: off)")
-    p.add_argument("--ce-rise", type=float, default=-1,
-                   help="CE guard in nats (default: off)")
+    p.add_argument("--ce-rise", type=float, default=-1 if d.ce_rise is None else d.ce_rise,
+                   help=f"CE guard in nats (default {d.ce_rise}; -1: off)")
     p.add_argument("--rungs", type=_int_list, default=list(d.rungs), metavar="E,E,...",
                    help=f"the median rule's epochs (default {','.join(map(str, d.rungs))})")
     p.add_argument("--quantile", type=float, default=d.quantile,

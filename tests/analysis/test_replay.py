@@ -82,7 +82,9 @@ def test_replay_saves_the_hand_computed_epochs_and_keeps_the_top(tmp_path: Path)
                                                              "0.2")]
     assert info.top_k_kept == info.top_k
     res = subprocess.run([str(BIN / "mistudy"), "replay", str(bundle), "--format", "json",
-                          "--rungs", "6"], capture_output=True, text=True, timeout=300)
+                          "--grace", "5", "--window", "3", "--acc-drop", "0.02",
+                          "--ce-rise", "-1", "--rungs", "6", "--median-min", "5",
+                          "--quantile", "0.5"], capture_output=True, text=True, timeout=300)
     data = json.loads(res.stdout)
     assert data["epochs_saved_fraction"] == pytest.approx(18 / 160)
     assert data["top_k_kept"] == data["top_k"] and len(data["top_k"]) == 5
