@@ -37,6 +37,7 @@ from trainables.studyfolder import (
     FOLDER_STORE,
     StudyPaths,
     credentials_to_env,
+    optuna_study_name,
     search_all_runs,
     search_slices,
     split_credentials,
@@ -360,7 +361,7 @@ def optuna_trials(study: str) -> list[dict[str, Any]]:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     meta = read_meta(paths.root)
-    name = str(meta.get("optuna_study") or meta["study_id"])
+    name = optuna_study_name(meta)
     storage = paths.optuna
     try:
         stored = optuna.load_study(study_name=name, storage=storage)

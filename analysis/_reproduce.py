@@ -18,7 +18,7 @@ import numpy as np
 from trainables.records import DEFAULT_LAST_K
 from trainables.reproduce import ALIGNMENT_FILE
 
-from ._confirm import bootstrap_ci
+from ._rank import bootstrap_ci
 
 __all__ = ["draw_reproduction", "FigureResult", "FigureInfo", "CLAIMS", "NEEDS", "FIGURES",
            "get_figure_info", "plot_figure"]

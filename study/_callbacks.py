@@ -22,8 +22,8 @@ from ._experiments import read_results, trial_error_text
 from ._folder import record_timings
 from ._tracking import Tracker, record_of
 
-__all__ = ["MlflowCallback", "SaturationStopper", "BaselineSafeASHA",
-           "trial_error_text"]
+__all__ = ["MlflowCallback", "SaturationStopper", "BaselineSafeASHA", "ClosurePruner",
+           "trial_folders"]
 
 
 def trial_folders(trial: Any) -> tuple[str, str]:
@@ -248,8 +248,8 @@ class ClosurePruner(FIFOScheduler):
     ``mistudy replay`` proves on recorded studies). A configuration is judged once every seed
     has reached an epoch (the mean over seeds), and pruned whole. Baselines, enqueued
     configurations and confirmation runs are never stopped. A seed that runs ahead of the
-    others is stopped at its next result after the decision (unless it has finished: the
-    seeds of a configuration start together, so the lead is small). Every decision is written
+    others is stopped at its next result after the decision (unless it has finished; measured:
+    2-3% of a study's searched epochs, docs/performance.md §2c). Every decision is written
     to the folder's ``pruning.json`` before the trial is stopped (Tune saves no scheduler
     state): a resumed study reads it back and keeps each decision; records a resumed trial
     does not report again are read from the trials' ``result.json``."""
@@ -291,12 +291,9 @@ class ClosurePruner(FIFOScheduler):
 
     def _load(self) -> dict[str, Any]:
         if self.state is None:
-            try:
-                self.state = json.loads(Path(self.path).read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                self.state = None
-            if not isinstance(self.state, dict):
-                self.state = {"pruned": {}, "reached": {}, "passed": {}}
+            from trainables.pruning import read_decisions
+
+            self.state = read_decisions(Path(self.path))
         return self.state
 
     def _save(self) -> None:

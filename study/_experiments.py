@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from trainables.records import CONFIRM_PHASE
 
-from ._resume import RESULTS_FILE, prepare_resume, read_results, repair_torn_state
+from ._resume import prepare_resume, read_results, repair_torn_state
 
 if TYPE_CHECKING:
     from trainables.studyfolder import StudyPaths
 
-__all__ = ["TrialState", "read_trials", "unfinished", "saved", "read_results", "RESULTS_FILE",
+__all__ = ["TrialState", "read_trials", "unfinished", "saved", "read_results",
            "first_dir", "more_dirs", "next_more_dir", "confirm_dir", "experiment_dirs",
            "study_trials", "repair", "discard_unsaved", "trial_error_text"]
 

@@ -25,6 +25,7 @@ from trainables.studyfolder import (
     FOLDER_STORE,
     NAME_PATTERN,
     StudyPaths,
+    optuna_study_name,
     redact,
     sqlite_path,
     sqlite_uri,
@@ -36,7 +37,7 @@ from .spec import SpecError, StudySpec, parse_spec
 
 __all__ = ["StudyError", "StudyPaths", "open_study", "new_meta", "tracking_uri_of",
            "bind_location", "location", "redact", "normalize_tracking_uri", "check_tracking",
-           "record_timings", "writer_lock", "prepare_folder", "NAME_PATTERN"]
+           "record_timings", "writer_lock", "prepare_folder", "NAME_PATTERN", "optuna_study_name"]
 
 TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 
@@ -112,12 +113,6 @@ def new_meta(spec: StudySpec, tracking_uri: str | None) -> dict[str, Any]:
         "artifact_location": None if tracking_uri else FOLDER_STORE,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-
-
-def optuna_study_name(meta: dict[str, Any]) -> str:
-    """The Optuna study's name in ``optuna.db``: the spec's name (folders made before that
-    used the study id)."""
-    return str(meta.get("optuna_study") or meta["study_id"])
 
 
 def open_study(out: Path) -> tuple[dict[str, Any], StudySpec]:

@@ -343,8 +343,8 @@ class StudySearcher(Searcher):
         for name, value in outcome.attrs.get("constraints", {}).items():
             trial.set_constraint(name, value)  # what TPE / NSGA-II read
         if pruned is not None:
-            if pruned[2] is not None and len(self.spec.objectives) == 1:
-                trial.report(float(pruned[2]), step=pruned[0])  # TPE reads the last value
+            if value is not None and len(self.spec.objectives) == 1:
+                trial.report(float(value), step=epoch)  # TPE reads the last value
             self.study.tell(number, state=optuna.trial.TrialState.PRUNED)
             print(f"mistudy: configuration {number} ({schedule_text(self.configs[number])}) "
                   f"told PRUNED: {outcome.reason}", flush=True)

@@ -18,8 +18,9 @@ from ._folder import (
     writer_lock,
 )
 from ._tracking import study_tracker
+from .spec import StudySpec
 
-__all__ = ["sync_study", "best_trials", "baseline_records", "confirm_info"]
+__all__ = ["sync_study", "reconcile", "best_trials", "baseline_records", "confirm_info"]
 
 
 def baseline_records(trials: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -36,38 +37,34 @@ def baseline_records(trials: list[dict[str, Any]]) -> dict[str, list[dict[str, A
     return found  # type: ignore[return-value]
 
 
-def sync_study(out: Path, locked: bool = False, repaired: bool = False,
-               tracker: Any = None, study: tuple[dict[str, Any], Any] | None = None
-               ) -> dict[str, int]:
-    """Make the MLflow store match Tune's results exactly: one run per trial, every epoch
-    once, artifacts, status and summary metrics; stray runs of trials Tune does not know are
-    deleted. Takes the folder's lock unless the caller holds it; then (``mistudy sync``) it
-    also ends the parent run in its true state: FINISHED when every trial ended, else KILLED
-    (a parent a deleted store made anew would otherwise stay RUNNING). ``repaired``: the
-    calling command already repaired the experiments (``study._experiments.repair``);
-    ``tracker`` and ``study`` (meta, spec): the calling command's, read once by it; else
-    made and read here."""
-    if not locked:
-        with writer_lock(out):
-            return _sync(out, repaired, tracker, study, end_parent=True)
-    return _sync(out, repaired, tracker, study, end_parent=False)
-
-
-def _sync(out: Path, repaired: bool, tracker: Any, study: tuple[dict[str, Any], Any] | None,
-          end_parent: bool) -> dict[str, int]:
-    paths = StudyPaths(out)
-    if study is None:
+def sync_study(out: Path) -> dict[str, int]:
+    """``mistudy sync``: under the folder's lock, the experiments repaired
+    (``study._experiments.repair``), MLflow made to match Tune's results (:func:`reconcile`),
+    and the parent run ended in its true state: FINISHED when every trial ended, else KILLED
+    (a parent a deleted store made anew would otherwise stay RUNNING)."""
+    with writer_lock(out):
         meta, spec = open_study(out)
         check_tracking(meta["tracking_uri"])
-    else:
-        meta, spec = study
-    recovered = [] if repaired else repair(experiment_dirs(paths, spec.name))
-    for note in recovered:
-        print(note, flush=True)
+        paths = StudyPaths(out)
+        notes = repair(experiment_dirs(paths, spec.name))
+        for note in notes:
+            print(note, flush=True)
+        tracker = study_tracker(spec, paths, meta)
+        stats, done = reconcile(out, spec, tracker)
+        tracker.finish_parent("FINISHED" if done else "KILLED")
+        return {**stats, "repairs": len(notes)}
+
+
+def reconcile(out: Path, spec: StudySpec, tracker: Any) -> tuple[dict[str, int], bool]:
+    """Make the MLflow store match Tune's results exactly: one run per trial, every epoch
+    once, artifacts, status and summary metrics; stray runs of trials Tune does not know are
+    deleted; the ranking back-filled. The caller holds the folder's lock and has repaired its
+    experiments (a lifecycle command after its fits, with its own tracker and spec, or
+    :func:`sync_study`). Returns (counts, whether every trial ended)."""
+    paths = StudyPaths(out)
     trials = study_trials(paths, spec.name)
     if not trials and not paths.ray.exists():
         raise StudyError(f"no Tune experiment in {paths.ray}")
-    tracker = tracker or study_tracker(spec, paths, meta)
     tracker.parent_run(spec.raw)
     known = {t["trial_id"] for t in trials}
     stray = {tid: rid for tid, rid in tracker.trial_runs().items() if tid not in known}
@@ -90,11 +87,9 @@ def _sync(out: Path, repaired: bool, tracker: Any, study: tuple[dict[str, Any], 
             tracker.finish_trial(run_id, records, t["config"], status, error,
                                  trial_dir=t["path"])
     _backfill_ranking(out, tracker)
-    if end_parent:
-        done = all(t["status"] in ("TERMINATED", "ERROR") for t in trials)
-        tracker.finish_parent("FINISHED" if done else "KILLED")
-    return {"trials": len(trials), "epochs_logged": logged, "stray_runs_deleted": len(stray),
-            "repairs": len(recovered)}
+    done = all(t["status"] in ("TERMINATED", "ERROR") for t in trials)
+    return {"trials": len(trials), "epochs_logged": logged,
+            "stray_runs_deleted": len(stray)}, done
 
 
 def _backfill_ranking(out: Path, tracker: Any) -> None:

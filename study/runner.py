@@ -58,7 +58,7 @@ from ._ray import (
     slots,
 )
 from ._sqlite import ensure_optuna_store
-from ._sync import baseline_records, best_trials, confirm_info, sync_study
+from ._sync import baseline_records, best_trials, confirm_info, reconcile, sync_study
 from ._tracking import study_tracker
 from ._tune import build_tuner, fit_list, restore_tuner
 from .spec import StudySpec, parse_spec
@@ -125,18 +125,18 @@ def run_study(spec: StudySpec | None, out: Path, *, resume: bool = False,
         first = first_dir(paths, spec.name)
         if not resume or unfinished(first):
             _fit(run, first, spec, resume)
-            _ended(out, first, tracker, (meta, spec))
+            _ended(out, first, tracker, spec)
         if resume:
-            _finish_extensions(run, (meta, spec), out)
+            _finish_extensions(run, spec, out)
             _fail_orphans(paths, run.optuna_name)
             if grown is None and _asked(paths, run.optuna_name) < spec.trials:
                 grown = spec  # a grow killed before its experiment was saved: grow again
         if grown is not None:
             exp_dir = _grow(run, spec, grown)
-            _ended(out, exp_dir, tracker, (meta, grown))
+            _ended(out, exp_dir, tracker, grown)
             spec = grown
         t_sync = time.time()
-        sync_study(out, locked=True, repaired=True, tracker=tracker, study=(meta, spec))
+        reconcile(out, spec, tracker)
         tracker.finish_parent()
         record_timings(paths.timings, {
             "ray_start_seconds": t_fit - t0, "fit_seconds": t_sync - t_fit,
@@ -224,33 +224,32 @@ def _fit(run: _Run, exp_dir: Path, exp_spec: StudySpec, resume: bool, **searcher
     tuner.fit()
 
 
-def _ended(out: Path, exp_dir: Path, tracker: Any, study: tuple[dict[str, Any], StudySpec],
+def _ended(out: Path, exp_dir: Path, tracker: Any, spec: StudySpec,
            resume_with: str | None = None) -> None:
     """After ``fit`` returned: a study stopped by a signal (Tune saved its state and returned
     with trials unfinished) is synced -- finished epochs logged, unfinished runs KILLED -- and
     reported as interrupted, with the command that continues it; the parent run is KILLED,
-    never FINISHED. ``study``: (meta, spec) as the command holds them."""
+    never FINISHED."""
     import shlex
 
     from ._lifecycle import StudyInterrupted, stop_signal
 
     if stop_signal() is None and not unfinished(exp_dir):
         return
-    sync_study(out, locked=True, repaired=True, tracker=tracker, study=study)
+    reconcile(out, spec, tracker)
     tracker.finish_parent("KILLED")
     again = resume_with or f"mistudy run --resume --out {shlex.quote(str(out))}"
     raise StudyInterrupted(f"interrupted; the study's state is saved -- continue with: "
                            f"{again}")
 
 
-def _finish_extensions(run: _Run, study: tuple[dict[str, Any], StudySpec], out: Path) -> None:
+def _finish_extensions(run: _Run, spec: StudySpec, out: Path) -> None:
     """``--resume`` finishes every extension a kill left unfinished (Tune restores each with
     its searcher); one killed before Tune saved anything is removed and grown again."""
-    spec = study[1]
     for exp_dir in more_dirs(run.paths, spec.name):
         if unfinished(exp_dir) and discard_unsaved(exp_dir):
             _fit(run, exp_dir, spec, True)
-            _ended(out, exp_dir, run.tracker, study)
+            _ended(out, exp_dir, run.tracker, spec)
 
 
 def _asked(paths: StudyPaths, optuna_name: str) -> int:
@@ -315,9 +314,8 @@ def run_confirm(out: Path, top: int | None = None, seeds: int | None = None,
             _start(spec, paths, tracker, None, num_cpus, spec.cpus_per_trial,
                    spec.gpus_per_trial)
             fit_list(exp_dir, plan["configs"], spec, tracker, callbacks or [])
-            _ended(out, exp_dir, tracker, (meta, spec),
-                   f"mistudy confirm {shlex.quote(str(out))}")
-        sync_study(out, locked=True, repaired=True, tracker=tracker, study=(meta, spec))
+            _ended(out, exp_dir, tracker, spec, f"mistudy confirm {shlex.quote(str(out))}")
+        reconcile(out, spec, tracker)
         tracker.finish_parent()  # an earlier interrupted phase left it KILLED
         return confirm_info(out, plan, tracker)
 

@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 from .closure import window_mean
 
 __all__ = ["PruneRules", "DEFAULT_RULES", "window_at", "scores_at", "mean_scores", "decide",
-           "pruned_configuration"]
+           "read_decisions", "pruned_configuration"]
 
 Record = Mapping[str, Any]
 
@@ -133,13 +133,23 @@ def decide(rules: PruneRules, pairs: Sequence[Pair], epochs: int,
     return None
 
 
+def read_decisions(path: Path) -> dict[str, Any]:
+    """The decisions file the live pruner keeps (a study folder's ``pruning.json``):
+    ``{"pruned": {number: [epoch, rule, value]}, "reached": {rung: [values]}, "passed":
+    {number: [rungs]}}``; a missing or unreadable file is no decisions yet."""
+    try:
+        state = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        state = None
+    if not (isinstance(state, dict)
+            and all(isinstance(state.get(k), dict) for k in ("pruned", "reached", "passed"))):
+        state = {"pruned": {}, "reached": {}, "passed": {}}
+    return state
+
+
 def pruned_configuration(path: Path, number: int) -> tuple[int, str, float | None] | None:
     """(epoch, rule, the val gap reduction then) when ``scheduler: closure`` pruned Optuna's
-    configuration ``number``, from the decisions file the live pruner keeps (a study folder's
-    ``pruning.json``: ``{"pruned": {number: [epoch, rule, value]}}``); None otherwise."""
-    try:
-        hit = json.loads(Path(path).read_text(encoding="utf-8"))["pruned"].get(str(number))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
+    configuration ``number`` (:func:`read_decisions`); None otherwise."""
+    hit = read_decisions(path)["pruned"].get(str(number))
     return (int(hit[0]), str(hit[1]), hit[2]) if isinstance(hit, list) and len(hit) == 3 \
         else None

@@ -29,7 +29,7 @@ from .records import SPEC_FILE
 __all__ = ["StudyPaths", "FOLDER_STORE", "tracking_uri_of", "split_credentials",
            "credentials_to_env", "storage_failure", "search_all_runs", "search_slices",
            "sqlite_path", "sqlite_uri", "SQLITE_PREFIX", "NAME_PATTERN", "NAME_RULE",
-           "is_study_name", "redact", "tracking_problem"]
+           "is_study_name", "redact", "tracking_problem", "optuna_study_name"]
 
 # A study's name becomes a folder (ray/NAME) and file names (findings' NAME-tables.md): a name,
 # never a path. The one rule for the spec, the folder and a bundle's recorded name.
@@ -57,6 +57,12 @@ def sqlite_path(uri: str) -> Path | None:
 def sqlite_uri(path: Path) -> str:
     """The ``sqlite:///`` URI of a database file (its absolute path): the one builder."""
     return f"{SQLITE_PREFIX}{Path(path).resolve()}"
+
+
+def optuna_study_name(meta: dict[str, Any]) -> str:
+    """The Optuna study's name in ``optuna.db``, from a folder's ``study.json``: the spec's
+    name (folders made before that used the study id)."""
+    return str(meta.get("optuna_study") or meta["study_id"])
 
 
 @dataclass(frozen=True)
