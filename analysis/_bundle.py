@@ -120,7 +120,7 @@ def machine_text() -> str:
     import os
     import platform
 
-    from trainables.records import cpu_model
+    from trainables.fileio import cpu_model
 
     model = cpu_model()
     return f"{os.cpu_count()} CPUs ({model or platform.machine()}), {platform.system()}, " \

@@ -85,7 +85,7 @@ def analyze(study: str, tracking_uri: str | None = None, last_k: int | None = No
 def write_bundle(folder: Path, out: Path) -> Path:
     """Bundle the study in ``folder`` (its MLflow runs and records, spec, Optuna study,
     confirmation plan) into ``out`` (:mod:`analysis._bundle`), written whole or not at all."""
-    from trainables.records import atomic_write_bytes
+    from trainables.fileio import atomic_write_bytes
 
     from ._bundle import bundle_head, pack_bundle
     from ._load import optuna_trials, read_meta

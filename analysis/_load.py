@@ -64,6 +64,9 @@ def read_meta(folder: Path) -> dict[str, Any]:
         raise AnalysisError(f"{path} is damaged ({type(exc).__name__})") from None
 
 
+DEFAULT_SAMPLER_LAG = 2  # study.spec's default (a spec without the key)
+
+
 def study_settings(study: str) -> dict[str, Any]:
     """The study's own ``last_k``, saturation-stopper settings, selection metric and guards,
     from the spec in a study folder or bundle (empty for an MLflow experiment name), so a
@@ -89,6 +92,9 @@ def settings_from_spec(text: str, where: str) -> dict[str, Any]:
         out: dict[str, Any] = {"saturation": stop}
         if isinstance(raw.get("search"), dict):
             out["search"] = raw["search"]  # the searched ranges (the range-edge warning)
+        # the search's order rule (study.spec: an integer lag, or "async"); replay follows it
+        lag = raw.get("sampler_lag", DEFAULT_SAMPLER_LAG)
+        out["sampler_lag"] = None if lag == "async" else int(lag)
         if isinstance(obj, dict) and "last_k" in obj:
             out["last_k"] = int(obj["last_k"])
         items = raw.get("objective") or {}

@@ -214,8 +214,10 @@ def _schedule_row(label: str, grp: list[dict[str, Any]], selection: Selection,
         "run_ids": [r["run_id"] for r in sorted(grp, key=_seed_order)],
     })
     row["acc_drop"] = bool(row["delta_test_acc"] < -acc_tolerance) if has else False
-    row["feasible"] = bool(has and selection.feasible(row["delta_val_acc"],
-                                                      row["delta_val_ce"]))
+    # a pruned schedule trained part of its epochs: never a candidate for confirm, export, the
+    # UI's top schedules or replay's top k, whatever its early values say
+    row["feasible"] = bool(has and not row["pruned"]
+                           and selection.feasible(row["delta_val_acc"], row["delta_val_ce"]))
     return row
 
 

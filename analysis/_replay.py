@@ -1,10 +1,15 @@
 """``mistudy replay BUNDLE``: the closure-aware pruner run over a recorded study as if live.
 
-Each searched configuration, in the order its first seed started, sees only its seeds' records
-up to the current epoch and their matched baselines' records of the same epochs
-(``trainables.pruning.decide``: the mean over seeds, as the study judges a configuration); the
-median rule compares it with the configurations that reached that epoch before it and were not
-pruned. A pruned configuration stops every seed (Optuna would be told PRUNED).
+Each searched configuration sees only its seeds' records up to the current epoch and their
+matched baselines' records of the same epochs (``trainables.pruning.decide``: the mean over
+seeds, as the study judges a configuration); the median rule compares it with the earlier
+configurations that reached that epoch and were not pruned -- earlier by the live pruner's own
+rule (``trainables.pruning.earlier_values``): configurations numbered 0..k-L for the study's
+``sampler_lag`` L, in the order its first seed started for an asynchronous study. A pruned
+configuration stops every seed (Optuna would be told PRUNED).
+
+A study pruned live holds only the early epochs of its pruned configurations: they are left
+out (never judged again, never counted as trained or saved) and the report says how many.
 Reported: the searched epochs saved, which of the study's final feasible top K survive
 (selected on validation exactly as ``mistudy rank`` selects), and how the score at the median
 rule's epoch ranks against the final one (Spearman over configurations).
@@ -19,7 +24,14 @@ from typing import Any, NamedTuple
 import pandas as pd
 
 from trainables.closure import match_key
-from trainables.pruning import DEFAULT_RULES, PruneRules, decide, mean_scores
+from trainables.pruning import (
+    DEFAULT_RULES,
+    PruneRules,
+    decide,
+    earlier_values,
+    mean_scores,
+    objective_score,
+)
 
 __all__ = ["ReplayInfo", "get_replay_info", "format_replay"]
 
@@ -35,25 +47,37 @@ class ReplayInfo(NamedTuple):
     top_k_kept: list[str]  # those no seed of which was pruned
     spearman: float  # score at the median epoch vs final validation value, over schedules
     pruned_schedules: list[str]
+    live_pruned: list[str]  # configurations the study itself pruned: left out of the replay
+    order: str  # how "earlier" was decided: "configuration number, lag L" or "start time"
 
 
 def get_replay_info(study: str, rules: PruneRules = DEFAULT_RULES, k: int = 5) -> ReplayInfo:
     from ._commands import analyze
     from ._confirm import spearman
+    from ._load import study_settings
 
     a = analyze(study, phase="search")
+    lag = study_settings(study).get("sampler_lag")
     records = {rid: g.sort_values("epoch").to_dict("records")
                for rid, g in a.data.history.groupby("run_id")}
     base = {match_key(row["config"]): records.get(row["run_id"], [])
             for row in a.trials[a.trials.baseline].to_dict("records")}
     starts = dict(zip(a.data.runs.run_id, a.data.runs.start_time, strict=False))
-    configs: dict[str, list[dict[str, Any]]] = {}  # schedule -> its seeds' rows, by start
-    for row in sorted(a.trials[~a.trials.baseline].to_dict("records"),
-                      key=lambda r: starts.get(r["run_id"]) or 0):
+    searched = a.trials[~a.trials.baseline].to_dict("records")
+    numbers = [_number(r) for r in searched]
+    by_number = lag is not None and all(n is not None for n in numbers)
+    key = (lambda r: (_number(r), starts.get(r["run_id"]) or 0)) if by_number else \
+        (lambda r: (starts.get(r["run_id"]) or 0, 0))
+    configs: dict[str, list[dict[str, Any]]] = {}  # schedule -> its seeds' rows, in order
+    for row in sorted(searched, key=key):
         configs.setdefault(str(row["schedule"]), []).append(row)
-    reached: dict[int, list[float]] = {e: [] for e in rules.rungs}  # rung -> earlier values
+    live = sorted(label for label, seeds in configs.items() if _live_pruned(seeds))
+    reached: dict[str, dict[str, float]] = {str(e): {} for e in rules.rungs}
     rows = []
-    for label, seeds in configs.items():
+    for i, (label, seeds) in enumerate(configs.items()):
+        if label in live:
+            continue  # its later epochs were never trained: nothing to replay
+        number = _number(seeds[0]) if by_number else i
         pairs = [(records.get(r["run_id"], []), base.get(match_key(r["config"])))
                  for r in seeds]
         epochs = max(len(p[0]) for p in pairs)
@@ -62,21 +86,24 @@ def get_replay_info(study: str, rules: PruneRules = DEFAULT_RULES, k: int = 5) -
         at_median = math.nan
         # enqueued configurations are given, not sampled: never pruned (as in a live study)
         for e in range(1, 0 if _enqueued(seeds) else epochs + 1):
-            rule = decide(rules, pairs, e, reached)
+            earlier = {e: earlier_values(reached, e, number, lag if by_number else None)}
+            rule = decide(rules, pairs, e, earlier)
             if rule is not None:
                 pruned_at = e
                 break
-            if e in reached:  # it reached this rung: later configurations compare with it
-                s = mean_scores(pairs, e, rules.window)
-                if s is not None and math.isfinite(s["gap_reduction"]):
-                    reached[e].append(s["gap_reduction"])
+            if str(e) in reached:  # it reached this rung: later configurations compare with it
+                v = objective_score(mean_scores(pairs, e, rules.window), "val_gap_reduction")
+                if v is not None:
+                    reached[str(e)][str(number)] = v
                     if e == rules.rungs[0]:
-                        at_median = s["gap_reduction"]
+                        at_median = v
         for r, (recs, _) in zip(seeds, pairs, strict=True):
             rows.append({"schedule": label, "seed": r.get("p.seed"), "epochs": len(recs),
                          "pruned_at": pruned_at, "rule": rule, "enqueued": _enqueued(seeds),
                          "score_at_median": at_median})
-    t = pd.DataFrame(rows)
+    order = f"configuration number, sampler_lag {lag}" if by_number else "start time"
+    t = pd.DataFrame(rows, columns=["schedule", "seed", "epochs", "pruned_at", "rule",
+                                    "enqueued", "score_at_median"])
     cut = [r for r in rows if r["pruned_at"] is not None]
     saved = sum(int(str(r["epochs"])) - int(str(r["pruned_at"])) for r in cut)
     pruned = sorted({str(r["schedule"]) for r in cut})
@@ -90,7 +117,20 @@ def get_replay_info(study: str, rules: PruneRules = DEFAULT_RULES, k: int = 5) -
     total = int(t.epochs.sum()) if not t.empty else 0
     prunable = int(t[~t.enqueued].epochs.sum()) if not t.empty else 0
     return ReplayInfo(str(study), rules, t, total, saved, prunable, top,
-                      [s for s in top if s not in pruned], rho, pruned)
+                      [s for s in top if s not in pruned], rho, pruned, live, order)
+
+
+def _number(row: dict[str, Any]) -> int | None:
+    """The Optuna configuration number a searched run belongs to (None: not recorded)."""
+    n = (row.get("config") or {}).get("optuna_trial")
+    try:
+        return None if n is None or n != n else int(n)
+    except (TypeError, ValueError):
+        return None
+
+
+def _live_pruned(seeds: list[dict[str, Any]]) -> bool:
+    return any(not (v is None or v != v) and bool(v) for v in (r.get("pruned") for r in seeds))
 
 
 def _enqueued(seeds: list[dict[str, Any]]) -> bool:
@@ -108,11 +148,13 @@ def format_replay(info: ReplayInfo, fmt: str = "table") -> str:
             "epochs_saved_of_prunable": info.epochs_saved / info.epochs_prunable
             if info.epochs_prunable else 0.0,
             "top_k": info.top_k, "top_k_kept": info.top_k_kept,
-            "spearman_at_median_epoch": info.spearman,
+            "spearman_at_median_epoch": info.spearman if math.isfinite(info.spearman)
+            else None,
+            "live_pruned": info.live_pruned, "order": info.order,
             "pruned": [{k: (None if isinstance(v, float) and math.isnan(v) else v)
                         for k, v in r.items()} for r in _pruned_rows(info)]},
             indent=1, default=str)
-    lines = [f"replay of {info.study}: {info.rules.describe()}",
+    lines = [f"replay of {info.study}: {info.rules.describe()}; earlier = by {info.order}",
              f"searched epochs saved: {info.epochs_saved} of {info.epochs_total} "
              f"({100 * frac:.0f}%; {info.epochs_prunable} of sampled configurations, enqueued "
              f"ones exempt); configurations pruned: {len(info.pruned_schedules)}",
@@ -122,6 +164,10 @@ def format_replay(info: ReplayInfo, fmt: str = "table") -> str:
                                                                if s not in info.top_k_kept)),
              f"Spearman (score at the median epoch vs final, over configurations): "
              f"{info.spearman:+.2f}" if math.isfinite(info.spearman) else "Spearman: n/a"]
+    if info.live_pruned:
+        lines.insert(2, f"left out: {len(info.live_pruned)} configurations the study pruned "
+                        "live (their later epochs were never trained); counts are over the "
+                        "others")
     for r in _pruned_rows(info):
         lines.append(f"  pruned at epoch {int(r['pruned_at']):>2} ({r['rule']}): "
                      f"{r['schedule']} s{r['seed']}")

@@ -17,7 +17,7 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def machine() -> dict[str, Any]:
-    from trainables.records import cpu_model
+    from trainables.fileio import cpu_model
 
     cpu = cpu_model()
     return {

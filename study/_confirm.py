@@ -23,7 +23,8 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from trainables.records import CONFIRM_PHASE, PHASE_KEY, atomic_write_text
+from trainables.fileio import atomic_write_text
+from trainables.records import CONFIRM_PHASE, PHASE_KEY
 
 from ._folder import StudyError, StudyPaths
 from ._searcher import baseline_config

@@ -28,8 +28,8 @@ from ._resume import prepare_resume, read_results, repair_torn_state
 if TYPE_CHECKING:
     from trainables.studyfolder import StudyPaths
 
-__all__ = ["TrialState", "read_trials", "unfinished", "saved", "read_results",
-           "first_dir", "more_dirs", "next_more_dir", "confirm_dir", "experiment_dirs",
+__all__ = ["TrialState", "read_trials", "unfinished", "saved", "read_results", "first_dir",
+           "more_dirs", "search_dirs", "next_more_dir", "confirm_dir", "experiment_dirs",
            "study_trials", "repair", "discard_unsaved", "trial_error_text"]
 
 _DONE = ("TERMINATED", "ERROR")
@@ -55,6 +55,13 @@ def next_more_dir(paths: StudyPaths, name: str) -> Path:
 def confirm_dir(paths: StudyPaths, name: str) -> Path:
     """The confirmation phase's experiment (``ray/<name>-confirm``)."""
     return (paths.ray / f"{name}-{CONFIRM_PHASE}").resolve()
+
+
+def search_dirs(paths: StudyPaths, exp_dir: Path) -> list[Path]:
+    """The search experiments of the study that ``exp_dir`` (the first or an extension)
+    belongs to: the first, then each extension in order."""
+    name = exp_dir.name.rpartition("-more")[0] if "-more" in exp_dir.name else exp_dir.name
+    return [first_dir(paths, name), *more_dirs(paths, name)]
 
 
 def experiment_dirs(paths: StudyPaths, name: str) -> list[Path]:

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from trainables._yaml import YamlLimitError, safe_load
+from trainables.fileio import atomic_write_text
 from trainables.locks import LOCK_FILE, FolderLocked, folder_lock
-from trainables.records import atomic_write_text
 from trainables.studyfolder import (
     FOLDER_STORE,
     NAME_PATTERN,

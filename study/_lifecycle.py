@@ -86,9 +86,9 @@ def _folder_id(folder: Path) -> list[int]:
 
 def record_ray_processes(folder: Path) -> None:
     """The local Ray this driver started, in the study folder: each PID with its start time,
-    and the folder's identity (``trainables.records.atomic_write_text``: never through a
+    and the folder's identity (``trainables.fileio.atomic_write_text``: never through a
     link)."""
-    from trainables.records import atomic_write_text
+    from trainables.fileio import atomic_write_text
 
     pids = _ray_tree(os.getpid())
     record = {"driver": os.getpid(), "folder": _folder_id(folder),
@@ -117,7 +117,7 @@ def _proven(folder: Path, old: Any) -> list[int]:
 def end_previous_ray(folder: Path, grace: float = 10.0) -> list[int]:
     """End what is left of the local Ray a previous, killed driver of this folder started
     (and the trial processes under it); returns the PIDs it ended."""
-    from trainables.records import check_target
+    from trainables.fileio import check_target
 
     path = StudyPaths(folder).ray_pids
     check_target(path)  # a link is refused, never read or removed through

@@ -22,13 +22,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from trainables.records import (
-    BASELINE_KEY,
-    OPTIONAL_RECORD_KEYS,
-    RECORD_KEYS,
-    atomic_write_bytes,
-    atomic_write_text,
-)
+from trainables.fileio import atomic_write_bytes, atomic_write_text
+from trainables.records import BASELINE_KEY, OPTIONAL_RECORD_KEYS, RECORD_KEYS
 
 __all__ = ["read_results", "RESULTS_FILE", "prepare_resume", "repair_torn_state",
            "restore_deleted_checkpoints", "recover_records", "driver_copy"]

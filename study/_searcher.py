@@ -18,26 +18,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import optuna
 from ray.tune.search import Searcher
 
 from trainables.closure import MATCH_KEYS, compare, last_k_mean, match_key, mean_defined
-from trainables.records import (
-    BASELINE_KEY,
-    DEFAULT_ALPHA,
-    ENQUEUED_KEY,
-    atomic_write_text,
-    schedule_text,
-)
+from trainables.fileio import atomic_write_text
+from trainables.records import BASELINE_KEY, DEFAULT_ALPHA, ENQUEUED_KEY, schedule_text
 from trainables.schedules import FAMILIES
 
 from ._folder import location
 from ._sqlite import ensure_optuna_store
 from .spec import StudySpec, parse_spec
 
-__all__ = ["StudySearcher", "sample_config", "baseline_configs", "objective_value",
-           "configuration_outcome", "Outcome", "make_sampler", "stored_study", "baseline_config",
-           "baseline_key", "kept_record"]
+__all__ = ["StudySearcher", "sample_config", "baseline_configs", "configuration_outcome",
+           "Outcome", "make_sampler", "stored_study", "baseline_config", "baseline_key",
+           "kept_record", "ordered_params", "configuration_seed"]
 
 _NEW_STATE: dict[str, Any] = {"base_map": dict, "base_done": dict, "told": list,
                               "tracker": None}
@@ -58,11 +54,39 @@ def stored_study(storage_url: str, study_name: str) -> optuna.Study | None:
 
 
 def make_sampler(spec: StudySpec, seed: int) -> optuna.samplers.BaseSampler:
-    """TPE (NSGA-II for two objectives). Both read the guards' constraints that the searcher
-    stores on each trial before telling it (``Trial.set_constraint``)."""
-    if len(spec.objectives) > 1:
+    """TPE; for two objectives NSGA-II in the asynchronous search, multi-objective TPE in the
+    ordered one (NSGA-II's generations depend on which trials were running when it asked).
+    Both read the guards' constraints that the searcher stores on each trial before telling
+    it (``Trial.set_constraint``)."""
+    if len(spec.objectives) > 1 and spec.sampler_lag is None:
         return optuna.samplers.NSGAIISampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, spec.trials))
+
+
+def configuration_seed(sampler_seed: int, number: int) -> int:
+    """The sampler's seed for configuration ``number`` in the ordered search: a hash of both,
+    so that two sampler seeds never share draws (``seed + number`` would make seed 1's k-th
+    configuration seed 0's (k+1)-th)."""
+    return int(np.random.SeedSequence([sampler_seed, number]).generate_state(1)[0])
+
+
+def ordered_params(spec: StudySpec, number: int,
+                   trials: list[optuna.trial.FrozenTrial]) -> dict[str, Any]:
+    """Configuration ``number``'s Optuna params in the ordered search (``sampler_lag`` L): a
+    fresh sampler, seeded by :func:`configuration_seed`, over an in-memory copy of the
+    configurations numbered 0..number-L exactly (all told). Nothing else -- which other trials
+    finished, how many CPUs, whether the driver was restarted -- reaches it."""
+    lag = spec.sampler_lag
+    assert lag is not None
+    known = sorted((t for t in trials if t.number <= number - lag), key=lambda t: t.number)
+    assert all(t.state.is_finished() for t in known), "asked before its inputs were told"
+    mem = optuna.create_study(
+        directions=["minimize" if o.mode == "min" else "maximize" for o in spec.objectives],
+        sampler=make_sampler(spec, configuration_seed(spec.sampler_seed, number)))
+    mem.add_trials(known)
+    trial = mem.ask()
+    sample_config(trial, spec)
+    return dict(trial.params)
 
 
 class Outcome(NamedTuple):
@@ -158,11 +182,6 @@ def baseline_configs(spec: StudySpec) -> list[dict[str, Any]]:
     return [baseline_config(spec, b, s) for b in spec.batch_sizes for s in spec.seeds]
 
 
-def objective_value(history: list[dict[str, Any]], metric: str, last_k: int) -> float:
-    """Mean of ``metric`` over the last ``last_k`` epochs of a trial's results."""
-    return last_k_mean(history, metric, last_k)
-
-
 # Per-epoch keys the searcher keeps: validation and training only -- the test split never
 # reaches the sampler.
 _KEPT = ("epoch", "train_ce", "val_ce", "val_acc", "val_gap")
@@ -205,6 +224,7 @@ class StudySearcher(Searcher):
         self.start_asked = asked  # configurations asked when this experiment began
         self.tracker = tracker  # MLflow: the told values and failures (optional)
         self._study: optuna.Study | None = None
+        self._blocked_at: tuple[int, int, int] | None = None  # (number, tells) of the last "wait"
 
     # ---- Optuna --------------------------------------------------------------------------
     @property
@@ -233,8 +253,18 @@ class StudySearcher(Searcher):
         at offset 0."""
         return self.sampler_seed + (self.asked - self.start_asked)
 
-    def _ask(self) -> None:
-        trial = self._orphan() or self.study.ask()
+    def _ask(self) -> bool:
+        """Ask Optuna for the next configuration; False while the ordered search must wait
+        (:meth:`_ready`). A trial asked before a kill (RUNNING) or enqueued (WAITING: the
+        spec's, or this searcher's own ordered draw) is taken as it is stored."""
+        trial = self._orphan()
+        if trial is None and self.spec.sampler_lag is not None and not self._waiting():
+            number = len(self.study.get_trials(deepcopy=False))
+            if not self._ready(number):
+                return False
+            params = ordered_params(self.spec, number, self.study.get_trials(deepcopy=False))
+            self.study.enqueue_trial(params, user_attrs={"ordered": True})
+        trial = trial or self.study.ask()
         config = sample_config(trial, self.spec)
         if trial.user_attrs.get("enqueued"):
             config[ENQUEUED_KEY] = True
@@ -242,6 +272,47 @@ class StudySearcher(Searcher):
         self.done[trial.number] = {}
         self.pending_seeds.extend((trial.number, s) for s in self.spec.seeds)
         self.asked += 1
+        return True
+
+    def _waiting(self) -> bool:
+        """Whether Optuna holds an enqueued configuration not asked yet (its place is kept)."""
+        return bool(self.study.get_trials(deepcopy=False,
+                                          states=(optuna.trial.TrialState.WAITING,)))
+
+    def _ready(self, number: int) -> bool:
+        """The ordered search's rule for sampling configuration ``number``: every baseline has
+        finished where the study compares with them (so the pruner judges every epoch of a
+        sampled configuration against its baseline) and every configuration
+        numbered 0..number-lag has been told. Checked again only after a tell."""
+        version = (number, len(self.told), len(self.base_done))
+        if self._blocked_at == version:
+            return False
+        lag = self.spec.sampler_lag
+        assert lag is not None
+        needs_baselines = self.spec.relative or self.spec.scheduler == "closure"
+        baselines_done = not needs_baselines or (not self.baselines and not self.base_map)
+        told = all(t.state.is_finished() for t in self.study.get_trials(deepcopy=False)
+                   if t.number <= number - lag)
+        if baselines_done and told:
+            self._blocked_at = None
+            return True
+        if not self.trial_map and not self.base_map and self._tell_lost():
+            return self._ready(number)
+        self._blocked_at = version
+        return False
+
+    def _tell_lost(self) -> bool:
+        """Nothing of this searcher runs, yet a configuration it asked is untold: a seed's
+        trial was lost with a searcher save older than Tune's (docs/reliability.md). Its
+        missing seeds count as failed, so the search goes on instead of waiting forever."""
+        lost = [n for n in self.configs if n not in self.told and not self.pending_seeds]
+        for n in lost:
+            for seed in self.spec.seeds:
+                self.done.setdefault(n, {}).setdefault(seed, None)
+            print(f"mistudy: configuration {n}: no trial of it is running and it was never "
+                  "told; its missing seeds count as failed", flush=True)
+        self._tell_ready()
+        return bool(lost)
 
     def _orphan(self) -> optuna.Trial | None:
         """A trial this experiment asked Optuna for but never recorded: the driver was killed
@@ -271,7 +342,8 @@ class StudySearcher(Searcher):
         if not self.pending_seeds:
             if self.asked >= self.spec.trials:
                 return Searcher.FINISHED
-            self._ask()
+            if not self._ask():
+                return None  # waits for the configurations its draw depends on (Tune asks again)
         number, seed = self.pending_seeds.popleft()
         self.trial_map[trial_id] = (number, seed)
         return {**self.spec.fixed, **self.configs[number], "seed": seed, "optuna_trial": number}
@@ -334,17 +406,19 @@ class StudySearcher(Searcher):
                                         self.base_done)
         pruned = self._pruned(number)
         if pruned is not None:  # scheduler: closure stopped it (trainables.pruning)
-            epoch, rule, value = pruned
+            epoch, rule, score = pruned
             outcome = outcome._replace(values=None, state="PRUNED",
                                        reason=f"pruned at epoch {epoch}: {rule}")
         trial = optuna.trial.Trial(self.study, self._trial_id(number))
         for k, v in outcome.attrs.items():
             trial.set_user_attr(k, v)
-        for name, value in outcome.attrs.get("constraints", {}).items():
-            trial.set_constraint(name, value)  # what TPE / NSGA-II read
+        for name, bound in outcome.attrs.get("constraints", {}).items():
+            trial.set_constraint(name, bound)  # what TPE / NSGA-II read
         if pruned is not None:
-            if value is not None and len(self.spec.objectives) == 1:
-                trial.report(float(value), step=epoch)  # TPE reads the last value
+            # TPE ranks pruned trials by their last intermediate value: the objective's own
+            # score at the pruning epoch (pruning.json keeps the same number)
+            if score is not None and len(self.spec.objectives) == 1:
+                trial.report(float(score), step=epoch)
             self.study.tell(number, state=optuna.trial.TrialState.PRUNED)
             print(f"mistudy: configuration {number} ({schedule_text(self.configs[number])}) "
                   f"told PRUNED: {outcome.reason}", flush=True)
@@ -386,7 +460,7 @@ class StudySearcher(Searcher):
 
     # ---- persistence (Tune calls these with the experiment state) ------------------------
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_study"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_study", "_blocked_at")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -398,6 +472,7 @@ class StudySearcher(Searcher):
         if here is not None:
             self.storage_url = here["optuna"]
         self._study = None
+        self._blocked_at = None
 
     @classmethod
     def from_state_file(cls, path: Path) -> StudySearcher | None:
@@ -467,3 +542,4 @@ class StudySearcher(Searcher):
         # states saved before start_asked: the experiment began at sampler_seed's offset
         self.start_asked = int(s.get("start_asked", self.sampler_seed - self.spec.sampler_seed))
         self._study = None
+        self._blocked_at = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from trainables.records import replace_atomically
+from trainables.fileio import replace_atomically
 from trainables.studyfolder import SQLITE_PREFIX as PREFIX
 from trainables.studyfolder import StudyPaths, sqlite_path
 

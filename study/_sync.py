@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from trainables.records import BASELINE_KEY, TAGS
+from trainables.records import BASELINE_KEY, PHASE_KEY, TAGS
 
 from ._experiments import experiment_dirs, read_results, repair, study_trials, trial_error_text
 from ._folder import (
@@ -86,10 +86,47 @@ def reconcile(out: Path, spec: StudySpec, tracker: Any) -> tuple[dict[str, int],
         if logged_status != status or new or "final_gap" not in metrics:
             tracker.finish_trial(run_id, records, t["config"], status, error,
                                  trial_dir=t["path"])
+    _retell(paths, spec, tracker, trials)
     _backfill_ranking(out, tracker)
     done = all(t["status"] in ("TERMINATED", "ERROR") for t in trials)
     return {"trials": len(trials), "epochs_logged": logged,
             "stray_runs_deleted": len(stray)}, done
+
+
+def _retell(paths: StudyPaths, spec: StudySpec, tracker: Any,
+            trials: list[dict[str, Any]]) -> int:
+    """Each searched run's ``told`` tag made equal to what Optuna holds for its configuration
+    (COMPLETE, PRUNED or FAIL): the searcher logs it as it tells, but a run the MLflow
+    callback had not created yet, a store that was down, or a kill between the tell and the
+    log leave it missing -- and the ranking, confirm, export and the UI read pruned schedules
+    from it. Returns the runs changed."""
+    import json
+
+    from ._searcher import stored_study
+
+    try:
+        meta = json.loads(paths.meta.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return 0
+    study = stored_study(paths.optuna, optuna_study_name(meta)) \
+        if paths.optuna_db.is_file() else None
+    if study is None:
+        return 0
+    state = {t.number: t.state.name for t in study.get_trials(deepcopy=False)
+             if t.state.is_finished()}
+    runs, told = tracker.trial_runs(), tracker.told_tags()
+    changed = 0
+    for t in trials:
+        number = t["config"].get("optuna_trial")
+        if t["config"].get(BASELINE_KEY) or t["config"].get(PHASE_KEY) or number is None \
+                or int(number) not in state:
+            continue
+        run_id = runs.get(t["trial_id"])
+        want = state[int(number)]
+        if run_id is not None and told.get(t["trial_id"]) != want:
+            tracker.set_tags(run_id, {TAGS.told: want})
+            changed += 1
+    return changed
 
 
 def _backfill_ranking(out: Path, tracker: Any) -> None:
@@ -147,7 +184,7 @@ def confirm_info(out: Path, plan: dict[str, Any], tracker: Any = None) -> Any:
     """The confirmation table from the study's records (``analysis.confirmation``); written
     to ``confirm.md`` and, with a tracker, to the parent run."""
     from analysis import confirmation, format_confirm
-    from trainables.records import atomic_write_text
+    from trainables.fileio import atomic_write_text
 
     info = confirmation(str(out))
     if info is None:

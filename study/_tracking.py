@@ -212,6 +212,12 @@ class Tracker:
         runs = self._search(TRIAL_RUNS)
         return {r.data.tags[TAGS.trial_id]: str(r.info.run_id) for r in runs}
 
+    def told_tags(self) -> dict[str, str]:
+        """Tune trial id -> what Optuna was told for its configuration (the ``told`` tag), for
+        every child run that has one."""
+        return {r.data.tags[TAGS.trial_id]: r.data.tags[TAGS.told]
+                for r in self._search(TRIAL_RUNS) if TAGS.told in r.data.tags}
+
     def delete_run(self, run_id: str) -> None:
         """A stray run: one whose trial Tune does not know."""
         self.client.delete_run(run_id)
@@ -423,7 +429,7 @@ class Tracker:
         if target is None:
             self.client.log_artifacts(run_id, str(folder))
             return
-        from trainables.records import atomic_write_bytes
+        from trainables.fileio import atomic_write_bytes
 
         target.mkdir(parents=True, exist_ok=True)
         for f in folder.iterdir():

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ._experiments import discard_unsaved
+from ._experiments import discard_unsaved, search_dirs
 from ._folder import StudyPaths
 from .spec import StudySpec
 
@@ -32,7 +32,7 @@ def build_tuner(spec: StudySpec, exp_dir: Path, paths: StudyPaths, optuna_name: 
                  baseline_records: dict[str, Any] | None = None) -> Any:
     from ray import tune
 
-    from ._callbacks import BaselineSafeASHA, ClosurePruner, SaturationStopper
+    from ._schedulers import BaselineSafeASHA, ClosurePruner, SaturationStopper
     from ._searcher import StudySearcher
 
     metric, mode = spec.objectives[0].record_metric  # a relative objective's per-epoch source
@@ -44,7 +44,11 @@ def build_tuner(spec: StudySpec, exp_dir: Path, paths: StudyPaths, optuna_name: 
         scheduler = BaselineSafeASHA(metric=metric, mode=mode, time_attr="epochs_done",
                                      max_t=spec.fixed.get("epochs", 10), **spec.asha)
     if spec.scheduler == "closure":
-        scheduler = ClosurePruner(spec.pruner, len(spec.seeds), str(paths.pruning))
+        earlier = tuple(d.name for d in search_dirs(paths, exp_dir) if d != exp_dir.resolve())
+        scheduler = ClosurePruner(
+            spec.pruner, len(spec.seeds), str(paths.pruning), lag=spec.sampler_lag,
+            objective=spec.objectives[0].metric if len(spec.objectives) == 1 else None,
+            experiments=earlier)
     stop = SaturationStopper(**spec.stopper) if spec.stopper else None
     samples = (spec.trials - asked) * len(spec.seeds) + (spec.num_baselines if baselines else 0)
     return tune.Tuner(

@@ -285,7 +285,7 @@ def serve(uri: str, artifacts: str | None, host: str, port: int, experiment_id: 
     # a study reads; off unless the user turned it on.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION":
            os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")}
-    from trainables.records import open_append
+    from trainables.fileio import open_append
 
     with open_append(log) as fh:  # tied to our life: a SIGKILL of `mistudy ui` ends it too
         proc = spawn_tied(cmd, stdout=fh, stderr=fh, env=env)

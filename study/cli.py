@@ -206,9 +206,9 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     keeps its traceback)."""
     from trainables.config import ConfigError
     from trainables.data import DataError
+    from trainables.fileio import UnsafeTarget
     from trainables.locks import FolderLocked
     from trainables.loop import TrialDiverged
-    from trainables.records import UnsafeTarget
 
     from ._folder import StudyError
     from .spec import SpecError

@@ -122,6 +122,11 @@ class StudySpec:
     max_concurrent: int | None = None
     max_failures: int = 1
     sampler_seed: int = 0
+    # The search's order rule (study._searcher): a sampled configuration k is asked from the
+    # told results of configurations 0..k-lag only, and waits while one of them runs, so its
+    # path depends on the spec alone (not on finishing order, CPUs, nodes or resumes).
+    # None: the asynchronous search (asks at once from whatever has finished; not repeatable).
+    sampler_lag: int | None = 2
     raw: dict[str, Any] = field(default_factory=dict)  # the spec as written
 
     @property
@@ -140,7 +145,8 @@ class StudySpec:
 
 
 _TOP_KEYS = {"name", "fixed", "search", "trials", "seeds", "objective", "scheduler", "asha",
-             "stopper", "resources", "max_failures", "sampler_seed", "enqueue", "pruner"}
+             "stopper", "resources", "max_failures", "sampler_seed", "sampler_lag", "enqueue",
+             "pruner"}
 _SEARCH_KEYS = {"families", "alpha", "batch_size"}
 _RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial", "max_concurrent"}
 _STOPPER_KEYS = {"window", "rel_tol", "grad_tol", "min_epochs"}
@@ -422,6 +428,8 @@ def _check_misc(c: _Checker, raw: dict[str, Any]) -> dict[str, Any]:
         ("trials", 4, VALUE_RULES["trials"][0], VALUE_RULES["trials"][1]),
         ("max_failures", 1, lambda v: _int(v) and v >= 0, "an integer >= 0"),
         ("sampler_seed", 0, lambda v: _int(v) and v >= 0, "an integer >= 0"),
+        ("sampler_lag", 2, lambda v: v == "async" or (_int(v) and 1 <= v <= MAX_TRIALS),
+         "an integer >= 1 (configuration k is sampled from 0..k-lag), or 'async'"),
         ("scheduler", "none", lambda v: v in ("none", "asha", "closure"),
          "'none', 'asha' or 'closure'"),
         ("name", "study", is_study_name, f"{NAME_RULE} inside --out"),
@@ -496,7 +504,8 @@ def parse_spec(raw: Any) -> StudySpec:
         objectives=objectives, last_k=last_k, guards=guards, enqueue=enqueue,
         scheduler=misc["scheduler"], asha=asha, pruner=dict(raw.get("pruner") or {}),
         stopper=stopper, cpus_per_trial=cpus, gpus_per_trial=gpus, max_concurrent=max_conc,
-        max_failures=misc["max_failures"], sampler_seed=misc["sampler_seed"], raw=raw,
+        max_failures=misc["max_failures"], sampler_seed=misc["sampler_seed"],
+        sampler_lag=None if misc["sampler_lag"] == "async" else misc["sampler_lag"], raw=raw,
     )
 
 

@@ -21,7 +21,8 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from .records import atomic_write_bytes, atomic_write_text, run_name
+from .fileio import atomic_write_bytes, atomic_write_text
+from .records import run_name
 
 __all__ = ["STATE_FILE", "HISTORY_FILE", "PLOT_FILE", "save", "load", "read_history",
            "checkpointed_epoch", "checkpointed_run"]

@@ -11,8 +11,12 @@ At epoch ``e`` (counted from 1: the epochs a trial has trained), over the window
 * **accuracy guard** (from ``grace``): mean Δ validation accuracy below ``-acc_drop``;
 * **CE guard** (from ``grace``, when set): mean Δ validation CE above ``ce_rise``;
 * **median rule** (at each epoch of ``rungs``): the validation gap reduction below the
-  ``quantile`` of the configurations that reached that epoch earlier and were not pruned (at
-  least ``median_min`` of them).
+  ``quantile`` of the *earlier* configurations that reached that epoch and were not pruned (at
+  least ``median_min`` of them). Earlier is fixed by the study's order rule, never by timing:
+  with ``sampler_lag`` L, configuration k compares with the sampled configurations numbered
+  0..k-L -- the ones its own sampling saw, all finished before k was asked -- so a pruned study
+  repeats whatever the finishing order (:func:`earlier_values`). The asynchronous search
+  (``sampler_lag: async``) compares with those that reached the epoch before it in time.
 
 A configuration is judged as the study judges it: on the **mean over its seeds** (each seed
 against its own matched baseline), and pruned whole -- every seed stops -- as Optuna is told
@@ -28,10 +32,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .closure import window_mean
+from .closure import closure, mean_defined, window_mean
 
 __all__ = ["PruneRules", "DEFAULT_RULES", "window_at", "scores_at", "mean_scores", "decide",
-           "read_decisions", "pruned_configuration"]
+           "read_decisions", "pruned_configuration", "earlier_values", "objective_score",
+           "DecisionsError", "SCORED_METRICS"]
 
 Record = Mapping[str, Any]
 
@@ -86,8 +91,29 @@ def scores_at(trial: Sequence[Record], baseline: Sequence[Record], epochs: int, 
     out = {}
     for key, name in (("val_acc", "acc_delta"), ("val_ce", "ce_delta")):
         out[name] = window_mean(trial, key, w) - window_mean(baseline, key, w)
-    out["gap_reduction"] = window_mean(baseline, "val_gap", w) - window_mean(trial, "val_gap", w)
+    gap_b = window_mean(baseline, "val_gap", w)
+    out["gap_reduction"] = gap_b - window_mean(trial, "val_gap", w)
+    out["closure"] = closure(gap_b, window_mean(trial, "val_gap", w))
+    for key in ("val_ce", "val_acc", "val_gap"):  # the trial's own, for absolute objectives
+        out[key] = window_mean(trial, key, w)
     return out
+
+
+# A study objective -> the score of the same name and direction at a pruning epoch: what
+# Optuna is told as a pruned configuration's last intermediate value (TPE ranks pruned trials
+# by it), and what ``pruning.json`` keeps.
+SCORED_METRICS = {"val_gap_reduction": "gap_reduction", "val_closure": "closure",
+                  "val_acc_delta": "acc_delta", "val_ce_delta": "ce_delta",
+                  "val_ce": "val_ce", "val_acc": "val_acc", "val_gap": "val_gap"}
+
+
+def objective_score(scores: Mapping[str, float] | None, metric: str | None) -> float | None:
+    """The objective's value in ``scores`` (:func:`mean_scores`), None when it has none (no
+    scores, a multi-objective study, or NaN)."""
+    if scores is None or metric not in SCORED_METRICS:
+        return None
+    v = scores[SCORED_METRICS[metric]]
+    return float(v) if math.isfinite(v) else None
 
 
 def _quantile(values: Sequence[float], q: float) -> float:
@@ -108,7 +134,10 @@ def mean_scores(pairs: Sequence[Pair], epochs: int, window: int) -> dict[str, fl
            if b and len({int(r["epoch"]) for r in t}) >= epochs]
     if not got:
         return None
-    return {k: sum(g[k] for g in got) / len(got) for k in got[0]}
+    # NaN-skipping for the closure ratio (undefined where a baseline has no gap), as
+    # trainables.closure averages it over seeds
+    return {k: mean_defined(g[k] for g in got) if k == "closure" else
+            sum(g[k] for g in got) / len(got) for k in got[0]}
 
 
 def decide(rules: PruneRules, pairs: Sequence[Pair], epochs: int,
@@ -133,18 +162,86 @@ def decide(rules: PruneRules, pairs: Sequence[Pair], epochs: int,
     return None
 
 
-def read_decisions(path: Path) -> dict[str, Any]:
+def earlier_values(reached: Mapping[str, Any], epoch: int, number: int | None,
+                   lag: int | None) -> list[float]:
+    """The val gap reductions the median rule compares configuration ``number`` with at
+    ``epoch``: ``reached`` is ``pruning.json``'s ``{rung: {configuration number: value}}``.
+    With a lag L, the configurations numbered 0..number-L (fixed by the order rule); with
+    ``lag`` None (the asynchronous search), all that reached it so far. A rung kept as a plain
+    list (a folder from before the order rule) counts every value."""
+    got = reached.get(str(epoch))
+    if isinstance(got, list):
+        return [float(v) for v in got]
+    if not isinstance(got, dict):
+        return []
+    return [float(v) for n, v in sorted(got.items(), key=lambda kv: int(kv[0]))
+            if lag is None or number is None or int(n) <= number - lag]
+
+
+class DecisionsError(ValueError):
+    """``pruning.json`` exists but is not the pruner's decisions (the message is one line)."""
+
+
+_EMPTY: dict[str, dict[str, Any]] = {"pruned": {}, "reached": {}, "passed": {}}
+MAX_DECISIONS_BYTES = 16 * 2**20  # 100,000 configurations' decisions fit in far less
+
+
+def read_decisions(path: Path, missing_ok: bool = True) -> dict[str, Any]:
     """The decisions file the live pruner keeps (a study folder's ``pruning.json``):
-    ``{"pruned": {number: [epoch, rule, value]}, "reached": {rung: [values]}, "passed":
-    {number: [rungs]}}``; a missing or unreadable file is no decisions yet."""
+    ``{"pruned": {number: [epoch, rule, value]}, "reached": {rung: {number: value}},
+    "passed": {number: [rungs]}}``. A missing file is no decisions yet (``missing_ok``);
+    anything else that is not such a file -- a link, a FIFO or other special file, a folder,
+    too large, not JSON, wrong shapes -- raises :class:`DecisionsError` naming it: a lost
+    decisions file is never read as "nothing was pruned"."""
+    from .fileio import read_regular_bytes
+
+    path = Path(path)
     try:
-        state = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        state = None
-    if not (isinstance(state, dict)
-            and all(isinstance(state.get(k), dict) for k in ("pruned", "reached", "passed"))):
-        state = {"pruned": {}, "reached": {}, "passed": {}}
+        blob = read_regular_bytes(path, MAX_DECISIONS_BYTES)
+    except FileNotFoundError:
+        if missing_ok:
+            return {k: {} for k in _EMPTY}
+        raise DecisionsError(f"{path}: missing -- the closure pruner's decisions") from None
+    except OSError as exc:
+        raise DecisionsError(f"{path}: {exc.strerror or exc}") from None
+    try:
+        state = json.loads(blob.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise DecisionsError(f"{path}: not JSON (truncated?) -- the closure pruner's "
+                             "decisions") from None
+    problem = _decisions_problem(state)
+    if problem:
+        raise DecisionsError(f"{path}: {problem}")
     return state
+
+
+def _decisions_problem(state: Any) -> str | None:
+    if not isinstance(state, dict) or not all(isinstance(state.get(k), dict) for k in _EMPTY):
+        return "not the pruner's decisions (a mapping of 'pruned', 'reached', 'passed')"
+    for n, hit in state["pruned"].items():
+        if not (str(n).isdigit() and isinstance(hit, list) and len(hit) == 3
+                and _int(hit[0]) and isinstance(hit[1], str)
+                and (hit[2] is None or _num(hit[2]))):
+            return f"pruned[{n!r}]: {hit!r} -- [epoch, rule, value]"
+    for e, got in state["reached"].items():
+        vals = got.values() if isinstance(got, dict) else got
+        if not (str(e).isdigit() and isinstance(got, (dict, list))
+                and all(_num(v) for v in vals)
+                and (not isinstance(got, dict) or all(str(n).isdigit() for n in got))):
+            return f"reached[{e!r}]: not {{configuration: value}}"
+    for n, rungs in state["passed"].items():
+        if not (str(n).isdigit() and isinstance(rungs, list) and all(_int(r) for r in rungs)):
+            return f"passed[{n!r}]: not a list of epochs"
+    return None
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _num(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)
+            and math.isfinite(float(v)))
 
 
 def pruned_configuration(path: Path, number: int) -> tuple[int, str, float | None] | None:

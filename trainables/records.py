@@ -11,12 +11,12 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from .closure import COMPARISON_KEYS
+from .fileio import atomic_write_text
 
 __all__ = [
     "RECORD_KEYS", "OPTIONAL_RECORD_KEYS", "SUMMARY_METRICS", "STRING_KEYS", "FINITE_KEYS",
@@ -26,9 +26,8 @@ __all__ = [
     "DEFAULT_LAST_K",
     "schedule_text", "run_name", "train_config_of", "flatten", "unflatten", "param_text",
     "param_value",
-    "typed_config", "UnsafeTarget", "check_target", "open_append",
+    "typed_config",
     "MetricsWriter", "read_metrics", "parse_metrics", "write_metrics", "non_finite",
-    "atomic_write_text", "replace_atomically", "atomic_write_bytes", "cpu_model",
 ]
 
 # ---- epoch records ----------------------------------------------------------------------
@@ -226,93 +225,6 @@ def typed_config(params: Mapping[str, str]) -> dict[str, Any]:
     flat = {k: (None if v in ("null", "None") else v) if k in STRING_KEYS else param_value(v)
             for k, v in params.items()}
     return unflatten(flat)
-
-
-# ---- the machine -------------------------------------------------------------------------
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo ("" where there is none)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
-
-
-# ---- files ------------------------------------------------------------------------------
-class UnsafeTarget(ValueError):
-    """A file mistudy would write is a symbolic link or no regular file (a FIFO, a device):
-    refused, never written through or replaced (the message says which and what to do)."""
-
-
-def check_target(path: Path) -> None:
-    """:class:`UnsafeTarget` unless ``path`` is absent or a regular file (links refused: a
-    folder received from elsewhere must not make us write where its links point)."""
-    import stat
-
-    path = Path(path)
-    if path.is_symlink():
-        raise UnsafeTarget(f"{path} is a symbolic link; mistudy writes no file through a "
-                           f"link: remove it (or give another path)")
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISREG(mode):
-        raise UnsafeTarget(f"{path} is not a regular file; mistudy writes regular files "
-                           f"only: remove it (or give another path)")
-
-
-def open_append(path: Path) -> Any:
-    """``path`` opened for appending bytes (created if absent), never through a link and
-    only a regular file (:class:`UnsafeTarget`)."""
-    import stat
-
-    check_target(path)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    except OSError:
-        if Path(path).is_symlink():  # made a link between the check and the open
-            check_target(path)
-        raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        check_target(path)
-    return os.fdopen(fd, "ab")
-
-
-def replace_atomically(path: Path, build: Callable[[Path], None], tag: str = "tmp") -> None:
-    """Give ``path`` its new content whole or not at all: ``build`` writes it into a hidden
-    file beside ``path`` (``.NAME.TAG-PID``), which is renamed into place; on an error the
-    hidden file is removed and the old ``path`` stays. The one atomic write of the project:
-    a ``path`` that is a link or no regular file is refused (:func:`check_target`)."""
-    path = Path(path)
-    check_target(path)
-    tmp = path.with_name(f".{path.name}.{tag}-{os.getpid()}")
-    try:
-        build(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through :func:`replace_atomically`, flushed to disk first
-    (a kill or a full disk leaves the old file, never a torn one)."""
-    def build(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    replace_atomically(path, build)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """:func:`atomic_write_bytes` of UTF-8 text."""
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 # ---- metrics.csv ------------------------------------------------------------------------

@@ -18,15 +18,9 @@ from typing import Any
 
 from .checkpoint import HISTORY_FILE, STATE_FILE, checkpointed_epoch, load
 from .config import TrainConfig
+from .fileio import atomic_write_text
 from .locks import folder_lock
-from .records import (
-    DEFAULT_ALPHA,
-    METRICS_FILE,
-    NUM_CLASSES,
-    atomic_write_text,
-    read_metrics,
-    write_metrics,
-)
+from .records import DEFAULT_ALPHA, METRICS_FILE, NUM_CLASSES, read_metrics, write_metrics
 
 __all__ = ["PAPER_EPOCHS", "CONDITIONS", "ALIGNMENT_FILE", "paper_config", "PaperRun",
            "plan_runs", "train_runs", "cpu_estimate_seconds"]

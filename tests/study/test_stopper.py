@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
-from study._callbacks import BaselineSafeASHA, SaturationStopper
+from study._schedulers import BaselineSafeASHA, SaturationStopper
 from trainables.saturation import saturation_epoch
 
 
