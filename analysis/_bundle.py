@@ -39,7 +39,7 @@ _MEMBERS = ("bundle.json", "spec.yaml", "runs.json", "optuna.json")
 MAX_MEMBER_BYTES = 512 * 2**20  # a member larger than this is refused before it is read
 # (the findings' 66-run studies: runs.json ~10 MB)
 _RUN_KEYS = ("run_id", "status", "study_id", "trial_id", "baseline", "start_time", "phase",
-             "enqueued", "pruned", "config")
+             "enqueued", "pruned", "optuna_trial", "config")  # optuna_trial: None before it
 
 
 class Bundle(NamedTuple):

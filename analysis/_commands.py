@@ -252,7 +252,8 @@ def _export_rows(a: Analysis, include_flagged: bool, confirmed: Any) -> pd.DataF
     """The schedules to export, best first: confirmed ones first when the study has a
     confirmation (by their confirmed test value), then the search's ranking."""
     rows = a.ranking if include_flagged else a.ranking[a.ranking.feasible]
-    rows = rows[rows[a.selection.metric].notna()]
+    # a pruned schedule trained part of its epochs: never exported, flagged or not
+    rows = rows[rows[a.selection.metric].notna() & ~rows.pruned.astype(bool)]
     if confirmed is None or confirmed.table.empty:
         return rows
     m = confirmed.metric.removeprefix("val_")

@@ -164,6 +164,9 @@ def _runs_frame(runs: list[Any]) -> pd.DataFrame:
             "phase": tags.get(TAGS.phase) or "search",
             "enqueued": tags.get(TAGS.enqueued) == "true",
             "pruned": tags.get(TAGS.told) == "PRUNED",
+            # Optuna's configuration number (the ordered search's and the pruner's order)
+            "optuna_trial": int(tags[TAGS.optuna_trial])
+            if (tags.get(TAGS.optuna_trial) or "").isdigit() else None,
             "config": config,
         }
         row.update({f"p.{k}": v for k, v in flatten(config).items()})

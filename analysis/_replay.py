@@ -64,8 +64,9 @@ def get_replay_info(study: str, rules: PruneRules = DEFAULT_RULES, k: int = 5) -
             for row in a.trials[a.trials.baseline].to_dict("records")}
     starts = dict(zip(a.data.runs.run_id, a.data.runs.start_time, strict=False))
     searched = a.trials[~a.trials.baseline].to_dict("records")
-    numbers = [_number(r) for r in searched]
-    by_number = lag is not None and all(n is not None for n in numbers)
+    # Optuna's numbers where the runs carry them; older records: the order the first seeds
+    # started (the order the configurations were asked, up to Tune's start-up jitter)
+    by_number = all(_number(r) is not None for r in searched)
     key = (lambda r: (_number(r), starts.get(r["run_id"]) or 0)) if by_number else \
         (lambda r: (starts.get(r["run_id"]) or 0, 0))
     configs: dict[str, list[dict[str, Any]]] = {}  # schedule -> its seeds' rows, in order
@@ -86,7 +87,7 @@ def get_replay_info(study: str, rules: PruneRules = DEFAULT_RULES, k: int = 5) -
         at_median = math.nan
         # enqueued configurations are given, not sampled: never pruned (as in a live study)
         for e in range(1, 0 if _enqueued(seeds) else epochs + 1):
-            earlier = {e: earlier_values(reached, e, number, lag if by_number else None)}
+            earlier = {e: earlier_values(reached, e, number, lag)}
             rule = decide(rules, pairs, e, earlier)
             if rule is not None:
                 pruned_at = e
@@ -101,7 +102,8 @@ def get_replay_info(study: str, rules: PruneRules = DEFAULT_RULES, k: int = 5) -
             rows.append({"schedule": label, "seed": r.get("p.seed"), "epochs": len(recs),
                          "pruned_at": pruned_at, "rule": rule, "enqueued": _enqueued(seeds),
                          "score_at_median": at_median})
-    order = f"configuration number, sampler_lag {lag}" if by_number else "start time"
+    order = ("start time (asynchronous search)" if lag is None else
+             f"configuration {'number' if by_number else 'start order'}, sampler_lag {lag}")
     t = pd.DataFrame(rows, columns=["schedule", "seed", "epochs", "pruned_at", "rule",
                                     "enqueued", "score_at_median"])
     cut = [r for r in rows if r["pruned_at"] is not None]
@@ -122,7 +124,7 @@ def get_replay_info(study: str, rules: PruneRules = DEFAULT_RULES, k: int = 5) -
 
 def _number(row: dict[str, Any]) -> int | None:
     """The Optuna configuration number a searched run belongs to (None: not recorded)."""
-    n = (row.get("config") or {}).get("optuna_trial")
+    n = row.get("optuna_trial")
     try:
         return None if n is None or n != n else int(n)
     except (TypeError, ValueError):
