@@ -17,9 +17,12 @@ recomputed by the same code.
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import math
+import os
+import stat
 import tarfile
 import time
 from collections.abc import Mapping
@@ -29,8 +32,8 @@ from typing import Any, NamedTuple
 import pandas as pd
 import yaml
 
-from trainables._yaml import safe_load
 from trainables.records import BASELINE_KEY, RECORD_KEYS, flatten, schedule_text
+from trainables.yamlio import safe_load
 
 __all__ = ["Bundle", "is_bundle", "read_bundle", "BUNDLE_VERSION", "bundle_head", "pack_bundle"]
 
@@ -40,6 +43,33 @@ MAX_MEMBER_BYTES = 512 * 2**20  # a member larger than this is refused before it
 # (the findings' 66-run studies: runs.json ~10 MB)
 _RUN_KEYS = ("run_id", "status", "study_id", "trial_id", "baseline", "start_time", "phase",
              "enqueued", "pruned", "optuna_trial", "config")  # optuna_trial: None before it
+
+
+MAX_BUNDLE_BYTES = 1 << 30  # compressed, and decompressed: more is not a study
+
+
+class _Bounded:
+    """A read-only stream that stops with an error after ``MAX_BUNDLE_BYTES`` bytes: a small
+    bundle that decompresses into gigabytes (a "bomb") is refused within a second or so."""
+
+    def __init__(self, inner: Any, path: Path) -> None:
+        self.inner, self.path, self.seen = inner, path, 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.inner.read(n if n is not None and n >= 0 else MAX_BUNDLE_BYTES + 1)
+        self.seen += len(data)
+        if self.seen > MAX_BUNDLE_BYTES:
+            from ._errors import AnalysisError
+
+            raise AnalysisError(f"{self.path} decompresses to more than "
+                                f"{MAX_BUNDLE_BYTES / 2**20:.0f} MiB -- not a study bundle")
+        return bytes(data)
+
+    def __enter__(self) -> _Bounded:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.inner.close()
 
 
 class Bundle(NamedTuple):
@@ -130,12 +160,26 @@ def machine_text() -> str:
 def _read_members(path: Path) -> dict[str, str]:
     from ._errors import AnalysisError
 
+    wanted = (*_MEMBERS, "confirm.json")
     try:
-        with tarfile.open(path, mode="r:gz") as tar:
-            out = {}
-            for m in tar.getmembers():
-                if m.name not in (*_MEMBERS, "confirm.json") or not m.isfile():
+        st = os.stat(path)  # never opened unless a regular file: a FIFO would block
+        if not stat.S_ISREG(st.st_mode):
+            raise AnalysisError(f"{path} is not a regular file (a FIFO, socket, device or "
+                                "folder); a bundle is a .tar.gz file")
+        if st.st_size > MAX_BUNDLE_BYTES:
+            raise AnalysisError(f"{path} is {st.st_size / 2**20:.0f} MiB -- allowed: at most "
+                                f"{MAX_BUNDLE_BYTES / 2**20:.0f} MiB")
+        with open(path, "rb") as raw, _Bounded(gzip.GzipFile(fileobj=raw), path) as gz, \
+                tarfile.open(fileobj=gz, mode="r|") as tar:  # type: ignore[call-overload]
+            out: dict[str, str] = {}
+            for m in tar:
+                core = all(k in out for k in _MEMBERS)
+                if core and m.name != "confirm.json":
+                    break  # what follows the members a bundle writes is never decompressed
+                if m.name not in wanted or not m.isfile():
                     continue  # only the members a bundle has, read into memory (never extracted)
+                if m.name in out:
+                    raise AnalysisError(f"{path}: member {m.name} appears twice")
                 if m.size > MAX_MEMBER_BYTES:
                     raise AnalysisError(f"{path}: member {m.name} holds {m.size / 2**20:.0f} "
                                         f"MiB -- allowed: at most "
@@ -143,6 +187,8 @@ def _read_members(path: Path) -> dict[str, str]:
                 f = tar.extractfile(m)
                 if f is not None:
                     out[m.name] = f.read(MAX_MEMBER_BYTES + 1).decode("utf-8")
+                if core:
+                    break  # confirm.json, the last member a bundle writes
     except (tarfile.TarError, OSError, EOFError, UnicodeDecodeError) as exc:
         raise AnalysisError(f"{path} is no readable study bundle ({type(exc).__name__})"
                             ) from None

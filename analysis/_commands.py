@@ -12,10 +12,10 @@ from typing import Any, NamedTuple
 import pandas as pd
 import yaml
 
-from trainables._yaml import safe_load
 from trainables.closure import last_k_problem
 from trainables.records import CONFIG_FILE, DEFAULT_LAST_K
 from trainables.studyfolder import StudyPaths
+from trainables.yamlio import safe_load
 
 from . import _figures as fig
 from ._edges import EdgeInfo, format_edges, get_edge_info
@@ -85,16 +85,20 @@ def analyze(study: str, tracking_uri: str | None = None, last_k: int | None = No
 def write_bundle(folder: Path, out: Path) -> Path:
     """Bundle the study in ``folder`` (its MLflow runs and records, spec, Optuna study,
     confirmation plan) into ``out`` (:mod:`analysis._bundle`), written whole or not at all."""
-    from trainables.fileio import atomic_write_bytes
+    from trainables.fileio import UnreadableFile, atomic_write_bytes, read_regular_text
 
     from ._bundle import bundle_head, pack_bundle
-    from ._load import optuna_trials, read_meta
+    from ._load import MAX_STUDY_FILE_BYTES, optuna_trials, read_meta
 
     confirm = StudyPaths(folder).confirm_plan
-    data = pack_bundle(bundle_head(read_meta(folder)),
-                       StudyPaths(folder).spec.read_text(encoding="utf-8"),
-                       load_study(str(folder)), optuna_trials(str(folder)),
-                       confirm.read_text(encoding="utf-8") if confirm.is_file() else None)
+    try:
+        spec_text = read_regular_text(StudyPaths(folder).spec, MAX_STUDY_FILE_BYTES)
+        plan = read_regular_text(confirm, MAX_STUDY_FILE_BYTES) \
+            if confirm.exists() or confirm.is_symlink() else None
+    except (UnreadableFile, FileNotFoundError) as exc:
+        raise AnalysisError(str(exc)) from None
+    data = pack_bundle(bundle_head(read_meta(folder)), spec_text, load_study(str(folder)),
+                       optuna_trials(str(folder)), plan)
     atomic_write_bytes(out, data)
     return out
 
@@ -105,11 +109,17 @@ def confirm_plan(study: str) -> dict[str, Any] | None:
 
     if _bundle.is_bundle(study):
         return _bundle.read_bundle(study).confirm
+    from trainables.fileio import UnreadableFile, read_regular_text
+
+    from ._load import MAX_STUDY_FILE_BYTES
+
     path = StudyPaths(Path(study)).confirm_plan
-    if not path.is_file():
+    if not (path.exists() or path.is_symlink()):
         return None
     try:
-        plan = json.loads(path.read_text(encoding="utf-8"))
+        plan = json.loads(read_regular_text(path, MAX_STUDY_FILE_BYTES))
+    except UnreadableFile as exc:
+        raise AnalysisError(str(exc)) from None
     except (OSError, ValueError, RecursionError) as exc:
         raise AnalysisError(f"{path} is damaged ({type(exc).__name__})") from None
     problem = _bundle.confirm_problem(plan)

@@ -67,7 +67,7 @@ def _baseline_shift(a: Analysis) -> dict[str, float]:
 
 
 def get_findings_info(bundle: str) -> FindingsInfo:
-    from trainables._yaml import safe_load
+    from trainables.yamlio import safe_load
 
     from ._bundle import read_bundle
     from ._importance import get_importance_info

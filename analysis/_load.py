@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from trainables.fileio import UnreadableFile, read_regular_text
 from trainables.records import (
     BASELINE_KEY,
     METRICS_FILE,
@@ -54,12 +55,15 @@ __all__ = ["StudyData", "AnalysisError", "load_study", "resolve_study", "trackin
 
 
 STUDY_JSON_ERRORS = (OSError, ValueError, KeyError, TypeError)
+MAX_STUDY_FILE_BYTES = 16 * 2**20  # study.json, spec.yaml: far below this when sound
 
 
 def read_meta(folder: Path) -> dict[str, Any]:
     path = StudyPaths(folder).meta
     try:
-        return dict(json.loads(path.read_text(encoding="utf-8")))
+        return dict(json.loads(read_regular_text(path, MAX_STUDY_FILE_BYTES)))
+    except UnreadableFile as exc:
+        raise AnalysisError(str(exc)) from None
     except STUDY_JSON_ERRORS as exc:
         raise AnalysisError(f"{path} is damaged ({type(exc).__name__})") from None
 
@@ -76,13 +80,17 @@ def study_settings(study: str) -> dict[str, Any]:
     if _bundle.is_bundle(study):
         return settings_from_spec(_bundle.read_bundle(study).spec_text, study)
     path = StudyPaths(Path(study)).spec
-    if not path.is_file():
+    if not (path.exists() or path.is_symlink()):
         return {}
-    return settings_from_spec(path.read_text(encoding="utf-8"), str(path))
+    try:
+        text = read_regular_text(path, MAX_STUDY_FILE_BYTES)
+    except UnreadableFile as exc:
+        raise AnalysisError(str(exc)) from None
+    return settings_from_spec(text, str(path))
 
 
 def settings_from_spec(text: str, where: str) -> dict[str, Any]:
-    from trainables._yaml import safe_load
+    from trainables.yamlio import safe_load
 
     try:
         raw = safe_load(text, where) or {}

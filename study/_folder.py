@@ -18,8 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from trainables._yaml import YamlLimitError, safe_load
-from trainables.fileio import atomic_write_text
+from trainables.fileio import UnreadableFile, atomic_write_text, read_regular_text
 from trainables.locks import LOCK_FILE, FolderLocked, folder_lock
 from trainables.studyfolder import (
     FOLDER_STORE,
@@ -32,6 +31,7 @@ from trainables.studyfolder import (
     tracking_problem,
     tracking_uri_of,
 )
+from trainables.yamlio import MAX_BYTES, YamlLimitError, safe_load
 
 from .spec import SpecError, StudySpec, parse_spec
 
@@ -115,17 +115,22 @@ def new_meta(spec: StudySpec, tracking_uri: str | None) -> dict[str, Any]:
     }
 
 
+MAX_META_BYTES = 1 << 20  # study.json and timings.json: a few hundred bytes when sound
+
+
 def open_study(out: Path) -> tuple[dict[str, Any], StudySpec]:
     """The study in ``out``: its meta (with the tracking URI resolved for where the folder is
     now) and spec; :class:`StudyError` in one line when either is missing or unreadable."""
     paths = StudyPaths(out)
-    if not paths.meta.is_file():
+    if not (paths.meta.exists() or paths.meta.is_symlink()):
         raise StudyError(f"{out} is not a study folder (no study.json); run one with "
                          f"mistudy run SPEC --out {out}")
     try:
-        meta = json.loads(paths.meta.read_text(encoding="utf-8"))
+        meta = json.loads(read_regular_text(paths.meta, MAX_META_BYTES))
         meta["tracking_uri"], meta["artifact_location"] = tracking_uri_of(meta, out)
-        spec = parse_spec(safe_load(paths.spec.read_text(encoding="utf-8"), str(paths.spec)))
+        spec = parse_spec(safe_load(read_regular_text(paths.spec, MAX_BYTES), str(paths.spec)))
+    except UnreadableFile as exc:  # a FIFO, a link, a folder, too large: named, never waited on
+        raise StudyError(str(exc)) from None
     except (OSError, ValueError, KeyError, TypeError, YamlLimitError) as exc:
         what = exc.problems[0] if isinstance(exc, SpecError) else type(exc).__name__
         raise StudyError(f"{out}: study.json or spec.yaml is damaged ({what}); the runs "
@@ -137,8 +142,8 @@ def record_timings(path: Path | str, values: dict[str, Any]) -> None:
     """Merge ``values`` into the study's ``timings.json`` (the driver's overhead figures)."""
     p = Path(path)
     try:
-        data = json.loads(p.read_text()) if p.exists() else {}
-    except ValueError:
+        data = json.loads(read_regular_text(p, MAX_META_BYTES))
+    except (OSError, ValueError):  # absent, damaged or no regular file: written anew
         data = {}
     data.update(values)
     atomic_write_text(p, json.dumps(data, indent=2))  # whole or not at all (a full disk)

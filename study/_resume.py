@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from trainables.fileio import atomic_write_bytes, atomic_write_text
+from trainables.fileio import atomic_write_bytes, atomic_write_text, read_regular_bytes
 from trainables.records import BASELINE_KEY, OPTIONAL_RECORD_KEYS, RECORD_KEYS
 
 __all__ = ["read_results", "RESULTS_FILE", "prepare_resume", "repair_torn_state",
@@ -42,13 +42,18 @@ class SavedTrial(NamedTuple):
     named: Path | None  # the checkpoint the state restores the trial from
 
 
+MAX_RESULTS_BYTES = 1 << 30  # a trial's result.json: ~3 KB an epoch
+
+
 def read_results(trial_dir: Path) -> list[dict[str, Any]]:
     """A trial's epoch records from Tune's ``result.json``; an epoch re-reported after a resume
     appears once (the last report wins -- on the CPU it is identical)."""
     path = Path(trial_dir) / RESULTS_FILE
     by_epoch: dict[int, dict[str, Any]] = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
+    if path.exists() or path.is_symlink():
+        # a regular file only (a FIFO would block the driver); torn bytes are skipped below
+        text = read_regular_bytes(path, MAX_RESULTS_BYTES).decode("utf-8", "replace")
+        for line in text.splitlines():
             try:
                 r = json.loads(line)
             except json.JSONDecodeError:

@@ -102,11 +102,14 @@ def _retell(paths: StudyPaths, spec: StudySpec, tracker: Any,
     from it. Returns the runs changed."""
     import json
 
+    from trainables.fileio import read_regular_text
+
+    from ._folder import MAX_META_BYTES
     from ._searcher import stored_study
 
     try:
-        meta = json.loads(paths.meta.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        meta = json.loads(read_regular_text(paths.meta, MAX_META_BYTES))
+    except (OSError, ValueError):  # the command that opened the folder read it already
         return 0
     study = stored_study(paths.optuna, optuna_study_name(meta)) \
         if paths.optuna_db.is_file() else None

@@ -206,15 +206,16 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     keeps its traceback)."""
     from trainables.config import ConfigError
     from trainables.data import DataError
-    from trainables.fileio import UnsafeTarget
+    from trainables.fileio import UnreadableFile, UnsafeTarget
     from trainables.locks import FolderLocked
     from trainables.loop import TrialDiverged
+    from trainables.pruning import DecisionsError
 
     from ._folder import StudyError
     from .spec import SpecError
 
     return (ConfigError, DataError, FolderLocked, TrialDiverged, StudyError, SpecError,
-            UnsafeTarget)
+            UnsafeTarget, UnreadableFile, DecisionsError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -95,6 +95,42 @@ def _settle(spec: StudySpec | None, out: Path, resume: bool, tracking_uri: str |
     return meta, stored, grown
 
 
+def _check_decisions(paths: StudyPaths, optuna_name: str) -> None:
+    """The closure pruner's ``pruning.json`` as a resume finds it: a link or special file is
+    refused in one line; a damaged or deleted one is said in one line and its pruned
+    configurations rebuilt from Optuna's PRUNED trials (epoch and score from each trial's
+    last intermediate value), so nothing pruned trains on."""
+    import json
+
+    import optuna
+
+    from trainables.fileio import UnreadableFile, atomic_write_text
+    from trainables.pruning import DecisionsError, read_decisions
+
+    from ._searcher import stored_study
+
+    try:
+        read_decisions(paths.pruning, missing_ok=False)
+        return
+    except DecisionsError as exc:
+        problem = str(exc)
+    except UnreadableFile as exc:
+        raise StudyError(str(exc)) from None
+    study = stored_study(paths.optuna, optuna_name)
+    pruned = [] if study is None else study.get_trials(
+        deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
+    if not pruned and not paths.pruning.exists():
+        return  # nothing was decided yet
+    decisions: dict[str, Any] = {"pruned": {}, "reached": {}, "passed": {}}
+    for t in pruned:
+        step = max(t.intermediate_values) if t.intermediate_values else 0
+        decisions["pruned"][str(t.number)] = [
+            step, "rebuilt from optuna.db", t.intermediate_values.get(step)]
+    atomic_write_text(paths.pruning, json.dumps(decisions, indent=1))
+    print(f"mistudy: {problem}; rebuilt {len(pruned)} pruned configurations from optuna.db "
+          "(the median rule's earlier values start anew)", flush=True)
+
+
 def run_study(spec: StudySpec | None, out: Path, *, resume: bool = False,
               trials: int | None = None, address: str | None = None,
               tracking_uri: str | None = None, cpus_per_trial: float | None = None,
@@ -113,6 +149,8 @@ def run_study(spec: StudySpec | None, out: Path, *, resume: bool = False,
             check_local_gpus(spec.gpus_per_trial if gpus_per_trial is None else gpus_per_trial)
         if not resume:
             write_new_study(paths, spec, stored)
+        elif spec.scheduler == "closure":  # before Ray: a FIFO would hang Tune's scheduler
+            _check_decisions(paths, optuna_study_name(meta))
         cpus = cpus_per_trial if cpus_per_trial is not None else spec.cpus_per_trial
         gpus = gpus_per_trial if gpus_per_trial is not None else spec.gpus_per_trial
         t0 = time.time()

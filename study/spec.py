@@ -28,12 +28,12 @@ from typing import Any
 
 import yaml
 
-from trainables._yaml import MAX_BYTES, YamlLimitError, safe_load
 from trainables.closure import guard_values, last_k_problem
 from trainables.config import MAX_SEED, ConfigError, TrainConfig
 from trainables.records import DEFAULT_ALPHA, DEFAULT_LAST_K, NUM_CLASSES
 from trainables.schedules import FAMILIES
 from trainables.studyfolder import NAME_RULE, is_study_name
+from trainables.yamlio import MAX_BYTES, YamlLimitError, safe_load
 
 __all__ = ["StudySpec", "SpecError", "load_spec", "parse_spec", "PRESETS", "OBJECTIVE_METRICS",
            "RELATIVE_METRICS", "Objective", "Guards"]

@@ -16,10 +16,10 @@ from typing import Any
 
 import yaml
 
-from ._yaml import MAX_BYTES, YamlLimitError, safe_load
 from .names import DATASETS, MAX_TRACE_ORDER, MODEL_NAMES, STRATEGIES, VAL_SOURCES, integer_order
 from .records import DEFAULT_ALPHA, NUM_CLASSES
 from .schedules import validate_transition
+from .yamlio import MAX_BYTES, YamlLimitError, safe_load
 
 __all__ = ["ConfigError", "KernelConfig", "TrainConfig", "apply_overrides", "load_yaml"]
 

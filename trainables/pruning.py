@@ -190,10 +190,10 @@ def read_decisions(path: Path, missing_ok: bool = True) -> dict[str, Any]:
     """The decisions file the live pruner keeps (a study folder's ``pruning.json``):
     ``{"pruned": {number: [epoch, rule, value]}, "reached": {rung: {number: value}},
     "passed": {number: [rungs]}}``. A missing file is no decisions yet (``missing_ok``);
-    anything else that is not such a file -- a link, a FIFO or other special file, a folder,
-    too large, not JSON, wrong shapes -- raises :class:`DecisionsError` naming it: a lost
+    a link, FIFO or folder raises ``fileio.UnreadableFile``; anything else that is not such a
+    file -- not JSON, wrong shapes -- raises :class:`DecisionsError` naming it: a lost
     decisions file is never read as "nothing was pruned"."""
-    from .fileio import read_regular_bytes
+    from .fileio import UnreadableFile, read_regular_bytes
 
     path = Path(path)
     try:
@@ -202,6 +202,8 @@ def read_decisions(path: Path, missing_ok: bool = True) -> dict[str, Any]:
         if missing_ok:
             return {k: {} for k in _EMPTY}
         raise DecisionsError(f"{path}: missing -- the closure pruner's decisions") from None
+    except UnreadableFile:
+        raise  # a link, FIFO or folder: refused as it is, never rebuilt over
     except OSError as exc:
         raise DecisionsError(f"{path}: {exc.strerror or exc}") from None
     try:
