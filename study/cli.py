@@ -232,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("run", "confirm", "sync"):
         install_stop_signals()  # SIGTERM / SIGHUP stop like Ctrl-C: state saved, 143 / 129
     try:
+        if args.command in ("run", "confirm", "sync", "ui"):
+            from ._versions import check_supported
+
+            check_supported()  # Ray's resume patch, MLflow's view state: tested versions only
         return commands[args.command](args)
     except StudyInterrupted as exc:
         print(f"error: {exc}", file=sys.stderr)

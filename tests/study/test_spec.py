@@ -147,3 +147,27 @@ def test_alpha_searched_over_choices() -> None:
         parse_spec({**spec.raw, "enqueue": [{"transition": {"family": "power",
                                                             "exponent": 0.5}, "alpha": 2.5}]})
     assert "one of the searched choices [2.0, 3.0]" in str(err.value.problems)
+
+
+def test_versions_outside_the_tested_range_are_named_in_one_line(tmp_path) -> None:
+    """Where mistudy relies on a dependency's internals, a version outside the range it was
+    tested in is refused in one line (pyproject's bounds, study._versions); the venv holds
+    exactly the pinned versions of constraints.txt."""
+    from pathlib import Path
+
+    from study._versions import SUPPORTED, exact_problems, version_problem
+
+    assert version_problem("ray", "2.60.0") is None
+    assert version_problem("mlflow", "3.17.2") is None
+    for package, version in (("ray", "2.61.0"), ("ray", "2.59.3"), ("mlflow", "3.18.0"),
+                             ("mlflow", "2.16.1")):
+        problem = version_problem(package, version)
+        assert problem and f"{package} {version}" in problem and "\n" not in problem
+    text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    for package, (lo, hi) in SUPPORTED.items():  # one range, in both places
+        assert f'{package}{"[tune]" if package == "ray" else ""}>=' \
+               f'{".".join(map(str, lo))},<{".".join(map(str, hi))}"' in text
+    assert exact_problems(str(Path(__file__).resolve().parents[2] / "constraints.txt")) == []
+    other = tmp_path / "c.txt"
+    other.write_text("ray==2.59.0\nmlflow==3.17.2\noptuna==5.1.0\ntorch==2.14.1\n")
+    assert [p.split(":")[0] for p in exact_problems(str(other))] == ["ray"]
