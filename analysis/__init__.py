@@ -27,6 +27,7 @@ from ._figures import (
 from ._findings import update_page, write_findings
 from ._importance import ImportanceInfo, format_importance, get_importance_info
 from ._load import AnalysisError, StudyData, load_study, optuna_trials, study_settings
+from ._paths import PathsInfo, format_paths, get_paths_info, region_of
 from ._rank import (
     MATCH_KEYS,
     bootstrap_ci,
@@ -55,7 +56,8 @@ __all__ = [
     "is_bundle", "read_bundle", "write_bundle", "ConfirmInfo", "format_confirm",
     "get_confirm_info", "update_page", "write_findings", "ImportanceInfo", "format_importance",
     "get_importance_info", "EdgeInfo", "format_edges", "get_edge_info",
-    "ReplayInfo", "format_replay", "get_replay_info",
+    "ReplayInfo", "format_replay", "get_replay_info", "PathsInfo", "format_paths",
+    "get_paths_info", "region_of",
     "CLAIMS", "NEEDS", "FigureInfo", "FigureResult", "draw_reproduction", "get_figure_info",
     "plot_figure",
     "MATCH_KEYS", "bootstrap_ci", "match_baselines", "pareto_front", "rank_schedules",

@@ -103,6 +103,7 @@ def settings_from_spec(text: str, where: str) -> dict[str, Any]:
         # the search's order rule (study.spec: an integer lag, or "async"); replay follows it
         lag = raw.get("sampler_lag", DEFAULT_SAMPLER_LAG)
         out["sampler_lag"] = None if lag == "async" else int(lag)
+        out["sampler_seed"] = raw.get("sampler_seed", 0)
         if isinstance(obj, dict) and "last_k" in obj:
             out["last_k"] = int(obj["last_k"])
         items = raw.get("objective") or {}

@@ -18,7 +18,8 @@ from ._summary import print_summary
 from ._ui import ensure_shared_view, experiment_id
 
 __all__ = ["run_command", "confirm_command", "ui_command", "sync_command", "analysis_command",
-           "findings_command", "replay_command", "reproduce_command", "reproduce", "err"]
+           "findings_command", "replay_command", "paths_command", "reproduce_command",
+           "reproduce", "err"]
 
 
 def err(msg: str) -> int:
@@ -80,19 +81,35 @@ def replay_command(args: argparse.Namespace) -> int:
     from analysis import AnalysisError, format_replay, get_replay_info
     from trainables.pruning import PruneRules
 
-    if not (0 < args.quantile < 1) or args.grace < 1 or args.window < 1 or args.top < 1:
-        return err(f"--quantile={args.quantile} --grace={args.grace} --window={args.window} "
-                    f"--top={args.top} -- allowed: a quantile in (0, 1), integers >= 1")
-    rules = PruneRules(grace=args.grace, window=args.window,
-                       acc_drop=None if args.acc_drop < 0 else args.acc_drop,
-                       ce_rise=None if args.ce_rise < 0 else args.ce_rise,
-                       rungs=tuple(args.rungs), median_min=args.median_min,
-                       quantile=args.quantile)
+    from .spec import pruner_problems
+
+    raw = {"grace": args.grace, "window": args.window, "acc_drop": args.acc_drop,
+           "ce_rise": args.ce_rise, "rungs": list(args.rungs), "median_min": args.median_min,
+           "quantile": args.quantile}
+    bad = pruner_problems(raw, prefix="--")  # the spec's rule for the same values
+    if args.top < 1:
+        bad.append(f"--top: {args.top} -- an integer >= 1")
+    if bad:
+        return err(bad[0])
+    rules = PruneRules(**{**raw, "rungs": tuple(args.rungs)})
     try:
         info = get_replay_info(args.study, rules, args.top)
     except AnalysisError as exc:
         return err(str(exc))
     print(format_replay(info, args.format))
+    return 0
+
+
+def paths_command(args: argparse.Namespace) -> int:
+    from analysis import AnalysisError, format_paths, get_paths_info
+
+    if args.top < 1:
+        return err(f"--top: {args.top} -- an integer >= 1")
+    try:
+        info = get_paths_info(list(args.studies), args.top)
+    except AnalysisError as exc:
+        return err(str(exc))
+    print(format_paths(info))
     return 0
 
 

@@ -17,6 +17,7 @@ from ._commands import (
     confirm_command,
     err,
     findings_command,
+    paths_command,
     replay_command,
     reproduce_command,
     run_command,
@@ -122,6 +123,16 @@ def _add_confirm(sub: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
 
+def _number_or_off(text: str) -> float | None:
+    """A rule's number, or ``off`` (a NaN or infinity is refused by the spec's rule)."""
+    if text.strip().lower() == "off":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} -- a number or 'off'") from None
+
+
 def _int_list(text: str) -> list[int]:
     try:
         vals = [int(t) for t in text.split(",")]
@@ -152,16 +163,25 @@ def _add_replay(sub: Any) -> None:
     p.add_argument("--top", type=int, default=5, help="the final feasible top K to keep")
     p.add_argument("--grace", type=int, default=d.grace, help=f"default {d.grace}")
     p.add_argument("--window", type=int, default=d.window, help=f"default {d.window}")
-    p.add_argument("--acc-drop", type=float, default=d.acc_drop,
-                   help=f"accuracy guard, a fraction (default {d.acc_drop}; -1: off)")
-    p.add_argument("--ce-rise", type=float, default=-1 if d.ce_rise is None else d.ce_rise,
-                   help=f"CE guard in nats (default {d.ce_rise}; -1: off)")
+    p.add_argument("--acc-drop", type=_number_or_off, default=d.acc_drop,
+                   help=f"accuracy guard, a fraction in [0, 1] (default {d.acc_drop}; off)")
+    p.add_argument("--ce-rise", type=_number_or_off, default=d.ce_rise,
+                   help=f"CE guard in nats (default {d.ce_rise}; off)")
     p.add_argument("--rungs", type=_int_list, default=list(d.rungs), metavar="E,E,...",
                    help=f"the median rule's epochs (default {','.join(map(str, d.rungs))})")
     p.add_argument("--quantile", type=float, default=d.quantile,
                    help=f"prune below this quantile (default {d.quantile})")
     p.add_argument("--median-min", type=int, default=d.median_min,
                    help=f"configurations needed before a rung judges (default {d.median_min})")
+
+
+def _add_paths(sub: Any) -> None:
+    p = sub.add_parser("paths", help="how stable the answer is across search paths: several "
+                                     "studies of one spec (sampler seeds), region by region")
+    p.add_argument("studies", nargs="+", metavar="STUDY",
+                   help="study folders or bundles of one spec with different sampler seeds")
+    p.add_argument("--top", type=int, default=5, help="the feasible top K of each path "
+                                                      "(confirm each path with --top K)")
 
 
 def _add_reproduce(sub: Any) -> None:
@@ -195,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_confirm(sub)
     _add_findings(sub)
     _add_replay(sub)
+    _add_paths(sub)
     _add_reproduce(sub)
     return p
 
@@ -226,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                 "sync": sync_command, "rank": analysis_command, "export": analysis_command,
                 "report": analysis_command, "reproduce": reproduce_command,
                 "confirm": confirm_command, "findings": findings_command,
-                "replay": replay_command}
+                "replay": replay_command, "paths": paths_command}
     from ._lifecycle import StudyInterrupted, exit_code, install_stop_signals
 
     if args.command in ("run", "confirm", "sync"):

@@ -154,13 +154,28 @@ _ASHA_KEYS = {"grace_period", "reduction_factor"}
 _PRUNER_RULES = {  # PruneRules field -> (ok, allowed)
     "grace": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
     "window": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    "acc_drop": (lambda v: v is None or _num(v), "a number (a fraction) or null"),
-    "ce_rise": (lambda v: v is None or _num(v), "a number (nats) or null"),
+    "acc_drop": (lambda v: v is None or (_num(v) and 0 <= v <= 1),
+                 "a fraction in [0, 1] (0.015: 1.5 accuracy points) or null (off)"),
+    "ce_rise": (lambda v: v is None or _num(v),
+                "a finite number (nats; negative demands a CE gain) or null (off)"),
     "rungs": (lambda v: isinstance(v, list) and all(_int(e) and e >= 1 for e in v),
               "a list of epochs >= 1"),
     "median_min": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
     "quantile": (lambda v: _num(v) and 0 < v < 1, "a number in (0, 1)"),
 }
+
+
+def pruner_problems(rules: Any, prefix: str = "pruner.") -> list[str]:
+    """One line per bad closure-pruner rule (the spec's ``pruner:`` and ``mistudy replay``'s
+    flags share it); ``rules`` a mapping of ``PruneRules`` fields."""
+    if not isinstance(rules, dict):
+        return []
+    out = []
+    for k, v in rules.items():
+        if k in _PRUNER_RULES and not _PRUNER_RULES[k][0](v):
+            name = f"{prefix}{k.replace('_', '-')}" if prefix == "--" else f"{prefix}{k}"
+            out.append(f"{name}: {_REPR.repr(v)} -- {_PRUNER_RULES[k][1]}")
+    return out
 
 
 _REPR = reprlib.Repr()
@@ -461,9 +476,10 @@ def _check_stopper_asha(c: _Checker, raw: dict[str, Any]) -> tuple[dict, dict]:
                 c.bad(f"stopper.{k}", stop[k], "a positive number (window/min_epochs: integer)")
     else:
         stop = {}
-    for k, v in c.keys("pruner", raw.get("pruner") or {}, set(_PRUNER_RULES)).items():
-        if not _PRUNER_RULES[k][0](v):
-            c.bad(f"pruner.{k}", v, _PRUNER_RULES[k][1])
+    pruner = raw.get("pruner") or {}
+    if pruner and raw.get("scheduler", "none") != "closure":
+        c.bad("pruner", "{...}", "only with scheduler: closure (it configures that pruner)")
+    c.problems.extend(pruner_problems(c.keys("pruner", pruner, set(_PRUNER_RULES))))
     asha = c.keys("asha", raw.get("asha") or {}, _ASHA_KEYS)
     for k, v in asha.items():
         if not (_int(v) and v >= (2 if k == "reduction_factor" else 1)):

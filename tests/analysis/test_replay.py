@@ -38,7 +38,7 @@ def _records(val_gap: float, val_acc: float) -> list[dict]:
     return out
 
 
-def _bundle(path: Path, reductions: list[float], accs: list[float]) -> Path:
+def _bundle(path: Path, reductions: list[float], accs: list[float], spec: str = SPEC) -> Path:
     runs, history = [], []
 
     def add(rid: str, config: dict, recs: list[dict], t: int, base: bool) -> None:
@@ -59,7 +59,7 @@ def _bundle(path: Path, reductions: list[float], accs: list[float]) -> Path:
             add(f"c{i}s{s}", cfg, _records(0.2 - red, acc), 10 + 2 * i + s, False)
     runs_df = pd.DataFrame(runs)
     data = StudyData("x", "synth", "bundle:x", runs_df, pd.DataFrame(history), None)
-    path.write_bytes(pack_bundle(bundle_head({"name": "synth"}), SPEC, data, [], None))
+    path.write_bytes(pack_bundle(bundle_head({"name": "synth"}), spec, data, [], None))
     return path
 
 
@@ -83,7 +83,7 @@ def test_replay_saves_the_hand_computed_epochs_and_keeps_the_top(tmp_path: Path)
     assert info.top_k_kept == info.top_k
     res = subprocess.run([str(BIN / "mistudy"), "replay", str(bundle), "--format", "json",
                           "--grace", "5", "--window", "3", "--acc-drop", "0.02",
-                          "--ce-rise", "-1", "--rungs", "6", "--median-min", "5",
+                          "--ce-rise", "off", "--rungs", "6", "--median-min", "5",
                           "--quantile", "0.5"], capture_output=True, text=True, timeout=300)
     data = json.loads(res.stdout)
     assert data["epochs_saved_fraction"] == pytest.approx(18 / 160)
@@ -91,9 +91,11 @@ def test_replay_saves_the_hand_computed_epochs_and_keeps_the_top(tmp_path: Path)
 
 
 def test_replay_reports_a_top_schedule_it_would_have_lost(tmp_path: Path) -> None:
-    # the best configuration comes first: every later one is below what came before it
+    # the best configuration comes first: every later one is below what came before it.
+    # The asynchronous search's rule: each compares with every configuration before it.
     reds = [0.06, 0.05, 0.04, 0.03, 0.02, 0.01, 0.005, 0.001]
-    bundle = _bundle(tmp_path / "desc.tar.gz", reds, [0.9] * 8)
+    bundle = _bundle(tmp_path / "desc.tar.gz", reds, [0.9] * 8,
+                     SPEC + "sampler_lag: async\n")
     rules = PruneRules(grace=5, window=3, acc_drop=0.02, rungs=(6,), median_min=1,
                        quantile=0.5)
     info = get_replay_info(str(bundle), rules, k=5)
@@ -101,3 +103,19 @@ def test_replay_reports_a_top_schedule_it_would_have_lost(tmp_path: Path) -> Non
     assert "power p=0.2 α=1.5 b64" in info.pruned_schedules
     assert info.top_k[1] == "power p=0.2 α=1.5 b64"
     assert info.top_k_kept == [info.top_k[0]]  # every later configuration is below the median
+
+
+def test_replay_follows_the_ordered_searchs_lag(tmp_path: Path) -> None:
+    """The ordered search (sampler_lag 2, the default): configuration k compares with 0..k-2
+    only. By hand: c1 has no earlier configuration and is kept; c2 (0.04) < c0 (0.06); c3
+    (0.03) < median(0.06, 0.05); c4..c7 compare with c0, c1 (c2.. were pruned at the rung, so
+    they never reached it) and are pruned."""
+    reds = [0.06, 0.05, 0.04, 0.03, 0.02, 0.01, 0.005, 0.001]
+    bundle = _bundle(tmp_path / "desc.tar.gz", reds, [0.9] * 8)
+    rules = PruneRules(grace=5, window=3, acc_drop=0.02, rungs=(6,), median_min=1,
+                       quantile=0.5)
+    info = get_replay_info(str(bundle), rules, k=5)
+    assert sorted(info.pruned_schedules) == sorted(
+        f"power p={0.1 * (i + 1):.1f} α=1.5 b64" for i in range(2, 8))
+    assert info.top_k_kept == info.top_k[:2]
+    assert info.epochs_saved == 6 * 2 * (EPOCHS - 6)

@@ -1,0 +1,59 @@
+"""The closure pruner's rules refused in one line, by one rule for the spec and for
+``mistudy replay`` (issue 35, items 11 and 15, and the low items on ``pruner:`` and JSON)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from study.spec import SpecError, parse_spec
+from tests.study.conftest import mistudy
+
+BASE = {"name": "s", "search": {"families": {"power": {}}}, "trials": 2,
+        "scheduler": "closure"}
+BUNDLE = str(Path(__file__).resolve().parents[2] / "docs/findings/closure-mnist.tar.gz")
+
+
+@pytest.mark.parametrize("rules,named", [
+    ({"acc_drop": -1}, "pruner.acc_drop"), ({"acc_drop": 1.5}, "pruner.acc_drop"),
+    ({"ce_rise": float("nan")}, "pruner.ce_rise"), ({"rungs": [0, 5]}, "pruner.rungs"),
+    ({"median_min": 0}, "pruner.median_min"), ({"bogus": 1}, "pruner.bogus"),
+    ({"quantile": 1}, "pruner.quantile")])
+def test_a_bad_rule_in_the_spec_is_one_line(rules: dict, named: str) -> None:
+    with pytest.raises(SpecError) as err:
+        parse_spec({**BASE, "pruner": rules})
+    assert len(err.value.problems) == 1 and err.value.problems[0].startswith(named)
+
+
+def test_pruner_rules_without_the_closure_scheduler_are_refused() -> None:
+    with pytest.raises(SpecError) as err:
+        parse_spec({**BASE, "scheduler": "asha", "pruner": {"grace": 3}})
+    assert err.value.problems == [
+        "pruner: '{...}' -- only with scheduler: closure (it configures that pruner)"]
+
+
+@pytest.mark.parametrize("flag,value", [("--rungs", "0"), ("--acc-drop", "nan"),
+                                        ("--acc-drop", "-1"), ("--median-min", "0"),
+                                        ("--median-min", "-3"), ("--ce-rise", "inf"),
+                                        ("--quantile", "1")])
+def test_a_bad_replay_flag_is_one_line_before_any_work(flag: str, value: str) -> None:
+    res = mistudy("replay", BUNDLE, flag, value)
+    assert res.returncode == 2, res.stderr[-2000:]
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {flag}") and "Traceback" \
+        not in res.stderr, lines
+
+
+def test_replay_json_is_valid_json_when_spearman_is_undefined() -> None:
+    """Spearman needs three configurations at the median epoch: none reach epoch 99."""
+    res = mistudy("replay", BUNDLE, "--format", "json", "--rungs", "99")
+    assert res.returncode == 0, res.stderr
+
+    def refuse(name: str) -> float:
+        raise AssertionError(f"{name} is not JSON")
+
+    data = json.loads(res.stdout, parse_constant=refuse)
+    assert data["spearman_at_median_epoch"] is None and not math.isnan(data["epochs_saved"])
