@@ -21,7 +21,7 @@ from . import _figures as fig
 from ._edges import EdgeInfo, format_edges, get_edge_info
 from ._load import AnalysisError, StudyData, is_bundle_data, load_study, study_settings
 from ._rank import Selection, match_baselines, rank_schedules, trial_table
-from ._text import fixed_width
+from ._table import confirm_cells, ranking_cells, render_html, render_text
 
 __all__ = ["Analysis", "analyze", "format_ranking", "export_configs", "write_report",
            "log_ranking", "confirm_plan", "confirmation", "write_bundle"]
@@ -173,37 +173,10 @@ def _num(v: Any, digits: int = 3) -> str:
 
 
 def _compact(ranking: pd.DataFrame, metric: str) -> str:
-    """One line per schedule, the selection first: rank, schedule, the validation value with
-    its interval, the test gap reduction, Δ test accuracy (points), Δ train / test CE and the
-    side the test gap closed from, guards, seeds. Long schedule names are cut to fit."""
-    short = {"val_gap_reduction": ("val_red", "val_red_ci"), "val_closure": ("val_clos",
-                                                                     "val_ci")}
-    name, ci = short.get(metric, ("val_red", "val_red_ci"))
-    low = "val_ci_low" if metric == "val_closure" else "val_red_ci_low"
-    high = "val_ci_high" if metric == "val_closure" else "val_red_ci_high"
-    head = ["#", "schedule", name, ci, "test_red", "Δacc", "Δtrain", "Δtest", "from",
-            "guard", "n"]
-    rows = []
-    for i, r in enumerate(ranking.to_dict("records"), 1):
-        interval = "n/a" if r[low] != r[low] else f"[{r[low]:+.3f},{r[high]:+.3f}]"
-        rows.append([str(i), str(r["schedule"]) + ("*" if r.get("enqueued") else ""),
-                     _num(r[metric]), interval, _num(r["test_gap_reduction"]),
-                     "n/a" if r["delta_test_acc"] != r["delta_test_acc"]
-                     else f"{100 * r['delta_test_acc']:+.1f}",
-                     _num(r["delta_train_ce"]), _num(r["delta_test_ce"]),
-                     r.get("closed_from") or "-",
-                     "pruned" if r.get("pruned") else "ok" if r["feasible"] else "no",
-                     str(r["n_seeds"])])
-    lines = [fixed_width(head, rows, left=(1,))]
-    lines += [
-        f"{name}: {metric}, the selection (validation), 95% CI over seeds; test_red: the "
-        "test gap reduction (only read).",
-        "Δ against the matched CE baseline: acc in test accuracy points, train / test CE in "
-        "nats. from: the test gap",
-        "closed from below (train CE up), above (test CE down) or both. guard: within the "
-        "study's guards. * enqueued.",
-        "--wide: every column."]
-    return "\n".join(lines)
+    """One line per schedule, the selection first (``analysis._table.ranking_cells``, the
+    report's rule too). Long schedule names are cut to fit."""
+    cells = ranking_cells(ranking, metric)
+    return "\n".join([render_text(cells), *cells.notes, "--wide: every column."])
 
 
 def _markdown(df: pd.DataFrame) -> str:
@@ -340,8 +313,13 @@ def write_report(a: Analysis, out: Path, top: int = 3, importance: Any = None,
         f'<figure><img alt="{k}" src="data:image/png;base64,'
         f'{base64.b64encode(p.read_bytes()).decode()}"><figcaption>{k}</figcaption></figure>'
         for k, p in figures.items())
-    table = a.ranking[list(COLUMNS)].to_html(index=False, float_format="{:.4f}".format,
-                                             classes="ranking", border=0)
+    (out / "ranking.csv").write_text(format_ranking(a.ranking, "csv"), encoding="utf-8")
+    cells = ranking_cells(a.ranking, a.selection.metric, sep=", ")
+    table = (render_html(cells) + f'<p class="note">{html.escape(" ".join(cells.notes))}</p>'
+             + '<details><summary>all columns</summary><div class="wide">'
+             + a.ranking[list(COLUMNS)].to_html(index=False, float_format="{:.4f}".format,
+                                               classes="ranking", border=0)
+             + '</div></details> <a href="ranking.csv">ranking.csv</a>')
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in a.notes) or "<li>none</li>"
     edges = "".join(f'<p class="warn">{html.escape(w)}</p>' for w in format_edges(a.edges))
     page = _HTML.format(title=html.escape(a.data.experiment), n=len(a.trials),
@@ -357,11 +335,20 @@ def _confirm_html(confirmed: Any) -> str:
     if confirmed is None or confirmed.table.empty:
         return ("<p>No confirmation yet: <code>mistudy confirm STUDY --top 5 --seeds 3</code> "
                 "reruns the top schedules on fresh seeds.</p>")
-    from ._confirm import format_confirm
+    from ._confirm import fresh_text
 
-    return (confirmed.table.to_html(index=False, float_format="{:.4f}".format,
-                                    classes="ranking", border=0)
-            + f"<pre>{html.escape(format_confirm(confirmed).split(chr(10) * 2, 1)[-1])}</pre>")
+    cells = confirm_cells(confirmed, sep=", ")
+    rho = ", ".join(f"{k} {v:+.2f}" if v == v else f"{k} n/a"
+                    for k, v in confirmed.spearman.items())
+    return (f"<p>On {html.escape(fresh_text(confirmed))}; shrinkage = in-search validation "
+            "value − confirmed test value; Δ against the matched CE baselines on the same "
+            "seeds and draws.</p>"
+            + render_html(cells, [str(v) for v in confirmed.table.verdict])
+            + f"<p>Transfer (Spearman, in-search validation vs confirmed test): "
+              f"{html.escape(rho)}</p>"
+            + '<details><summary>all columns</summary><div class="wide">'
+            + confirmed.table.to_html(index=False, float_format="{:.4f}".format,
+                                      classes="ranking", border=0) + "</div></details>")
 
 
 def _importance_html(importance: Any) -> str:
@@ -379,6 +366,10 @@ _HTML = """<!doctype html><html><head><meta charset="utf-8"><title>mistudy: {tit
 <style>body{{font-family:sans-serif;margin:2em;max-width:1400px}}
 table.ranking{{border-collapse:collapse;font-size:12px}}
 table.ranking td,table.ranking th{{padding:3px 8px;border-bottom:1px solid #ddd}}
+table.ranking th{{text-align:left;vertical-align:bottom}}
+td.n{{text-align:right;white-space:nowrap}}
+tr.line td{{border-top:2px solid #555;color:#555;font-style:italic;padding-top:6px}}
+div.wide{{overflow-x:auto;max-width:100%}} p.note{{font-size:12px;color:#555;margin:2px 0}}
 figure{{display:inline-block;margin:0.5em}} img{{max-width:100%}}
 p.warn{{background:#fff4d6;padding:0.4em 0.8em;border-left:4px solid #e0a800}}</style></head><body>
 <h1>mistudy report: {title}</h1>
