@@ -19,7 +19,8 @@ from trainables.yamlio import safe_load
 
 from . import _figures as fig
 from ._edges import EdgeInfo, format_edges, get_edge_info
-from ._load import AnalysisError, StudyData, is_bundle_data, load_study, study_settings
+from ._errors import AnalysisError, StudyData
+from ._load import is_bundle_data, load_study, study_settings
 from ._rank import Selection, match_baselines, rank_schedules, trial_table
 from ._table import confirm_cells, ranking_cells, render_html, render_text
 

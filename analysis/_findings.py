@@ -22,7 +22,7 @@ from trainables.studyfolder import NAME_RULE, is_study_name
 from ._commands import Analysis, analyze, confirmation
 from ._confirm import fresh_text, spearman
 from ._edges import format_edges
-from ._load import AnalysisError
+from ._errors import AnalysisError
 
 __all__ = ["FindingsInfo", "get_findings_info", "format_findings", "write_findings",
            "update_page"]

@@ -80,7 +80,7 @@ def run(batch_sizes: tuple[int, ...], epochs: int, alphas: tuple[float, ...] = A
 
 
 def _measure(splits: Any, b: int, epochs: int, alpha: float, order: str) -> dict[str, Any]:
-    from trainables.information import integer_order
+    from trainables.names import integer_order
 
     pair = _pair(splits, b, epochs, alpha)
     secs = _epochs(order, pair, epochs)

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trainables.records import RECORD_KEYS, write_metrics
+from trainables.records import RECORD_KEYS, ROLE_TRIAL, TAGS, write_metrics
 
 
 def run(trials: int = 200, epochs: int = 100) -> dict[str, Any]:
@@ -25,8 +25,8 @@ def run(trials: int = 200, epochs: int = 100) -> dict[str, Any]:
         t0 = time.perf_counter()
         per_batch = 1000 // len(RECORD_KEYS)  # MLflow takes 1000 metrics per call
         for i in range(trials):
-            rid = client.create_run(exp, tags={"mistudy.role": "trial",
-                                               "mistudy.trial_id": f"t{i}"}).info.run_id
+            rid = client.create_run(exp, tags={TAGS.role: ROLE_TRIAL,
+                                               TAGS.trial_id: f"t{i}"}).info.run_id
             client.log_batch(rid, params=[Param("seed", str(i))])
             for e0 in range(0, epochs, per_batch):
                 client.log_batch(rid, metrics=[Metric(k, float(e), 0, e) for e in

@@ -228,7 +228,9 @@ def _progress_for(spec: Any, out: Path, trials: int | None, cls: Any) -> Any:
 
 
 def ui_command(args: argparse.Namespace) -> int:
-    from ._folder import open_study, redact
+    from trainables.studyfolder import redact
+
+    from ._folder import open_study
     from ._ui import port_free, runs_link, serve
 
     meta, _ = open_study(Path(args.out))
@@ -253,7 +255,7 @@ def ui_command(args: argparse.Namespace) -> int:
 
 
 def sync_command(args: argparse.Namespace) -> int:
-    from .runner import sync_study
+    from ._sync import sync_study
 
     stats = sync_study(Path(args.out))
     print(f"synced: {stats}")

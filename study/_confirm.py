@@ -25,8 +25,9 @@ from ray.tune.search import Searcher
 
 from trainables.fileio import atomic_write_text
 from trainables.records import CONFIRM_PHASE, PHASE_KEY
+from trainables.studyfolder import StudyPaths
 
-from ._folder import StudyError, StudyPaths
+from ._folder import StudyError
 from ._searcher import baseline_config
 from .spec import StudySpec
 

@@ -21,18 +21,40 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from trainables.records import CONFIRM_PHASE
-
-from ._resume import prepare_resume, read_results, repair_torn_state
+from trainables.fileio import read_regular_bytes
+from trainables.records import CONFIRM_PHASE, OPTIONAL_RECORD_KEYS, RECORD_KEYS
 
 if TYPE_CHECKING:
     from trainables.studyfolder import StudyPaths
 
-__all__ = ["TrialState", "read_trials", "unfinished", "saved", "read_results", "first_dir",
+__all__ = ["TrialState", "read_trials", "unfinished", "saved", "read_results", "RESULTS_FILE",
+           "first_dir",
            "more_dirs", "search_dirs", "next_more_dir", "confirm_dir", "experiment_dirs",
            "study_trials", "repair", "discard_unsaved", "trial_error_text"]
 
 _DONE = ("TERMINATED", "ERROR")
+RESULTS_FILE = "result.json"  # the trial's reported results (Tune's JSON logger's file)
+_REQUIRED = tuple(k for k in RECORD_KEYS if k not in OPTIONAL_RECORD_KEYS)
+MAX_RESULTS_BYTES = 1 << 30  # a trial's result.json: ~3 KB an epoch
+
+
+def read_results(trial_dir: Path) -> list[dict[str, Any]]:
+    """A trial's epoch records from Tune's ``result.json``; an epoch re-reported after a resume
+    appears once (the last report wins -- on the CPU it is identical)."""
+    path = Path(trial_dir) / RESULTS_FILE
+    by_epoch: dict[int, dict[str, Any]] = {}
+    if path.exists() or path.is_symlink():
+        # a regular file only (a FIFO would block the driver); torn bytes are skipped below
+        text = read_regular_bytes(path, MAX_RESULTS_BYTES).decode("utf-8", "replace")
+        for line in text.splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by a kill
+            if isinstance(r, dict) and "epoch" in r and all(k in r for k in _REQUIRED):
+                by_epoch[int(r["epoch"])] = r
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
 
 
 # ---- the experiments of a study, by name -------------------------------------------------
@@ -169,6 +191,9 @@ def repair(exp_dirs: Iterable[Path]) -> list[str]:
     restored, records that trail the checkpoints recovered (:mod:`study._resume`). One line
     per repair. Called once per command, before anything reads or restores a saved state
     (``run --resume``, ``confirm``, ``sync``); a repaired folder needs none the second time."""
+    # the repair steps read trials through this module: imported here, not at its top
+    from ._resume import prepare_resume, repair_torn_state
+
     notes: list[str] = []
     for exp_dir in exp_dirs:
         if exp_dir.exists():

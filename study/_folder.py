@@ -22,7 +22,6 @@ from trainables.fileio import UnreadableFile, atomic_write_text, read_regular_te
 from trainables.locks import LOCK_FILE, FolderLocked, folder_lock
 from trainables.studyfolder import (
     FOLDER_STORE,
-    NAME_PATTERN,
     StudyPaths,
     optuna_study_name,
     redact,
@@ -35,9 +34,9 @@ from trainables.yamlio import MAX_BYTES, YamlLimitError, safe_load
 
 from .spec import SpecError, StudySpec, parse_spec
 
-__all__ = ["StudyError", "StudyPaths", "open_study", "new_meta", "tracking_uri_of",
-           "bind_location", "location", "redact", "normalize_tracking_uri", "check_tracking",
-           "record_timings", "writer_lock", "prepare_folder", "NAME_PATTERN", "optuna_study_name"]
+__all__ = ["StudyError", "open_study", "new_meta", "bind_location", "location",
+           "normalize_tracking_uri", "check_tracking", "record_timings", "writer_lock",
+           "prepare_folder", "MAX_META_BYTES"]
 
 TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 

@@ -22,15 +22,15 @@ import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from trainables.fileio import atomic_write_bytes, atomic_write_text, read_regular_bytes
-from trainables.records import BASELINE_KEY, OPTIONAL_RECORD_KEYS, RECORD_KEYS
+from trainables.fileio import atomic_write_bytes, atomic_write_text
+from trainables.records import BASELINE_KEY
 
-__all__ = ["read_results", "RESULTS_FILE", "prepare_resume", "repair_torn_state",
+from ._experiments import RESULTS_FILE, read_results
+
+__all__ = ["prepare_resume", "repair_torn_state",
            "restore_deleted_checkpoints", "recover_records", "driver_copy"]
 
 PARAMS_FILE = "params.json"  # the trial's config, as Tune's JSON logger saves it
-RESULTS_FILE = "result.json"  # the trial's reported results (Tune's JSON logger's file)
-_REQUIRED = tuple(k for k in RECORD_KEYS if k not in OPTIONAL_RECORD_KEYS)
 # What a recovered epoch takes from the trial's last reported result: where and how it ran.
 _CARRIED = ("data_source", "threads", "device", "node_id", "cuda_visible_devices", BASELINE_KEY)
 
@@ -40,27 +40,6 @@ class SavedTrial(NamedTuple):
     status: str  # Tune's: PENDING, RUNNING, PAUSED, TERMINATED, ERROR
     folder: Path
     named: Path | None  # the checkpoint the state restores the trial from
-
-
-MAX_RESULTS_BYTES = 1 << 30  # a trial's result.json: ~3 KB an epoch
-
-
-def read_results(trial_dir: Path) -> list[dict[str, Any]]:
-    """A trial's epoch records from Tune's ``result.json``; an epoch re-reported after a resume
-    appears once (the last report wins -- on the CPU it is identical)."""
-    path = Path(trial_dir) / RESULTS_FILE
-    by_epoch: dict[int, dict[str, Any]] = {}
-    if path.exists() or path.is_symlink():
-        # a regular file only (a FIFO would block the driver); torn bytes are skipped below
-        text = read_regular_bytes(path, MAX_RESULTS_BYTES).decode("utf-8", "replace")
-        for line in text.splitlines():
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line torn by a kill
-            if isinstance(r, dict) and "epoch" in r and all(k in r for k in _REQUIRED):
-                by_epoch[int(r["epoch"])] = r
-    return [by_epoch[e] for e in sorted(by_epoch)]
 
 
 

@@ -11,7 +11,7 @@ __all__ = ["print_summary"]
 
 def print_summary(trials: list[dict[str, Any]], out: Path) -> None:
     from ._folder import open_study
-    from .runner import best_trials
+    from ._sync import best_trials
 
     meta, spec = open_study(out)
     obj = spec.objectives[0]
@@ -32,7 +32,8 @@ def print_summary(trials: list[dict[str, Any]], out: Path) -> None:
             _print_ranking(out, spec.last_k, len(spec.seeds), guards)
     uri = meta["tracking_uri"]
     if uri.startswith(("http://", "https://")):
-        from ._folder import redact
+        from trainables.studyfolder import redact
+
         from ._ui import experiment_id, runs_link
 
         print(f"MLflow UI: {runs_link(redact(uri), experiment_id(meta), shared=True)}")

@@ -6,21 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from trainables.records import BASELINE_KEY, PHASE_KEY, TAGS
+from trainables.records import BASELINE_KEY, PHASE_KEY, TAGS, run_group, schedule_text
+from trainables.studyfolder import StudyPaths, optuna_study_name
 
 from ._experiments import experiment_dirs, read_results, repair, study_trials, trial_error_text
-from ._folder import (
-    StudyError,
-    StudyPaths,
-    check_tracking,
-    open_study,
-    optuna_study_name,
-    writer_lock,
-)
+from ._folder import StudyError, check_tracking, open_study, writer_lock
 from ._tracking import study_tracker
 from .spec import StudySpec
 
-__all__ = ["sync_study", "reconcile", "best_trials", "baseline_records", "confirm_info"]
+__all__ = ["sync_study", "reconcile", "best_trials", "baseline_records", "confirm_info",
+           "best_confirmed_line"]
 
 
 def baseline_records(trials: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -126,8 +121,10 @@ def _retell(paths: StudyPaths, spec: StudySpec, tracker: Any,
             continue
         run_id = runs.get(t["trial_id"])
         want = state[int(number)]
-        if run_id is not None and told.get(t["trial_id"]) != want:
-            tracker.set_tags(run_id, {TAGS.told: want})
+        group = run_group(schedule_text(t["config"]), False, "search",
+                          pruned=want == "PRUNED")
+        if run_id is not None and told.get(t["trial_id"]) != (want, group):
+            tracker.set_tags(run_id, {TAGS.told: want, TAGS.group: group})
             changed += 1
     return changed
 
@@ -159,7 +156,7 @@ def _backfill_ranking(out: Path, tracker: Any) -> None:
         tracker.log_values(a.data.parent_run_id, {
             f"best_{k}": top[k]
             for k in ("val_closure", "test_closure", "delta_val_acc", "delta_test_acc")},
-            {"best_schedule": str(top.schedule),
+            {TAGS.best_schedule: str(top.schedule),
              TAGS.selected_by: f"{a.selection.metric} on validation"})
 
 
@@ -198,4 +195,29 @@ def confirm_info(out: Path, plan: dict[str, Any], tracker: Any = None) -> Any:
         parent = tracker.parent_run()
         tracker.log_text(parent, info.table.to_csv(index=False), "confirm.csv")
         tracker.log_text(parent, text, "confirm.txt")
+        line = best_confirmed_line(info)
+        if line:  # the first thing the UI shows of the study: its parent's and its description
+            tracker.set_tags(parent, {TAGS.note: line})
+            tracker.set_experiment_tag(TAGS.note, line)
     return info
+
+
+def best_confirmed_line(info: Any) -> str:
+    """One line: the best confirmed schedule, its confirmed test value and interval, and the
+    verdict ("" when nothing was confirmed)."""
+    import math
+
+    from analysis._table import interval, nats
+
+    m = info.metric.removeprefix("val_")
+    t = info.table.dropna(subset=[f"confirmed_test_{m}"])
+    if t.empty:
+        return ""
+    best = t.sort_values(f"confirmed_test_{m}", ascending=False).iloc[0]
+    unit = " nats" if m == "gap_reduction" else ""
+    ok = math.isfinite(best[f"confirmed_{m}_ci_low"]) and best[f"confirmed_{m}_ci_low"] > 0
+    return (f"Best confirmed schedule: {best.schedule}, test {m.replace('_', ' ')} "
+            f"{nats(best[f'confirmed_test_{m}'])}{unit} "
+            f"{interval(best[f'confirmed_{m}_ci_low'], best[f'confirmed_{m}_ci_high'])} "
+            f"(95% CI, {int(best.n_confirmed)} fresh seeds): "
+            f"{'confirmed' if ok else 'not confirmed'}.")

@@ -45,6 +45,7 @@ from trainables.records import (
     TRIAL_RUNS,
     flatten,
     param_text,
+    run_group,
     run_name,
     schedule_text,
     study_filter,
@@ -212,11 +213,12 @@ class Tracker:
         runs = self._search(TRIAL_RUNS)
         return {r.data.tags[TAGS.trial_id]: str(r.info.run_id) for r in runs}
 
-    def told_tags(self) -> dict[str, str]:
-        """Tune trial id -> what Optuna was told for its configuration (the ``told`` tag), for
-        every child run that has one."""
-        return {r.data.tags[TAGS.trial_id]: r.data.tags[TAGS.told]
-                for r in self._search(TRIAL_RUNS) if TAGS.told in r.data.tags}
+    def told_tags(self) -> dict[str, tuple[str | None, str | None]]:
+        """Tune trial id -> (what Optuna was told for its configuration, the run's chart
+        group): the ``told`` and ``group`` tags of every child run."""
+        return {r.data.tags[TAGS.trial_id]: (r.data.tags.get(TAGS.told),
+                                             r.data.tags.get(TAGS.group))
+                for r in self._search(TRIAL_RUNS)}
 
     def delete_run(self, run_id: str) -> None:
         """A stray run: one whose trial Tune does not know."""
@@ -257,7 +259,9 @@ class Tracker:
             TAGS.model: str(config.get("model", "")),
             TAGS.seed: str(config.get("seed", "")),
             TAGS.batch_size: str(config.get("batch_size", "")),
-            "schedule": schedule_text(config),  # top-level: the UI's "Group by" lists it first
+            TAGS.schedule: schedule_text(config),
+            TAGS.group: run_group(schedule_text(config), baseline,
+                                  str(config.get(PHASE_KEY) or "search")),
             **({TAGS.optuna_trial: str(config["optuna_trial"])}
                if "optuna_trial" in config else {}),
             **({TAGS.enqueued: "true"} if config.get(ENQUEUED_KEY) else {}),

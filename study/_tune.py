@@ -7,8 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from trainables.studyfolder import StudyPaths
+
 from ._experiments import discard_unsaved, search_dirs
-from ._folder import StudyPaths
 from .spec import StudySpec
 
 __all__ = ["build_tuner", "fit_list", "restore_tuner"]

@@ -27,7 +27,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from trainables.records import TRIAL_RUNS, VIEW_ORDER
+from trainables.records import TAGS, TRIAL_RUNS, VIEW_ORDER
 
 from ._guardian import spawn_tied
 
@@ -184,6 +184,12 @@ def view_state(info: ViewInfo) -> dict[str, Any]:
             {"uuid": section, "name": "MI and the gap: the top schedules and their CE baselines",
              "display": True, "isReordered": True, "deleted": False, "isGenerated": False}],
         "isAccordionReordered": True, "hideEmptyCharts": True,
+        # one line per schedule: its seeds' mean with the min-max band (MLflow's own grouping,
+        # by the run's chart group: each schedule, each batch size's CE baseline, and pruned
+        # and confirmation runs apart -- trainables.records.run_group)
+        "groupBy": {"aggregateFunction": "average",
+                    "groupByKeys": [{"mode": "tag", "groupByData": TAGS.group}]},
+        "useGroupedValuesInCharts": True,
     }
 
 

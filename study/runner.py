@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from trainables.studyfolder import StudyPaths, optuna_study_name, tracking_uri_of
+
 from ._experiments import (
     confirm_dir,
     discard_unsaved,
@@ -36,13 +38,10 @@ from ._experiments import (
 )
 from ._folder import (
     StudyError,
-    StudyPaths,
     check_tracking,
     new_meta,
     open_study,
-    optuna_study_name,
     record_timings,
-    tracking_uri_of,
     write_new_study,
     write_spec,
     writer_lock,

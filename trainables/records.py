@@ -26,7 +26,7 @@ __all__ = [
     "DEFAULT_LAST_K",
     "schedule_text", "run_name", "train_config_of", "flatten", "unflatten", "param_text",
     "param_value",
-    "typed_config",
+    "typed_config", "run_group",
     "MetricsWriter", "read_metrics", "parse_metrics", "write_metrics", "non_finite",
 ]
 
@@ -98,9 +98,25 @@ class Tags(NamedTuple):
     node_id: str = tag("node_id")
     cuda_visible_devices: str = tag("cuda_visible_devices")
     device: str = tag("device")
+    # top-level (unprefixed): the MLflow UI's "Group by" lists these first
+    schedule: str = "schedule"  # the schedule's label (seeds of one schedule share it)
+    group: str = "group"  # the line a run belongs to in the charts (run_group)
+    best_schedule: str = "best_schedule"  # on the parent: the ranking's first schedule
+    note: str = "mlflow.note.content"  # MLflow's description of a run or an experiment
 
 
 TAGS = Tags()
+
+
+def run_group(label: str, baseline: bool, phase: str, pruned: bool = False) -> str:
+    """The chart line a run belongs to (the shared view groups runs by ``TAGS.group``): a
+    schedule's seeds are one line; its matched CE baseline is a line of its own ("CE b64");
+    confirmation runs and pruned runs are groups apart from the search's finished ones."""
+    if phase != "search":
+        return f"{phase}: {label}"
+    if pruned and not baseline:
+        return f"pruned: {label}"
+    return label
 ROLE_PARENT, ROLE_TRIAL = "parent", "trial"  # values of TAGS.role
 TRIAL_RUNS = f"tags.`{TAGS.role}` = '{ROLE_TRIAL}'"  # MLflow filters: a study's trial runs,
 PARENT_RUN = f"tags.`{TAGS.role}` = '{ROLE_PARENT}'"  # its parent run
