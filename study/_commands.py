@@ -15,7 +15,7 @@ from trainables.studyfolder import StudyPaths
 
 from ._sqlite import store_problem
 from ._summary import print_summary
-from ._ui import ensure_shared_view, experiment_id
+from ._view import ensure_shared_view, experiment_id
 
 __all__ = ["run_command", "confirm_command", "ui_command", "sync_command", "analysis_command",
            "findings_command", "replay_command", "paths_command", "reproduce_command",

@@ -10,6 +10,7 @@ the server exits on its own, the guardian exits with its code.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -37,14 +38,16 @@ def _pdeathsig(sig: int) -> None:
 
 
 def _end_group(child: subprocess.Popen) -> None:
+    from ._procs import term_then_kill
+
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the group signal reaches us too
-    try:
-        os.killpg(0, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    deadline = time.time() + GRACE_SECONDS
-    while time.time() < deadline and child.poll() is None:
-        time.sleep(0.1)
+
+    def send(sig: int) -> None:
+        if sig == signal.SIGTERM:  # SIGKILL: below, once, for the whole group
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(0, sig)
+
+    term_then_kill(send, lambda: child.poll() is not None, GRACE_SECONDS)
     time.sleep(0.5)  # the server's workers end after it
     os.killpg(0, signal.SIGKILL)  # whatever is left, this guardian included
 

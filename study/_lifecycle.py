@@ -19,11 +19,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
 from trainables.studyfolder import StudyPaths
+
+from ._procs import cmdline, descendants, end_pids, start_time
 
 __all__ = ["StudyInterrupted", "install_stop_signals", "stop_signal", "exit_code",
            "record_ray_processes", "end_previous_ray"]
@@ -58,25 +59,11 @@ def install_stop_signals() -> None:
 
 
 def _ray_tree(root: int) -> list[int]:
-    from ._ui import descendants
-
     return [p for p in descendants(root) if _is_ray(p)]
 
 
 def _is_ray(pid: int) -> bool:
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return b"ray" in cmd
-
-
-def _start_time(pid: int) -> int | None:
-    """The process's start time (clock ticks since boot; with the PID, who it is)."""
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
+    return b"ray" in cmdline(pid)
 
 
 def _folder_id(folder: Path) -> list[int]:
@@ -92,7 +79,7 @@ def record_ray_processes(folder: Path) -> None:
 
     pids = _ray_tree(os.getpid())
     record = {"driver": os.getpid(), "folder": _folder_id(folder),
-              "ray": [[p, _start_time(p)] for p in pids]}
+              "ray": [[p, start_time(p)] for p in pids]}
     try:
         atomic_write_text(StudyPaths(folder).ray_pids, json.dumps(record))
     except PermissionError:
@@ -109,7 +96,7 @@ def _proven(folder: Path, old: Any) -> list[int]:
     for item in old.get("ray") or []:
         if isinstance(item, list) and len(item) == 2 and all(isinstance(v, int) for v in item):
             pid, started = item
-            if pid != os.getpid() and _start_time(pid) == started and _is_ray(pid):
+            if pid != os.getpid() and start_time(pid) == started and _is_ray(pid):
                 out.append(pid)
     return out
 
@@ -128,14 +115,6 @@ def end_previous_ray(folder: Path, grace: float = 10.0) -> list[int]:
     alive = _proven(folder, old)
     alive += [c for p in alive for c in _ray_tree(p)]
     alive = sorted(set(alive) - {os.getpid()})
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for p in alive:
-            try:
-                os.kill(p, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.time() + grace
-        while time.time() < deadline and any(_is_ray(p) for p in alive):
-            time.sleep(0.2)
+    end_pids(alive, grace, is_alive=_is_ray)
     path.unlink(missing_ok=True)
     return alive

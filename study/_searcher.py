@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import warnings
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
@@ -239,7 +240,9 @@ class StudySearcher(Searcher):
                 sampler=make_sampler(self.spec, self._draw_seed()))
             names = [o.metric for o in self.spec.objectives]
             if self._study.metric_names != names:  # optuna-dashboard shows them by name
-                self._study.set_metric_names(names)
+                with warnings.catch_warnings():  # "experimental since 3.2": not the user's
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    self._study.set_metric_names(names)
             if self.asked == 0 and not self._study.trials:  # a new study: enqueued first
                 for params in self.spec.enqueue:
                     self._study.enqueue_trial(params, user_attrs={"enqueued": True})

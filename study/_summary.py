@@ -34,7 +34,8 @@ def print_summary(trials: list[dict[str, Any]], out: Path) -> None:
     if uri.startswith(("http://", "https://")):
         from trainables.studyfolder import redact
 
-        from ._ui import experiment_id, runs_link
+        from ._ui import runs_link
+        from ._view import experiment_id
 
         print(f"MLflow UI: {runs_link(redact(uri), experiment_id(meta), shared=True)}")
     else:

@@ -139,7 +139,7 @@ def _backfill_ranking(out: Path, tracker: Any) -> None:
         a = analyze(str(out))
     except AnalysisError:
         return  # nothing to rank yet (no finished trials, or only baselines)
-    from ._ui import share_view
+    from ._view import share_view
 
     keys = ("val_closure", "test_closure", "val_gap_reduction", "test_gap_reduction",
             "val_acc_delta", "test_acc_delta", "val_ce_delta", "test_ce_delta",

@@ -89,7 +89,7 @@ def test_rank_fits_120_columns_and_leads_with_the_selection() -> None:
 
 
 def test_the_ui_view_charts_the_top_schedules_with_their_baselines(mnist) -> None:  # type: ignore[no-untyped-def]
-    from study._ui import VISIBLE_RUNS, get_view_info
+    from study._view import VISIBLE_RUNS, get_view_info
 
     info = get_view_info(mnist.ranking, mnist.trials)
     assert 0 < len(info.visible) <= VISIBLE_RUNS

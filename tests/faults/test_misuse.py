@@ -176,7 +176,7 @@ def test_exponent_floats_are_numbers_and_absurd_sizes_are_refused(tmp_path: Path
 # ---- 10: Ctrl-C while Ray starts ----------------------------------------------------------
 def _ray_children(pid: int) -> set[int]:
     """The run's descendants that are Ray's (raylet, GCS, dashboard and runtime-env agents)."""
-    from study._ui import descendants
+    from study._procs import descendants
 
     out = set()
     for p in descendants(pid):

@@ -102,7 +102,7 @@ def test_sigkill_of_the_ui_ends_the_mlflow_server(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen([str(BIN / "mistudy"), "ui", "--out", str(out), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    from study._ui import descendants
+    from study._procs import descendants
 
     line, tree = "", set()
     deadline = time.time() + 240

@@ -98,7 +98,7 @@ def test_runs_carry_readable_names_a_schedule_tag_and_sortable_summaries(
 
 
 def _tree(pid: int) -> list[int]:
-    from study._ui import descendants
+    from study._procs import descendants
 
     return [pid, *descendants(pid)]
 
