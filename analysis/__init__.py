@@ -13,7 +13,7 @@ from ._commands import (
     write_bundle,
     write_report,
 )
-from ._confirm import ConfirmInfo, format_confirm, get_confirm_info
+from ._confirm import ConfirmInfo, best_confirmed_line, format_confirm, get_confirm_info
 from ._edges import EdgeInfo, format_edges, get_edge_info
 from ._figures import (
     get_pareto_info,
@@ -54,6 +54,7 @@ __all__ = [
     "plot_pareto", "plot_trajectories", "plot_transitions",
     "AnalysisError", "StudyData", "load_study", "optuna_trials", "study_settings",
     "is_bundle", "read_bundle", "write_bundle", "ConfirmInfo", "format_confirm",
+    "best_confirmed_line",
     "get_confirm_info", "update_page", "write_findings", "ImportanceInfo", "format_importance",
     "get_importance_info", "EdgeInfo", "format_edges", "get_edge_info",
     "ReplayInfo", "format_replay", "get_replay_info", "PathsInfo", "format_paths",

@@ -29,7 +29,8 @@ from trainables.closure import closing_side
 from ._rank import bootstrap_ci
 from ._text import fixed_width
 
-__all__ = ["ConfirmInfo", "get_confirm_info", "spearman", "verdict", "format_confirm"]
+__all__ = ["ConfirmInfo", "get_confirm_info", "spearman", "verdict", "format_confirm",
+           "best_confirmed_line"]
 
 _METRICS = ("closure", "gap_reduction")
 
@@ -173,3 +174,24 @@ def format_confirm(info: ConfirmInfo, wide: bool = False) -> str:
                     for k, v in info.spearman.items())
     lines.append(f"transfer (Spearman, in-search validation vs confirmed test): {rho}")
     return "\n".join(lines)
+
+
+def best_confirmed_line(info: Any) -> str:
+    """One line: the best confirmed schedule, its confirmed test value and interval, and the
+    verdict ("" when nothing was confirmed)."""
+    import math
+
+    from ._table import interval, nats
+
+    m = info.metric.removeprefix("val_")
+    t = info.table.dropna(subset=[f"confirmed_test_{m}"])
+    if t.empty:
+        return ""
+    best = t.sort_values(f"confirmed_test_{m}", ascending=False).iloc[0]
+    unit = " nats" if m == "gap_reduction" else ""
+    ok = math.isfinite(best[f"confirmed_{m}_ci_low"]) and best[f"confirmed_{m}_ci_low"] > 0
+    return (f"Best confirmed schedule: {best.schedule}, test {m.replace('_', ' ')} "
+            f"{nats(best[f'confirmed_test_{m}'])}{unit} "
+            f"{interval(best[f'confirmed_{m}_ci_low'], best[f'confirmed_{m}_ci_high'])} "
+            f"(95% CI, {int(best.n_confirmed)} fresh seeds): "
+            f"{'confirmed' if ok else 'not confirmed'}.")

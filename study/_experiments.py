@@ -1,8 +1,8 @@
 """Tune's experiments on disk -- the one module that knows them: their folders and names (the
 first, each extension that grew the study, the confirmation), the trials each holds (config,
 status, folder, error file), a trial's epoch records (``result.json``), whether one is left to
-run, and the one door to the repairs a killed driver's folder needs (:func:`repair`, whose
-steps live in :mod:`study._resume`), called once per experiment by the command that opens it.
+run. The repairs a killed driver's folder needs read trials through it (their one door:
+``study._resume.repair``, called once per experiment by the command that opens it).
 
 Everything here reads the JSON Tune writes, never its pickles.
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -28,9 +27,8 @@ if TYPE_CHECKING:
     from trainables.studyfolder import StudyPaths
 
 __all__ = ["TrialState", "read_trials", "unfinished", "saved", "read_results", "RESULTS_FILE",
-           "first_dir",
-           "more_dirs", "search_dirs", "next_more_dir", "confirm_dir", "experiment_dirs",
-           "study_trials", "repair", "discard_unsaved", "trial_error_text"]
+           "first_dir", "more_dirs", "search_dirs", "next_more_dir", "confirm_dir",
+           "experiment_dirs", "study_trials", "discard_unsaved", "trial_error_text"]
 
 _DONE = ("TERMINATED", "ERROR")
 RESULTS_FILE = "result.json"  # the trial's reported results (Tune's JSON logger's file)
@@ -185,22 +183,6 @@ def trial_error_text(trial: Any) -> str:
 
 
 # ---- before a command reads or restores them ---------------------------------------------
-def repair(exp_dirs: Iterable[Path]) -> list[str]:
-    """Every repair a killed driver can have made necessary, for each experiment, in order: a
-    torn saved state made whole or set aside, checkpoints the state names but Tune deleted
-    restored, records that trail the checkpoints recovered (:mod:`study._resume`). One line
-    per repair. Called once per command, before anything reads or restores a saved state
-    (``run --resume``, ``confirm``, ``sync``); a repaired folder needs none the second time."""
-    # the repair steps read trials through this module: imported here, not at its top
-    from ._resume import prepare_resume, repair_torn_state
-
-    notes: list[str] = []
-    for exp_dir in exp_dirs:
-        if exp_dir.exists():
-            notes += repair_torn_state(exp_dir) + prepare_resume(exp_dir)
-    return notes
-
-
 def discard_unsaved(exp_dir: Path) -> bool:
     """An experiment killed before Tune saved any state cannot be resumed: its folder is
     removed (it starts afresh; runs the killed attempt logged are removed by the sync).

@@ -19,6 +19,7 @@ import os
 import pickletools
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -27,7 +28,7 @@ from trainables.records import BASELINE_KEY
 
 from ._experiments import RESULTS_FILE, read_results
 
-__all__ = ["prepare_resume", "repair_torn_state",
+__all__ = ["repair", "prepare_resume", "repair_torn_state",
            "restore_deleted_checkpoints", "recover_records", "driver_copy"]
 
 PARAMS_FILE = "params.json"  # the trial's config, as Tune's JSON logger saves it
@@ -314,3 +315,16 @@ def _recover_searcher(exp_dir: Path, records: dict[str, list[dict[str, Any]]],
     searcher.save(str(states[-1]))
     return [f"resume: the searcher's saved state lacked {added} epoch record(s) and "
             f"{len(completed)} finished trial(s); recovered from the trials' records"]
+
+
+def repair(exp_dirs: Iterable[Path]) -> list[str]:
+    """Every repair a killed driver can have made necessary, for each experiment, in order: a
+    torn saved state made whole or set aside, checkpoints the state names but Tune deleted
+    restored, records that trail the checkpoints recovered (this module). One line
+    per repair. Called once per command, before anything reads or restores a saved state
+    (``run --resume``, ``confirm``, ``sync``); a repaired folder needs none the second time."""
+    notes: list[str] = []
+    for exp_dir in exp_dirs:
+        if exp_dir.exists():
+            notes += repair_torn_state(exp_dir) + prepare_resume(exp_dir)
+    return notes

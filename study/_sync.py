@@ -9,13 +9,13 @@ from typing import Any
 from trainables.records import BASELINE_KEY, PHASE_KEY, TAGS, run_group, schedule_text
 from trainables.studyfolder import StudyPaths, optuna_study_name
 
-from ._experiments import experiment_dirs, read_results, repair, study_trials, trial_error_text
+from ._experiments import experiment_dirs, read_results, study_trials, trial_error_text
 from ._folder import StudyError, check_tracking, open_study, writer_lock
+from ._resume import repair
 from ._tracking import study_tracker
 from .spec import StudySpec
 
-__all__ = ["sync_study", "reconcile", "best_trials", "baseline_records", "confirm_info",
-           "best_confirmed_line"]
+__all__ = ["sync_study", "reconcile", "best_trials", "baseline_records", "confirm_info"]
 
 
 def baseline_records(trials: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -183,7 +183,7 @@ def best_trials(out: Path, k: int = 5) -> list[dict[str, Any]]:
 def confirm_info(out: Path, plan: dict[str, Any], tracker: Any = None) -> Any:
     """The confirmation table from the study's records (``analysis.confirmation``); written
     to ``confirm.md`` and, with a tracker, to the parent run."""
-    from analysis import confirmation, format_confirm
+    from analysis import best_confirmed_line, confirmation, format_confirm
     from trainables.fileio import atomic_write_text
 
     info = confirmation(str(out))
@@ -200,24 +200,3 @@ def confirm_info(out: Path, plan: dict[str, Any], tracker: Any = None) -> Any:
             tracker.set_tags(parent, {TAGS.note: line})
             tracker.set_experiment_tag(TAGS.note, line)
     return info
-
-
-def best_confirmed_line(info: Any) -> str:
-    """One line: the best confirmed schedule, its confirmed test value and interval, and the
-    verdict ("" when nothing was confirmed)."""
-    import math
-
-    from analysis._table import interval, nats
-
-    m = info.metric.removeprefix("val_")
-    t = info.table.dropna(subset=[f"confirmed_test_{m}"])
-    if t.empty:
-        return ""
-    best = t.sort_values(f"confirmed_test_{m}", ascending=False).iloc[0]
-    unit = " nats" if m == "gap_reduction" else ""
-    ok = math.isfinite(best[f"confirmed_{m}_ci_low"]) and best[f"confirmed_{m}_ci_low"] > 0
-    return (f"Best confirmed schedule: {best.schedule}, test {m.replace('_', ' ')} "
-            f"{nats(best[f'confirmed_test_{m}'])}{unit} "
-            f"{interval(best[f'confirmed_{m}_ci_low'], best[f'confirmed_{m}_ci_high'])} "
-            f"(95% CI, {int(best.n_confirmed)} fresh seeds): "
-            f"{'confirmed' if ok else 'not confirmed'}.")

@@ -32,7 +32,6 @@ from ._experiments import (
     first_dir,
     more_dirs,
     next_more_dir,
-    repair,
     study_trials,
     unfinished,
 )
@@ -56,6 +55,7 @@ from ._ray import (
     shutdown_ray,
     slots,
 )
+from ._resume import repair
 from ._sqlite import ensure_optuna_store
 from ._sync import baseline_records, best_trials, confirm_info, reconcile, sync_study
 from ._tracking import study_tracker
