@@ -81,20 +81,43 @@ def reconcile(out: Path, spec: StudySpec, tracker: Any) -> tuple[dict[str, int],
         if logged_status != status or new or "final_gap" not in metrics:
             tracker.finish_trial(run_id, records, t["config"], status, error,
                                  trial_dir=t["path"])
-    _retell(paths, spec, tracker, trials)
+    _retell(paths, tracker, trials)
     _backfill_ranking(out, tracker)
     done = all(t["status"] in ("TERMINATED", "ERROR") for t in trials)
     return {"trials": len(trials), "epochs_logged": logged,
             "stray_runs_deleted": len(stray)}, done
 
 
-def _retell(paths: StudyPaths, spec: StudySpec, tracker: Any,
-            trials: list[dict[str, Any]]) -> int:
-    """Each searched run's ``told`` tag made equal to what Optuna holds for its configuration
-    (COMPLETE, PRUNED or FAIL): the searcher logs it as it tells, but a run the MLflow
+def _retell(paths: StudyPaths, tracker: Any, trials: list[dict[str, Any]]) -> int:
+    """Each trial run's ``told`` tag made equal to what Optuna holds for its configuration
+    (COMPLETE, PRUNED or FAIL), and its chart group (``trainables.records.run_group``) to its
+    schedule, phase and state: the searcher logs the first as it tells, but a run the MLflow
     callback had not created yet, a store that was down, or a kill between the tell and the
     log leave it missing -- and the ranking, confirm, export and the UI read pruned schedules
     from it. Returns the runs changed."""
+    state = _told_states(paths)
+    runs, tags = tracker.trial_runs(), tracker.told_tags()
+    changed = 0
+    for t in trials:
+        cfg, run_id = t["config"], runs.get(t["trial_id"])
+        number = cfg.get("optuna_trial")
+        searched = not cfg.get(BASELINE_KEY) and not cfg.get(PHASE_KEY) and number is not None
+        told = state.get(int(number)) if searched else None
+        want = {TAGS.group: run_group(schedule_text(cfg), bool(cfg.get(BASELINE_KEY)),
+                                      str(cfg.get(PHASE_KEY) or "search"),
+                                      pruned=told == "PRUNED")}
+        if told is not None:
+            want[TAGS.told] = told
+        have = dict(zip((TAGS.told, TAGS.group), tags.get(t["trial_id"], (None, None)),
+                        strict=True))
+        if run_id is not None and any(have.get(k) != v for k, v in want.items()):
+            tracker.set_tags(run_id, want)
+            changed += 1
+    return changed
+
+
+def _told_states(paths: StudyPaths) -> dict[int, str]:
+    """Optuna configuration number -> its finished state (COMPLETE, PRUNED, FAIL)."""
     import json
 
     from trainables.fileio import read_regular_text
@@ -105,28 +128,12 @@ def _retell(paths: StudyPaths, spec: StudySpec, tracker: Any,
     try:
         meta = json.loads(read_regular_text(paths.meta, MAX_META_BYTES))
     except (OSError, ValueError):  # the command that opened the folder read it already
-        return 0
+        return {}
     study = stored_study(paths.optuna, optuna_study_name(meta)) \
         if paths.optuna_db.is_file() else None
-    if study is None:
-        return 0
-    state = {t.number: t.state.name for t in study.get_trials(deepcopy=False)
-             if t.state.is_finished()}
-    runs, told = tracker.trial_runs(), tracker.told_tags()
-    changed = 0
-    for t in trials:
-        number = t["config"].get("optuna_trial")
-        if t["config"].get(BASELINE_KEY) or t["config"].get(PHASE_KEY) or number is None \
-                or int(number) not in state:
-            continue
-        run_id = runs.get(t["trial_id"])
-        want = state[int(number)]
-        group = run_group(schedule_text(t["config"]), False, "search",
-                          pruned=want == "PRUNED")
-        if run_id is not None and told.get(t["trial_id"]) != (want, group):
-            tracker.set_tags(run_id, {TAGS.told: want, TAGS.group: group})
-            changed += 1
-    return changed
+    return {} if study is None else {t.number: t.state.name
+                                     for t in study.get_trials(deepcopy=False)
+                                     if t.state.is_finished()}
 
 
 def _backfill_ranking(out: Path, tracker: Any) -> None:
