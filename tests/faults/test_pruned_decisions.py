@@ -99,3 +99,26 @@ def test_replay_of_a_live_pruned_study_leaves_the_pruned_out(pruned_study: Path)
     assert not set(info["top_k"]) & set(info["live_pruned"])
     text = mistudy("replay", str(pruned_study)).stdout
     assert "left out: 2 configurations the study pruned live" in text
+
+
+def test_the_shared_view_draws_one_line_per_schedule(pruned_study: Path) -> None:
+    """Issue 37: the view the ``mistudy ui`` link opens groups the trial runs by their chart
+    group, with grouped values in the charts: a schedule's seeds share one group, the baseline
+    is a group of its own, pruned runs are a group apart."""
+    import mlflow
+
+    from study._view import SHARE_TAG
+
+    client = mlflow.MlflowClient(store_uri(pruned_study))
+    exp = client.get_experiment_by_name("tiny")
+    state = json.loads(exp.tags[SHARE_TAG])
+    assert state["groupBy"]["groupByKeys"] == [{"mode": "tag", "groupByData": "group"}]
+    assert state["useGroupedValuesInCharts"] is True
+    _, children = study_runs(store_uri(pruned_study), "tiny", pruned_study)
+    groups: dict[str, set[str]] = {}
+    for c in children:
+        groups.setdefault(c.data.tags["group"], set()).add(c.data.tags["mistudy.seed"])
+    assert all(seeds == {"0", "1"} for seeds in groups.values())  # one line, both seeds
+    assert "CE b50" in groups
+    assert sum(g.startswith("pruned: ") for g in groups) == 2
+    assert len(groups) == 1 + 1 + 2  # the finished schedule, the baseline, two pruned
