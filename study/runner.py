@@ -94,6 +94,25 @@ def _settle(spec: StudySpec | None, out: Path, resume: bool, tracking_uri: str |
     return meta, stored, grown
 
 
+def lag_note(spec: StudySpec, n_slots: int) -> str | None:
+    """A line when the ordered search keeps slots idle: at most ``sampler_lag``
+    configurations (times their seeds) run at once. None when the lag fills the slots."""
+    lag = spec.sampler_lag
+    if lag is None or lag * len(spec.seeds) >= n_slots:
+        return None
+    want = -(-n_slots // len(spec.seeds)) + 1
+    return (f"note: sampler_lag {lag} runs at most {lag} configurations ({lag * len(spec.seeds)}"
+            f" trials) at once, and this cluster has {n_slots} slots: set sampler_lag: {want} "
+            "in the spec to fill them (the search stays repeatable; a larger lag samples from "
+            "fewer told results), or sampler_lag: async (not repeatable)")
+
+
+def _lag_note(spec: StudySpec, n_slots: int) -> None:
+    note = lag_note(spec, n_slots)
+    if note:
+        _print(note)
+
+
 def _check_decisions(paths: StudyPaths, optuna_name: str) -> None:
     """The closure pruner's ``pruning.json`` as a resume finds it: a link or special file is
     refused in one line; a damaged or deleted one is said in one line and its pruned
@@ -155,6 +174,7 @@ def run_study(spec: StudySpec | None, out: Path, *, resume: bool = False,
         t0 = time.time()
         tracker = study_tracker(spec, paths, meta)
         _start(spec, paths, tracker, address, num_cpus, cpus, gpus)
+        _lag_note(spec, slots(cpus, gpus))
         t_fit = time.time()
         run = _Run(paths, optuna_study_name(meta), tracker, cpus, gpus, callbacks or [])
         if resume:  # before anything reads or restores a saved state

@@ -12,6 +12,8 @@ as one line ``path: bad value -- what is allowed``. Example (the ``quick`` prese
     trials: 4                  # configurations sampled by Optuna
     seeds: [0]                 # every configuration runs with each seed
     objective: {metric: val_ce, mode: min, last_k: 2}
+    sampler_seed: 0            # the search path
+    sampler_lag: 2             # configuration k sampled from 0..k-2 only: repeatable ("async")
 
 Families listed with ``{}`` search their declared ranges (``trainables.schedules``); a
 parameter given a ``[low, high]`` pair searches that sub-range; a single number fixes it.

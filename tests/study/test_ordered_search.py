@@ -117,3 +117,13 @@ def test_a_configuration_sees_exactly_the_configurations_lag_before_it() -> None
     c = ordered_params(spec, 12, frozen[:9])  # one fewer seen: another draw
     assert a != c
     assert configuration_seed(0, 5) != configuration_seed(1, 4)
+
+
+def test_a_lag_that_leaves_slots_idle_is_said_with_the_lag_that_fills_them() -> None:
+    from study.runner import lag_note
+
+    spec = parse_spec(RAW)  # lag 2, 2 seeds: 4 trials at once
+    assert lag_note(spec, 2) is None and lag_note(spec, 4) is None
+    note = lag_note(spec, 16)
+    assert note is not None and "sampler_lag: 9" in note and "16 slots" in note
+    assert lag_note(parse_spec({**RAW, "sampler_lag": "async"}), 16) is None
