@@ -172,8 +172,10 @@ def sample_config(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
 def baseline_config(spec: StudySpec, batch_size: int, seed: int) -> dict[str, Any]:
     """The matched plain-CE run for ``batch_size`` and ``seed`` (the search's and the
     confirmation's alike; the caller adds the fixed settings and the split draw)."""
-    # MI is only measured for baselines, never in their loss: any alpha serves
-    alpha = spec.alpha[0] if spec.alpha[0] == spec.alpha[1] else DEFAULT_ALPHA
+    # MI is only measured for baselines, never in their loss: any alpha the spec allows serves
+    # (a choice first: `estimator: trace` takes integer orders only)
+    alpha = spec.alpha_choices[0] if spec.alpha_choices else \
+        spec.alpha[0] if spec.alpha[0] == spec.alpha[1] else DEFAULT_ALPHA
     return {"transition": {"family": "constant", "c": 1.0}, "alpha": alpha,
             "batch_size": batch_size, "seed": seed, BASELINE_KEY: True}
 

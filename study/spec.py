@@ -424,14 +424,20 @@ def _resources(c: _Checker, raw: dict[str, Any]) -> tuple[float, float, int | No
     return float(cpus), float(gpus), mc
 
 
-def _check_fixed(c: _Checker, fixed: dict[str, Any], batch_sizes: tuple[int, ...]) -> None:
+def _check_fixed(c: _Checker, fixed: dict[str, Any], batch_sizes: tuple[int, ...],
+                 alphas: tuple[float, ...]) -> None:
+    """The fixed settings as trials will get them: with each searched batch-size extreme and
+    each α the search can give (its choices, or the ends of its range): ``estimator: trace``
+    with α choices [2, 3] is checked with 2 and 3, not with the default α."""
     for k in SEARCHED_KEYS:
         if k in fixed:
             c.bad(f"fixed.{k}", fixed[k], "searched or set per trial; set it under search/seeds")
     probe = {k: v for k, v in fixed.items() if k not in SEARCHED_KEYS}
     try:
-        cfg = TrainConfig.from_dict({**probe, "batch_size": min(batch_sizes)})
-        TrainConfig.from_dict({**probe, "batch_size": max(batch_sizes)})
+        cfg = TrainConfig.from_dict({**probe, "batch_size": min(batch_sizes),
+                                     "alpha": alphas[0]})
+        for a in alphas:
+            TrainConfig.from_dict({**probe, "batch_size": max(batch_sizes), "alpha": a})
     except ConfigError as exc:
         c.problems.extend(f"fixed: {p}" for p in exc.problems)
         return
@@ -507,7 +513,7 @@ def parse_spec(raw: Any) -> StudySpec:
     cpus, gpus, max_conc = _resources(c, raw)
     misc = _check_misc(c, raw)
     stopper, asha = _check_stopper_asha(c, raw)
-    _check_fixed(c, fixed, batch_sizes)
+    _check_fixed(c, fixed, batch_sizes, alpha_choices or tuple(sorted(set(alpha))))
     epochs = fixed.get("epochs", TrainConfig().epochs)
     if _int(epochs) and last_k > epochs:
         if _gave_last_k(raw.get("objective")):
