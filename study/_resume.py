@@ -26,9 +26,9 @@ from typing import Any, NamedTuple
 from trainables.fileio import atomic_write_bytes, atomic_write_text
 from trainables.records import BASELINE_KEY
 
-from ._experiments import RESULTS_FILE, read_results
+from ._experiments import RESULTS_FILE, read_results, read_trials
 
-__all__ = ["repair", "prepare_resume", "repair_torn_state",
+__all__ = ["repair", "prepare_resume", "repair_torn_state", "set_aside_unsaved_trials",
            "restore_deleted_checkpoints", "recover_records", "driver_copy"]
 
 PARAMS_FILE = "params.json"  # the trial's config, as Tune's JSON logger saves it
@@ -317,6 +317,33 @@ def _recover_searcher(exp_dir: Path, records: dict[str, list[dict[str, Any]]],
             f"{len(completed)} finished trial(s); recovered from the trials' records"]
 
 
+UNSAVED_DIR = ".unsaved"  # trial folders no saved state knows, moved out of Tune's way
+
+
+def set_aside_unsaved_trials(exp_dir: Path) -> list[str]:
+    """A trial Tune started after it last saved the experiment (a kill came first), or one of
+    a session whose torn state was set aside: no state the resume restores knows it, so its
+    configuration is asked and run again as a new trial, and its folder would stay beside
+    the study's trials with records no run shows. It is moved into ``.unsaved/`` (kept, not
+    deleted; one line each)."""
+    known = {t.trial_id for t in read_trials(exp_dir)}
+    if not known:
+        return []  # nothing saved at all: study._experiments.discard_unsaved's case
+    notes = []
+    for folder in sorted(p for p in exp_dir.iterdir() if p.is_dir()):
+        if folder.name.startswith(".") or folder.name in known \
+                or not (folder / PARAMS_FILE).is_file():
+            continue
+        dest = exp_dir / UNSAVED_DIR / folder.name
+        dest.parent.mkdir(exist_ok=True)
+        if dest.exists():
+            shutil.rmtree(dest)  # an older copy of the same unsaved trial
+        os.replace(folder, dest)
+        notes.append(f"resume: trial {folder.name} started after the last saved state; its "
+                     f"folder is set aside in {UNSAVED_DIR}/ and its configuration runs again")
+    return notes
+
+
 def repair(exp_dirs: Iterable[Path]) -> list[str]:
     """Every repair a killed driver can have made necessary, for each experiment, in order: a
     torn saved state made whole or set aside, checkpoints the state names but Tune deleted
@@ -326,5 +353,6 @@ def repair(exp_dirs: Iterable[Path]) -> list[str]:
     notes: list[str] = []
     for exp_dir in exp_dirs:
         if exp_dir.exists():
-            notes += repair_torn_state(exp_dir) + prepare_resume(exp_dir)
+            notes += repair_torn_state(exp_dir) + set_aside_unsaved_trials(exp_dir)
+            notes += prepare_resume(exp_dir)
     return notes

@@ -147,6 +147,22 @@ class ClosurePruner(FIFOScheduler):
                 for r in read_results(t.path):
                     recs.setdefault(int(r["epoch"]), r)
 
+    def choose_trial_to_run(self, tune_controller: Any) -> Any:
+        """FIFO, except that a trial of a configuration pruned before it ran -- a seed a kill
+        caught right after the decision, restored by ``--resume`` -- is stopped unstarted:
+        a pruned configuration is never trained again."""
+        from ray.tune.experiment import Trial
+
+        for trial in tune_controller.get_trials():
+            if trial.status == Trial.PENDING and self._pruned_before(trial.config):
+                tune_controller.stop_trial(trial)
+        return super().choose_trial_to_run(tune_controller)
+
+    def _pruned_before(self, cfg: dict[str, Any]) -> bool:
+        if cfg.get(PHASE_KEY) or cfg.get(BASELINE_KEY) or "optuna_trial" not in cfg:
+            return False
+        return str(int(cfg["optuna_trial"])) in self._load()["pruned"]
+
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         from trainables.closure import match_key
 

@@ -344,12 +344,19 @@ class StudySearcher(Searcher):
             config = {**self.spec.fixed, **self.baselines.popleft()}
             self.base_map[trial_id] = baseline_key(config)
             return config
-        if not self.pending_seeds:
-            if self.asked >= self.spec.trials:
-                return Searcher.FINISHED
-            if not self._ask():
-                return None  # waits for the configurations its draw depends on (Tune asks again)
-        number, seed = self.pending_seeds.popleft()
+        while True:
+            if not self.pending_seeds:
+                if self.asked >= self.spec.trials:
+                    return Searcher.FINISHED
+                if not self._ask():
+                    return None  # waits for the configurations its draw depends on
+            number, seed = self.pending_seeds.popleft()
+            if self._pruned(number) is None:
+                break
+            # pruned before this seed's trial was saved (a kill right after the decision): the
+            # configuration is decided, so the seed is not trained again
+            self.done.setdefault(number, {})[seed] = None
+            self._tell_ready()
         self.trial_map[trial_id] = (number, seed)
         return {**self.spec.fixed, **self.configs[number], "seed": seed, "optuna_trial": number}
 

@@ -48,7 +48,9 @@ def test_two_node_cluster_trials_on_both_nodes_one_server(tmp_path: Path, ray_cl
 
 def test_fractional_gpus_run_four_trials_at_once_and_fall_back_to_cpu(
         tmp_path: Path, ray_cluster, mlflow_server) -> None:
-    spec = tiny_spec(tmp_path / "spec.yaml", name="tiny", trials=4,
+    # 4 slots, one seed: the ordered search runs at most sampler_lag configurations at once,
+    # so the spec sets the lag that fills the slots (what `mistudy run` says to do)
+    spec = tiny_spec(tmp_path / "spec.yaml", name="tiny", trials=4, sampler_lag=4,
                      fixed={"epochs": 5, "train_size": 2000})
     out = tmp_path / "study"
     res = mistudy("run", str(spec), "--out", str(out), "--address", ray_cluster.address,

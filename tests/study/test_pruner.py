@@ -94,6 +94,7 @@ def test_a_killed_study_resumes_with_the_decisions_it_made(tmp_path: Path) -> No
         pass
     before = json.loads((out / "pruning.json").read_text())["pruned"]
     assert before
+    trained_before = _epochs_by_trial(out)
     res = mistudy("run", "--resume", "--out", str(out), "--quiet", timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     after = json.loads((out / "pruning.json").read_text())["pruned"]
@@ -101,12 +102,27 @@ def test_a_killed_study_resumes_with_the_decisions_it_made(tmp_path: Path) -> No
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'optuna.db'}")
     assert all(study.trials[int(n)].state == optuna.trial.TrialState.PRUNED for n in after)
+    trained_after = _epochs_by_trial(out)
+    # decided before the kill: not one epoch trained after the resume (a seed the kill caught
+    # right after the decision is stopped unstarted, not rerun)
+    for tid, (n, epochs) in trained_after.items():
+        if n in before:
+            assert trained_before.get(tid, (n, 0))[1] == epochs, (tid, n, epochs)
+    # decided after the resume: the seed that reached the epoch last stopped there
     shortest: dict[str, int] = {}
+    for n, epochs in trained_after.values():
+        if n in after and n not in before:
+            shortest[n] = min(shortest.get(n, epochs), epochs)
+    assert shortest and all(e == after[n][0] for n, e in shortest.items())  # stopped there
+
+
+def _epochs_by_trial(out: Path) -> dict[str, tuple[str, int]]:
+    """Tune trial id -> (its Optuna configuration number, epochs in its result.json)."""
+    found = {}
     for trial in (out / "ray" / "tiny").iterdir():
         if (trial / "result.json").is_file():
             rows = [json.loads(ln) for ln in (trial / "result.json").read_text().splitlines()]
-            n = str(rows[0]["config"].get("optuna_trial"))
-            if n in after:
-                done = len({r["epoch"] for r in rows})
-                shortest[n] = min(shortest.get(n, done), done)
-    assert shortest and all(e == after[n][0] for n, e in shortest.items())  # stopped there
+            if rows:
+                found[trial.name] = (str(rows[0]["config"].get("optuna_trial")),
+                                     len({r["epoch"] for r in rows}))
+    return found
