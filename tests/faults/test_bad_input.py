@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from study.spec import SpecError, parse_spec
 from tests.conftest import write_idx
 from trainables.config import ConfigError, TrainConfig, apply_overrides
+from trainables.records import flatten
 
 pytestmark = pytest.mark.faults
 
@@ -54,10 +55,15 @@ def test_any_spec_validates_or_lists_its_problems(raw: object) -> None:
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.text(alphabet="abcxyz.=01-", max_size=12), max_size=4))
 def test_any_set_override_is_handled(sets: list[str]) -> None:
+    """Every ``--set`` list ends in one line, or is accepted only when each override names a
+    key of the training config (the alphabet spells none: accepted means no override)."""
     try:
-        TrainConfig.from_dict(apply_overrides({}, sets))
+        cfg = TrainConfig.from_dict(apply_overrides({}, sets))
     except ConfigError as exc:
         assert "\n" not in str(exc)
+    else:
+        known = set(flatten(cfg.to_dict())) | set(cfg.to_dict())
+        assert all(s.partition("=")[0] in known for s in sets), sets
 
 
 def _train(*args: str) -> subprocess.CompletedProcess:
