@@ -15,6 +15,7 @@ from ._commands import (
 )
 from ._confirm import ConfirmInfo, best_confirmed_line, format_confirm, get_confirm_info
 from ._edges import EdgeInfo, format_edges, get_edge_info
+from ._errors import AnalysisError, StudyData
 from ._figures import (
     get_pareto_info,
     get_trajectory_info,
@@ -26,7 +27,7 @@ from ._figures import (
 )
 from ._findings import update_page, write_findings
 from ._importance import ImportanceInfo, format_importance, get_importance_info
-from ._load import AnalysisError, StudyData, load_study, optuna_trials, study_settings
+from ._load import load_study, optuna_trials, study_settings
 from ._paths import PathsInfo, format_paths, get_paths_info, region_of
 from ._rank import (
     MATCH_KEYS,

@@ -33,15 +33,12 @@ from trainables.records import (
     study_filter,
     typed_config,
 )
+from trainables.runsearch import search_all_runs, search_slices
 from trainables.saturation import saturation_settings
 from trainables.studyfolder import (
-    FOLDER_STORE,
     StudyPaths,
     credentials_to_env,
     optuna_study_name,
-    search_all_runs,
-    search_slices,
-    split_credentials,
     sqlite_path,
     tracking_problem,
     tracking_uri_of,
@@ -49,9 +46,8 @@ from trainables.studyfolder import (
 
 from ._errors import AnalysisError, StudyData
 
-__all__ = ["StudyData", "AnalysisError", "load_study", "resolve_study", "tracking_uri_of",
-           "study_settings", "settings_from_spec", "FOLDER_STORE", "split_credentials",
-           "credentials_to_env", "optuna_trials", "is_bundle_data"]
+__all__ = ["load_study", "resolve_study", "study_settings", "settings_from_spec",
+           "optuna_trials", "is_bundle_data"]
 
 
 STUDY_JSON_ERRORS = (OSError, ValueError, KeyError, TypeError)

@@ -52,8 +52,9 @@ from trainables.records import (
     train_config_of,
     write_metrics,
 )
+from trainables.runsearch import search_all_runs
 from trainables.saturation import saturation_epoch, saturation_settings
-from trainables.studyfolder import StudyPaths, search_all_runs
+from trainables.studyfolder import StudyPaths
 from trainables.studyfolder import credentials_to_env as _credentials_to_env
 
 from ._sqlite import ensure_mlflow_store

@@ -57,13 +57,12 @@ from ._ray import (
 )
 from ._resume import repair
 from ._sqlite import ensure_optuna_store
-from ._sync import baseline_records, best_trials, confirm_info, reconcile, sync_study
+from ._sync import baseline_records, confirm_info, reconcile
 from ._tracking import study_tracker
 from ._tune import build_tuner, fit_list, restore_tuner
 from .spec import StudySpec, parse_spec
 
-__all__ = ["StudyPaths", "run_study", "sync_study", "StudyError", "open_study", "best_trials",
-           "run_confirm", "confirm_info"]
+__all__ = ["run_study", "run_confirm"]
 
 def _settle(spec: StudySpec | None, out: Path, resume: bool, tracking_uri: str | None,
             trials: int | None) -> tuple[dict[str, Any], StudySpec, StudySpec | None]:

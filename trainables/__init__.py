@@ -13,15 +13,17 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .config import ConfigError, KernelConfig, TrainConfig, apply_overrides, load_yaml
-    from .data import DATASETS, DataError, Splits, load_splits
+    from .data import DataError, Splits, load_splits
     from .loop import Trainer, TrialDiverged, resolve_device, run_trial
     from .models import MODELS, build_model
+    from .names import DATASETS
     from .records import RECORD_KEYS
     from .schedules import FAMILIES, Family, Param, transition, validate_transition
 
 _WHERE = {
     "config": ("ConfigError", "KernelConfig", "TrainConfig", "apply_overrides", "load_yaml"),
-    "data": ("DATASETS", "DataError", "Splits", "load_splits"),
+    "data": ("DataError", "Splits", "load_splits"),
+    "names": ("DATASETS",),
     "loop": ("Trainer", "TrialDiverged", "resolve_device", "run_trial"),
     "models": ("MODELS", "build_model"),
     "records": ("RECORD_KEYS",),

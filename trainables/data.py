@@ -33,8 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Splits", "DATASETS", "VAL_SOURCES", "load_splits", "DataError", "read_idx",
-           "balanced_indices", "find_idx"]
+__all__ = ["Splits", "load_splits", "DataError", "read_idx", "balanced_indices", "find_idx"]
 from .names import DATASETS, VAL_SOURCES
 from .records import NUM_CLASSES
 

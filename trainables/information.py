@@ -39,26 +39,12 @@ import math
 import torch
 from torch import Tensor
 
-from .names import MAX_TRACE_ORDER, METHODS, integer_order
+from .names import integer_order
 
-__all__ = [
-    "pairwise_sq_dists",
-    "gram_matrix",
-    "label_matrix",
-    "label_gram_matrix",
-    "renyi_entropy",
-    "entropy_from_eigenvalues",
-    "joint_entropy",
-    "mutual_information",
-    "label_entropy",
-    "label_mutual_information",
-    "gaussian_label_mutual_information",
-    "kernel_alignment",
-    "integer_order",
-    "power_trace",
-    "METHODS",
-    "MAX_TRACE_ORDER",
-]
+__all__ = ["pairwise_sq_dists", "gram_matrix", "label_matrix", "label_gram_matrix",
+           "renyi_entropy", "entropy_from_eigenvalues", "joint_entropy", "mutual_information",
+           "label_entropy", "label_mutual_information", "gaussian_label_mutual_information",
+           "kernel_alignment", "power_trace"]
 
 
 

@@ -29,20 +29,12 @@ import torch
 from torch import Tensor
 
 from .information import pairwise_sq_dists
-from .names import STRATEGIES
 
 if TYPE_CHECKING:
     from .config import KernelConfig
 
-__all__ = [
-    "STRATEGIES",
-    "AlignmentCurve",
-    "candidate_widths",
-    "alignment_curve",
-    "silverman_width",
-    "layer_diameter",
-    "KernelWidths",
-]
+__all__ = ["AlignmentCurve", "candidate_widths", "alignment_curve", "silverman_width",
+           "layer_diameter", "KernelWidths"]
 
 NUM_CANDIDATES = 100  # the paper's Fig. 1
 

@@ -36,10 +36,10 @@ from .information import (
     mutual_information,
 )
 from .models import build_model
-from .records import RECORD_KEYS, non_finite
+from .records import non_finite
 from .schedules import transition
 
-__all__ = ["Trainer", "run_trial", "RECORD_KEYS", "resolve_device", "TrialDiverged"]
+__all__ = ["Trainer", "run_trial", "resolve_device", "TrialDiverged"]
 
 
 _SIGMA_X_CACHE: dict[str, float] = {}

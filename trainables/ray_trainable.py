@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import HISTORY_FILE, PLOT_FILE, STATE_FILE, checkpointed_run, load
+from .checkpoint import checkpointed_run, load
 from .config import TrainConfig
 from .loop import Trainer
 from .records import BASELINE_KEY, train_config_of
 
-__all__ = ["train_tune", "train_config_of", "STATE_FILE", "HISTORY_FILE", "PLOT_FILE"]
+__all__ = ["train_tune"]
 
 
 def train_tune(config: dict[str, Any]) -> None:

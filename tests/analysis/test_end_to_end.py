@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from analysis import analyze
 from tests.study.conftest import mistudy
-from trainables.loop import RECORD_KEYS
+from trainables.records import RECORD_KEYS
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 

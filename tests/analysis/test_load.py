@@ -18,7 +18,7 @@ from analysis import load_study
 from analysis._load import _proxied_csv, _proxy_getter, _records_of
 from study._tracking import Tracker
 from trainables.records import RECORD_KEYS, tag
-from trainables.studyfolder import search_all_runs, search_slices
+from trainables.runsearch import search_all_runs, search_slices
 
 EPOCHS = 3
 

@@ -12,7 +12,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from analysis import analyze, bootstrap_ci, pareto_front
-from trainables.loop import RECORD_KEYS
+from trainables.records import RECORD_KEYS
 
 EPOCHS = 4
 

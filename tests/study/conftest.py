@@ -151,7 +151,7 @@ def store_uri(out: Path) -> str:
     """Where the study in ``out`` logs (study.json names the folder's own store "folder")."""
     import json
 
-    from analysis._load import tracking_uri_of
+    from trainables.studyfolder import tracking_uri_of
 
     return tracking_uri_of(json.loads((out / "study.json").read_text()), out)[0]
 

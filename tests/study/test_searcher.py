@@ -6,7 +6,7 @@ import pytest
 from study._searcher import StudySearcher, baseline_configs, sample_config
 from study.spec import parse_spec
 from trainables import TrainConfig
-from trainables.ray_trainable import train_config_of
+from trainables.records import train_config_of
 from trainables.schedules import FAMILIES
 
 RAW = {"name": "s", "fixed": {"epochs": 2},

@@ -12,7 +12,8 @@ from pathlib import Path
 import optuna
 from mlflow.tracking import MlflowClient
 
-from study._sqlite import create_atomically, ensure_mlflow_store, ensure_optuna_store, sqlite_path
+from study._sqlite import create_atomically, ensure_mlflow_store, ensure_optuna_store
+from trainables.studyfolder import sqlite_path
 
 KILLED_BUILD = """
 import sys, time, sqlite3

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trainables.loop import RECORD_KEYS
+from trainables.records import RECORD_KEYS
 
 TINY = ["--set", "dataset=fashion_mnist", "--set", "train_size=500", "--set", "val_size=100",
         "--set", "test_size=100", "--set", "batch_size=50", "--set", "epochs=2",

@@ -12,13 +12,13 @@ import trainables.information as info
 from trainables.information import (
     gaussian_label_mutual_information,
     gram_matrix,
-    integer_order,
     joint_entropy,
     label_matrix,
     label_mutual_information,
     mutual_information,
     renyi_entropy,
 )
+from trainables.names import integer_order
 
 ORDERS = [2, 3, 4]
 
