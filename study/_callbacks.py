@@ -67,6 +67,10 @@ class MlflowCallback(Callback):
         self._init_state()
 
     # ---- Tune's thread: enqueue only ------------------------------------------------------
+    def relocate(self, where: Any) -> None:
+        """The restoring command's study location, for the tracker Tune unpickled."""
+        self.tracker.relocate(where)
+
     def _put(self, event: tuple) -> None:
         if self._thread is None:
             self._queue = queue.Queue()

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from trainables.fileio import UnreadableFile, atomic_write_text, read_regular_text
 from trainables.locks import LOCK_FILE, FolderLocked, folder_lock
@@ -34,7 +34,7 @@ from trainables.yamlio import MAX_BYTES, YamlLimitError, safe_load
 
 from .spec import SpecError, StudySpec, parse_spec
 
-__all__ = ["StudyError", "open_study", "new_meta", "bind_location", "location",
+__all__ = ["StudyError", "open_study", "new_meta", "Location", "location_of",
            "normalize_tracking_uri", "check_tracking", "record_timings", "writer_lock",
            "prepare_folder", "MAX_META_BYTES"]
 
@@ -45,35 +45,27 @@ class StudyError(RuntimeError):
     """A study-level problem for the user (exit code 2)."""
 
 
-# Where this command's study lives, from the command line (``--out``) and the folder's own
-# study.json -- never from a state saved inside the folder. Tune restores the searcher and the
-# tracker from pickles and JSON written when the folder was elsewhere; they take their stores'
-# locations from here, so a copied folder writes into itself and a moved one never recreates
-# its old path.
-_HERE: dict[str, Any] = {}
+class Location(NamedTuple):
+    """Where this command's study lives: the folder as the command line names it, and the
+    stores resolved for it. Tune restores the searcher, the pruner and the tracker from
+    pickles and JSON written when the folder may have been elsewhere; the command that
+    restores them hands them this value (``relocate``), so a copied folder writes into itself
+    and a moved one never recreates its old path."""
+
+    root: str
+    optuna: str  # the Optuna store's URI
+    optuna_study: str
+    study_id: str
+    tracking_uri: str
+    artifact_location: str | None
+    timings: str
 
 
-def bind_location(paths: StudyPaths, meta: dict[str, Any]) -> None:
-    """Record where this command's study lives (called once per command, before any
-    restore: by the lifecycle's tracker factory)."""
-    _HERE.clear()
-    _HERE.update(study_id=str(meta["study_id"]), optuna_study=optuna_study_name(meta),
-                 root=str(paths.root.resolve()), optuna=paths.optuna,
-                 tracking_uri=meta["tracking_uri"],
-                 artifact_location=meta.get("artifact_location"), timings=str(paths.timings))
-
-
-def location(study_id: str | None = None, optuna_study: str | None = None
-             ) -> dict[str, Any] | None:
-    """This command's study location when it is the study asked for (by id or by Optuna
-    study name), else None."""
-    if not _HERE:
-        return None
-    if study_id is not None and study_id != _HERE["study_id"]:
-        return None
-    if optuna_study is not None and optuna_study != _HERE["optuna_study"]:
-        return None
-    return dict(_HERE)
+def location_of(paths: StudyPaths, meta: dict[str, Any]) -> Location:
+    """The study's :class:`Location` (``meta``'s tracking URI resolved for where it is)."""
+    return Location(str(paths.root.resolve()), paths.optuna, optuna_study_name(meta),
+                    str(meta["study_id"]), meta["tracking_uri"], meta.get("artifact_location"),
+                    str(paths.timings))
 
 
 def normalize_tracking_uri(uri: str) -> str:

@@ -44,10 +44,12 @@ class SavedTrial(NamedTuple):
 
 
 
-def prepare_resume(exp_dir: Path) -> list[str]:
-    """Every repair, in order, on one reading of the saved state; one line per repair."""
+def prepare_resume(exp_dir: Path, where: Any = None) -> list[str]:
+    """Every repair, in order, on one reading of the saved state; one line per repair
+    (``where``: the study's ``study._folder.Location``, for the searcher's stores)."""
     trials = _saved_trials(exp_dir)
-    return restore_deleted_checkpoints(exp_dir, trials) + recover_records(exp_dir, trials)
+    return restore_deleted_checkpoints(exp_dir, trials) + recover_records(exp_dir, trials,
+                                                                          where)
 
 
 # The files of one driver session's saved state, named by the session (Tune restores the newest)
@@ -274,7 +276,8 @@ def _carried(folder: Path, last: dict[str, Any]) -> dict[str, Any]:
     return {"config": config, BASELINE_KEY: int(bool(config.get(BASELINE_KEY))), **carried}
 
 
-def recover_records(exp_dir: Path, trials: list[SavedTrial] | None = None) -> list[str]:
+def recover_records(exp_dir: Path, trials: list[SavedTrial] | None = None,
+                    where: Any = None) -> list[str]:
     """Bring the experiment's records up to its trials' checkpoints: each trial's
     ``result.json`` (what the MLflow finish and ``mistudy sync`` log) and the searcher's saved
     histories (what it tells Optuna), including a completion the searcher's state missed."""
@@ -295,18 +298,18 @@ def recover_records(exp_dir: Path, trials: list[SavedTrial] | None = None) -> li
         records[t.trial_id] = sorted(reported + added, key=lambda r: int(r["epoch"]))
         if t.status == "TERMINATED":
             finished.add(t.trial_id)
-    return notes + _recover_searcher(exp_dir, records, finished)
+    return notes + _recover_searcher(exp_dir, records, finished, where)
 
 
 def _recover_searcher(exp_dir: Path, records: dict[str, list[dict[str, Any]]],
-                      finished: set[str]) -> list[str]:
+                      finished: set[str], where: Any = None) -> list[str]:
     """The same for the study searcher's state file Tune restores (the newest by name)."""
     from ._searcher import StudySearcher
 
     states = sorted(exp_dir.glob(StudySearcher.CKPT_FILE_TMPL.format("*")))
     if not states:
         return []
-    searcher = StudySearcher.from_state_file(states[-1])
+    searcher = StudySearcher.from_state_file(states[-1], where)
     if searcher is None:
         return []  # another searcher (a confirmation's list), or a state from before JSON
     added, completed = searcher.recover(records, finished)
@@ -344,7 +347,7 @@ def set_aside_unsaved_trials(exp_dir: Path) -> list[str]:
     return notes
 
 
-def repair(exp_dirs: Iterable[Path]) -> list[str]:
+def repair(exp_dirs: Iterable[Path], where: Any = None) -> list[str]:
     """Every repair a killed driver can have made necessary, for each experiment, in order: a
     torn saved state made whole or set aside, checkpoints the state names but Tune deleted
     restored, records that trail the checkpoints recovered (this module). One line
@@ -354,5 +357,5 @@ def repair(exp_dirs: Iterable[Path]) -> list[str]:
     for exp_dir in exp_dirs:
         if exp_dir.exists():
             notes += repair_torn_state(exp_dir) + set_aside_unsaved_trials(exp_dir)
-            notes += prepare_resume(exp_dir)
+            notes += prepare_resume(exp_dir, where)
     return notes

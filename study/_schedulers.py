@@ -108,14 +108,14 @@ class ClosurePruner(FIFOScheduler):
                 "lag": self.lag, "objective": self.objective, "experiments": self.experiments}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        from ._folder import location
-
         self.__dict__.update({"lag": None, "objective": None, "experiments": ()})  # older saves
         self.__dict__.update(state)
-        here = location()
-        if here is not None:  # the folder as it is now (a moved folder's record moves too)
-            self.path = str(StudyPaths(Path(here["root"])).pruning)
         self._fresh()
+
+    def relocate(self, where: Any) -> None:
+        """The folder as the restoring command found it (``study._folder.Location``): a
+        moved folder's decisions move with it."""
+        self.path = str(StudyPaths(Path(where.root)).pruning)
 
     @property
     def rules(self) -> PruneRules:

@@ -28,7 +28,7 @@ from trainables.fileio import atomic_write_text
 from trainables.records import BASELINE_KEY, DEFAULT_ALPHA, ENQUEUED_KEY, schedule_text
 from trainables.schedules import FAMILIES
 
-from ._folder import location
+from ._folder import Location
 from ._sqlite import ensure_optuna_store
 from .spec import StudySpec, parse_spec
 
@@ -228,6 +228,7 @@ class StudySearcher(Searcher):
         self.tracker = tracker  # MLflow: the told values and failures (optional)
         self._study: optuna.Study | None = None
         self._blocked_at: tuple[int, int, int] | None = None  # (number, tells) of the last "wait"
+        self._where: Location | None = None  # set by relocate() when Tune restored this
 
     # ---- Optuna --------------------------------------------------------------------------
     @property
@@ -451,9 +452,9 @@ class StudySearcher(Searcher):
         from trainables.pruning import pruned_configuration
         from trainables.studyfolder import StudyPaths, sqlite_path
 
-        here = location(optuna_study=self.study_name)
+        where = getattr(self, "_where", None)
         store = sqlite_path(self.storage_url)
-        root = Path(here["root"]) if here is not None else \
+        root = Path(where.root) if where is not None else \
             store.parent if store is not None else None
         return None if root is None else pruned_configuration(StudyPaths(root).pruning, number)
 
@@ -472,7 +473,8 @@ class StudySearcher(Searcher):
 
     # ---- persistence (Tune calls these with the experiment state) ------------------------
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_study", "_blocked_at")}
+        return {k: v for k, v in self.__dict__.items()
+                if k not in ("_study", "_blocked_at", "_where")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -480,16 +482,22 @@ class StudySearcher(Searcher):
             self.__dict__.setdefault(k, v() if callable(v) else v)
         self.__dict__.setdefault("sampler_seed", self.spec.sampler_seed)
         self.__dict__.setdefault("start_asked", 0)
-        here = location(optuna_study=self.study_name)
-        if here is not None:
-            self.storage_url = here["optuna"]
         self._study = None
         self._blocked_at = None
 
+    def relocate(self, where: Location) -> None:
+        """Where the restoring command found the study: its Optuna store is there, not where
+        the state was saved (kept for :meth:`restore`, which Tune calls later in the fit)."""
+        if where.optuna_study == self.study_name:
+            self._where = where
+            self.storage_url = where.optuna
+            self._study = None
+
     @classmethod
-    def from_state_file(cls, path: Path) -> StudySearcher | None:
-        """A searcher as Tune would restore it from ``path`` (no tracker); None when the file
-        is not this searcher's JSON state."""
+    def from_state_file(cls, path: Path, where: Location | None = None
+                        ) -> StudySearcher | None:
+        """A searcher as Tune would restore it from ``path`` (no tracker), relocated to
+        ``where``; None when the file is not this searcher's JSON state."""
         try:
             state = json.loads(Path(path).read_bytes())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -499,6 +507,7 @@ class StudySearcher(Searcher):
         searcher = cls.__new__(cls)
         Searcher.__init__(searcher)
         searcher.tracker = None
+        searcher._where = where
         searcher.restore(str(path))
         return searcher
 
@@ -537,8 +546,9 @@ class StudySearcher(Searcher):
             return
         self.spec = parse_spec(s["spec"])
         self.study_name = s["study_name"]
-        here = location(optuna_study=self.study_name)  # the folder as it is now, not as saved
-        self.storage_url = here["optuna"] if here is not None else s["storage_url"]
+        where = getattr(self, "_where", None)  # the folder as it is now, not as saved
+        self.storage_url = where.optuna if where is not None \
+            and where.optuna_study == self.study_name else s["storage_url"]
         self.baselines = deque(s["baselines"])
         self.pending_seeds = deque((int(n), int(sd)) for n, sd in s["pending_seeds"])
         self.configs = {int(n): c for n, c in s["configs"].items()}

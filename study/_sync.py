@@ -10,7 +10,7 @@ from trainables.records import BASELINE_KEY, PHASE_KEY, TAGS, run_group, schedul
 from trainables.studyfolder import StudyPaths, optuna_study_name
 
 from ._experiments import experiment_dirs, read_results, study_trials, trial_error_text
-from ._folder import StudyError, check_tracking, open_study, writer_lock
+from ._folder import StudyError, check_tracking, location_of, open_study, writer_lock
 from ._resume import repair
 from ._tracking import study_tracker
 from .spec import StudySpec
@@ -41,7 +41,7 @@ def sync_study(out: Path) -> dict[str, int]:
         meta, spec = open_study(out)
         check_tracking(meta["tracking_uri"])
         paths = StudyPaths(out)
-        notes = repair(experiment_dirs(paths, spec.name))
+        notes = repair(experiment_dirs(paths, spec.name), location_of(paths, meta))
         for note in notes:
             print(note, flush=True)
         tracker = study_tracker(spec, paths, meta)

@@ -57,6 +57,7 @@ from trainables.saturation import saturation_epoch, saturation_settings
 from trainables.studyfolder import StudyPaths
 from trainables.studyfolder import credentials_to_env as _credentials_to_env
 
+from ._folder import Location
 from ._sqlite import ensure_mlflow_store
 from .spec import StudySpec
 
@@ -138,17 +139,16 @@ class Tracker:
                 "plots_drawn": 0, "_known": None, "_moved": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Restored by Tune from a saved state: the stores are where this command's study is
-        now (``study._folder.location``), not where the folder was when it was saved."""
-        from ._folder import location
-
         self.__dict__.update(state)
         self.__dict__.setdefault("_moved", None)  # a tracker pickled by an older version
-        here = location(study_id=self.study_id)
-        if here is not None:
-            self.tracking_uri, self.artifact_location = here["tracking_uri"], \
-                here["artifact_location"]
-            self.timings_path = here["timings"]
+
+    def relocate(self, where: Location) -> None:
+        """Restored by Tune from a saved state: the stores are where the restoring command
+        found the study (``study._folder.Location``), not where it was when it was saved."""
+        if where.study_id == self.study_id:
+            self.tracking_uri, self.artifact_location = where.tracking_uri, \
+                where.artifact_location
+            self.timings_path = where.timings
 
     @property
     def client(self) -> Any:
@@ -455,11 +455,7 @@ class Tracker:
 
 
 def study_tracker(spec: StudySpec, paths: StudyPaths, meta: dict[str, Any]) -> Tracker:
-    """This command's tracker (one per command); it also binds the study's location for the
-    searcher and the tracker Tune restores from a saved state (``study._folder``)."""
-    from ._folder import bind_location
-
-    bind_location(paths, meta)
+    """This command's tracker (one per command)."""
     return Tracker(meta["tracking_uri"], meta["experiment"], meta["study_id"],
                    meta.get("artifact_location"), spec.stopper, str(paths.timings),
                    last_k=spec.last_k)

@@ -66,14 +66,14 @@ def build_tuner(spec: StudySpec, exp_dir: Path, paths: StudyPaths, optuna_name: 
 
 
 def fit_list(exp_dir: Path, configs: list[dict[str, Any]], spec: StudySpec, tracker: Any,
-              callbacks: list[Any]) -> None:
+             callbacks: list[Any], where: Any) -> None:
     from ray import tune
 
     from ._confirm import ListSearcher
 
     cpus, gpus = spec.cpus_per_trial, spec.gpus_per_trial
     if discard_unsaved(exp_dir):
-        tuner = restore_tuner(exp_dir, cpus, gpus)
+        tuner = restore_tuner(exp_dir, cpus, gpus, where)
     else:
         tuner = tune.Tuner(
             _trainable(cpus, gpus),
@@ -116,15 +116,29 @@ def _relocate_new_trials() -> None:
     TuneController.resume = resume  # type: ignore[method-assign]
 
 
-def restore_tuner(exp_dir: Path, cpus: float, gpus: float) -> Any:
+def restore_tuner(exp_dir: Path, cpus: float, gpus: float, where: Any) -> Any:
     """Tune's saved experiment in ``exp_dir`` (repaired by the command that opened it:
-    ``study._experiments.repair``); new trials are made where the folder is now
-    (:func:`_relocate_new_trials`)."""
+    ``study._resume.repair``). What Tune unpickles -- the searcher, the scheduler, the
+    callbacks with their tracker -- is handed ``where`` (``study._folder.Location``, the
+    folder as this command found it) right after, before the fit restores the searcher's
+    state; new trials are made where the folder is now (:func:`_relocate_new_trials`)."""
     from ray import tune
 
     _relocate_new_trials()
-    return tune.Tuner.restore(str(exp_dir), _trainable(cpus, gpus),
-                              resume_unfinished=True, resume_errored=True)
+    tuner = tune.Tuner.restore(str(exp_dir), _trainable(cpus, gpus),
+                               resume_unfinished=True, resume_errored=True)
+    # Ray 2.60's Tuner keeps the restored configs on its TunerInternal (no public accessor;
+    # study._versions pins the Ray minor this is written against)
+    inner = getattr(tuner, "_local_tuner", None)
+    tune_config, run_config = getattr(inner, "_tune_config", None), \
+        getattr(inner, "_run_config", None)
+    if tune_config is None or run_config is None:
+        raise RuntimeError("Ray's Tuner changed: no _local_tuner._tune_config/_run_config to "
+                           "relocate the restored searcher (study/_tune.py; see _versions)")
+    for obj in (tune_config.search_alg, tune_config.scheduler, *(run_config.callbacks or [])):
+        if hasattr(obj, "relocate"):
+            obj.relocate(where)
+    return tuner
 
 
 def _run_config(exp_dir: Path, spec: StudySpec, tracker: Any, callbacks: list[Any],

@@ -36,8 +36,10 @@ from ._experiments import (
     unfinished,
 )
 from ._folder import (
+    Location,
     StudyError,
     check_tracking,
+    location_of,
     new_meta,
     open_study,
     record_timings,
@@ -175,9 +177,10 @@ def run_study(spec: StudySpec | None, out: Path, *, resume: bool = False,
         _start(spec, paths, tracker, address, num_cpus, cpus, gpus)
         _lag_note(spec, slots(cpus, gpus))
         t_fit = time.time()
-        run = _Run(paths, optuna_study_name(meta), tracker, cpus, gpus, callbacks or [])
+        run = _Run(paths, optuna_study_name(meta), tracker, cpus, gpus, callbacks or [],
+                   location_of(paths, meta))
         if resume:  # before anything reads or restores a saved state
-            _notes(repair(experiment_dirs(paths, spec.name)))
+            _notes(repair(experiment_dirs(paths, spec.name), run.where))
         first = first_dir(paths, spec.name)
         if not resume or unfinished(first):
             _fit(run, first, spec, resume)
@@ -267,13 +270,14 @@ class _Run(NamedTuple):
     cpus: float
     gpus: float
     callbacks: list[Any]
+    where: Location  # the folder as this command found it: what restored objects are handed
 
 
 def _fit(run: _Run, exp_dir: Path, exp_spec: StudySpec, resume: bool, **searcher: Any) -> None:
     """Fit one experiment: restored from Tune's saved state when resuming one that has it,
     else built new (an experiment killed before Tune saved anything starts afresh)."""
     if resume and discard_unsaved(exp_dir):
-        tuner = restore_tuner(exp_dir, run.cpus, run.gpus)
+        tuner = restore_tuner(exp_dir, run.cpus, run.gpus, run.where)
     else:
         tuner = build_tuner(exp_spec, exp_dir, run.paths, run.optuna_name, run.tracker,
                             run.cpus, run.gpus, run.callbacks, **searcher)
@@ -365,11 +369,12 @@ def run_confirm(out: Path, top: int | None = None, seeds: int | None = None,
                 cb.total = len(plan["configs"])
         tracker = study_tracker(spec, paths, meta)
         exp_dir = confirm_dir(paths, spec.name)
-        _notes(repair([exp_dir]))
+        where = location_of(paths, meta)
+        _notes(repair([exp_dir], where))
         if unfinished(exp_dir):
             _start(spec, paths, tracker, None, num_cpus, spec.cpus_per_trial,
                    spec.gpus_per_trial)
-            fit_list(exp_dir, plan["configs"], spec, tracker, callbacks or [])
+            fit_list(exp_dir, plan["configs"], spec, tracker, callbacks or [], where)
             _ended(out, exp_dir, tracker, spec, f"mistudy confirm {shlex.quote(str(out))}")
         reconcile(out, spec, tracker)
         tracker.finish_parent()  # an earlier interrupted phase left it KILLED
