@@ -34,7 +34,7 @@ from .spec import StudySpec, parse_spec
 
 __all__ = ["StudySearcher", "sample_config", "baseline_configs", "configuration_outcome",
            "Outcome", "make_sampler", "stored_study", "baseline_config", "baseline_key",
-           "kept_record", "ordered_params", "configuration_seed"]
+           "kept_record", "ordered_params", "configuration_seed", "reopen_trial"]
 
 _NEW_STATE: dict[str, Any] = {"base_map": dict, "base_done": dict, "told": list,
                               "tracker": None}
@@ -52,6 +52,17 @@ def stored_study(storage_url: str, study_name: str) -> optuna.Study | None:
         return optuna.load_study(study_name=study_name, storage=storage_url)
     except KeyError:
         return None
+
+
+def reopen_trial(study: optuna.Study, number: int) -> optuna.Trial:
+    """The RUNNING trial ``number`` as an ``optuna.Trial`` (to set its attributes and
+    constraints, report and tell it). Optuna's ask-and-tell keeps the Trial object it asked;
+    this searcher's Trial objects cannot outlive a driver kill (Tune saves the searcher as
+    JSON), and Optuna has no public way to reopen a trial by number: ``optuna.Trial`` takes
+    the storage's internal trial id, which only the FrozenTrial's private ``_trial_id``
+    holds. The one place mistudy reads it."""
+    frozen = study.get_trials(deepcopy=False)[number]  # numbers are 0..n-1
+    return optuna.Trial(study, frozen._trial_id)
 
 
 def make_sampler(spec: StudySpec, seed: int) -> optuna.samplers.BaseSampler:
@@ -330,7 +341,7 @@ class StudySearcher(Searcher):
                                         states=(optuna.trial.TrialState.RUNNING,))
         for t in sorted(running, key=lambda t: t.number):
             if t.number >= self.start_asked and t.number not in self.configs:
-                return optuna.Trial(self.study, t._trial_id)
+                return reopen_trial(self.study, t.number)
         return None
 
     # ---- Tune's Searcher API -------------------------------------------------------------
@@ -411,7 +422,7 @@ class StudySearcher(Searcher):
             self._tell(number)
 
     def _tell(self, number: int) -> None:
-        state = self.study._storage.get_trial(self._trial_id(number)).state
+        state = self.study.get_trials(deepcopy=False)[number].state  # numbers are 0..n-1
         if state.is_finished():  # told before a kill, and the searcher's save came earlier
             self.told.append(number)
             return
@@ -422,7 +433,7 @@ class StudySearcher(Searcher):
             epoch, rule, score = pruned
             outcome = outcome._replace(values=None, state="PRUNED",
                                        reason=f"pruned at epoch {epoch}: {rule}")
-        trial = optuna.trial.Trial(self.study, self._trial_id(number))
+        trial = reopen_trial(self.study, number)
         for k, v in outcome.attrs.items():
             trial.set_user_attr(k, v)
         for name, bound in outcome.attrs.get("constraints", {}).items():
@@ -457,10 +468,6 @@ class StudySearcher(Searcher):
         root = Path(where.root) if where is not None else \
             store.parent if store is not None else None
         return None if root is None else pruned_configuration(StudyPaths(root).pruning, number)
-
-    def _trial_id(self, number: int) -> int:
-        return int(self.study._storage.get_trial_id_from_study_id_trial_number(
-            self.study._study_id, number))
 
     def _log_told(self, number: int, outcome: Outcome) -> None:
         """The told values and any failure reason on the configuration's MLflow runs (a store

@@ -325,14 +325,14 @@ def _fail_orphans(paths: StudyPaths, optuna_name: str) -> None:
     They are told FAIL (with the reason as a user attribute), never left RUNNING."""
     import optuna
 
-    from ._searcher import stored_study
+    from ._searcher import reopen_trial, stored_study
 
     study = stored_study(paths.optuna, optuna_name)
     if study is None:
         return
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(t._trial_id, "fail_reason",
-                                           "its experiment was killed before Tune saved it")
+        reopen_trial(study, t.number).set_user_attr(
+            "fail_reason", "its experiment was killed before Tune saved it")
         study.tell(t.number, state=optuna.trial.TrialState.FAIL)
 
 
