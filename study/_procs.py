@@ -11,7 +11,8 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-__all__ = ["alive", "start_time", "cmdline", "descendants", "term_then_kill", "end_pids"]
+__all__ = ["alive", "start_time", "cmdline", "descendants", "term_then_kill", "end_pids",
+           "listeners"]
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -89,3 +90,35 @@ def end_pids(pids: Iterable[int], grace: float,
                     pass
 
     term_then_kill(send, lambda: not any(is_alive(p) for p in pids), grace)
+
+
+def listeners(port: int) -> set[int]:
+    """The PIDs holding a listening TCP socket on ``port`` (IPv4 or IPv6), from
+    ``/proc/net/tcp{,6}`` (state 0A) and each process's socket fds; those of other users
+    stay unknown (their fds are not readable)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            f = row.split()
+            if len(f) > 9 and f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f[9])
+    found = set()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            fds = list((proc / "fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                found.add(int(proc.name))
+                break
+    return found
+

@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from ._guardian import spawn_tied
-from ._procs import alive, descendants, end_pids
+from ._procs import alive, descendants, end_pids, listeners
 from ._view import SHARE_KEY, TRIAL_FILTER
 
 __all__ = ["runs_link", "port_free", "serve", "local_host", "url_base"]
@@ -121,6 +121,14 @@ def serve(uri: str, artifacts: str | None, host: str, port: int, experiment_id: 
     try:
         print(f"starting the MLflow server on {url_base(host, port)} ...", flush=True)
         if _wait_ready(url_base(local_host(host), port), proc, stop):
+            theirs = listeners(port) - {proc.pid, *descendants(proc.pid)}
+            if theirs and not listeners(port) & {proc.pid, *descendants(proc.pid)}:
+                # another server took the port between our check and our server's bind (two
+                # `ui --port P` started together): its answer is not ours
+                print(f"error: port {port} is taken by another server (PID "
+                      f"{', '.join(map(str, sorted(theirs)))}); choose another --port",
+                      file=sys.stderr)
+                return 2
             base = url_base(host if host not in ("0.0.0.0", "::") else _reachable(host), port)
             print(f"MLflow UI: {runs_link(base, experiment_id, shared)}\n(Ctrl-C to stop; "
                   f"server log: {log})", flush=True)
