@@ -38,6 +38,11 @@ def confirm_command(args: argparse.Namespace) -> int:
         v = getattr(args, name)
         if v is not None and not 1 <= v <= 1000:
             return err(f"--{name.replace('_', '-')}={v} -- allowed: an integer in [1, 1000]")
+    from trainables.config import MAX_SEED
+
+    bad = [d for d in args.data_seeds or [] if not 0 <= d < MAX_SEED]
+    if bad:  # before planning: a trial would fail on it, far from the flag
+        return err(f"--data-seeds: {bad[0]} -- allowed: split draws in [0, {MAX_SEED})")
     out = Path(args.study)
     progress = []
     if not args.quiet:

@@ -57,3 +57,13 @@ def test_replay_json_is_valid_json_when_spearman_is_undefined() -> None:
 
     data = json.loads(res.stdout, parse_constant=refuse)
     assert data["spearman_at_median_epoch"] is None and not math.isnan(data["epochs_saved"])
+
+
+def test_a_split_draw_out_of_range_is_refused_before_planning(tmp_path: Path) -> None:
+    """Issue 35 item 18: ``confirm --data-seeds 4294967296`` started Ray and failed every
+    trial with a false message about MLflow; now one line, before the folder is read."""
+    res = mistudy("confirm", str(tmp_path / "nothing"), "--data-seeds", "4294967296,1,2")
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        "error: --data-seeds: 4294967296 -- allowed: split draws in [0, 4294967296)"]
+    assert not (tmp_path / "nothing").exists()
