@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from trainables.closure import guard_problem, last_k_problem
 from trainables.fileio import UnreadableFile, read_regular_text
 from trainables.records import (
     BASELINE_KEY,
@@ -101,6 +102,9 @@ def settings_from_spec(text: str, where: str) -> dict[str, Any]:
         out["sampler_lag"] = None if lag == "async" else int(lag)
         out["sampler_seed"] = raw.get("sampler_seed", 0)
         if isinstance(obj, dict) and "last_k" in obj:
+            problem = last_k_problem(obj["last_k"])
+            if problem:
+                raise AnalysisError(f"{where}: objective.last_k: {obj['last_k']!r} -- {problem}")
             out["last_k"] = int(obj["last_k"])
         items = raw.get("objective") or {}
         items = items if isinstance(items, list) else [items]
@@ -110,11 +114,15 @@ def settings_from_spec(text: str, where: str) -> dict[str, Any]:
                         and "select" not in out:
                     out["select"] = item["metric"]
                 for g in ("max_acc_drop", "max_ce_rise"):
+                    problem = guard_problem(item.get(g))
+                    if problem:  # refused as the spec refuses it: never read as no guard
+                        raise AnalysisError(f"{where}: objective.{g}: {item[g]!r} -- {problem}")
                     if item.get(g) is not None:
                         out[g] = float(item[g])
         return out
-    except (ValueError, TypeError, AttributeError, yaml.YAMLError):
-        return {}  # a folder's damaged spec: its defaults (a bundle's is refused on reading)
+    except (ValueError, TypeError, AttributeError, yaml.YAMLError) as exc:
+        raise AnalysisError(f"{where}: not a readable spec ({type(exc).__name__}); the study's "
+                            "settings cannot be read") from None
 
 
 def resolve_study(study: str, tracking_uri: str | None) -> tuple[str, str, str | None]:

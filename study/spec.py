@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from trainables.closure import guard_values, last_k_problem
+from trainables.closure import guard_problem, guard_values, last_k_problem
 from trainables.config import MAX_SEED, ConfigError, TrainConfig
 from trainables.records import DEFAULT_ALPHA, DEFAULT_LAST_K, NUM_CLASSES
 from trainables.schedules import FAMILIES
@@ -255,9 +255,9 @@ def _guards(c: _Checker, items: list[Any]) -> Guards:
                 continue
             v = item[k]
             path = "objective" if len(items) == 1 else f"objective[{i}]"
-            if v is not None and not (_num(v) and v >= 0):
-                c.bad(f"{path}.{k}", v, "null or a number >= 0 (accuracy as a fraction; "
-                                        "cross-entropy in nats)")
+            problem = guard_problem(v)
+            if problem:
+                c.bad(f"{path}.{k}", v, problem)
             elif k in found and found[k] != v:
                 c.bad(f"{path}.{k}", v, f"one value for the study (also given: {found[k]})")
             else:

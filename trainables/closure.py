@@ -34,8 +34,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 __all__ = ["MATCH_KEYS", "SPLITS", "COMPARISON_KEYS", "SIDE_SHARE", "match_key",
-           "last_k_problem", "last_k_window", "window_mean", "last_k_mean", "closure", "compare",
-           "mean_defined", "closing_side", "guard_values", "within_guards"]
+           "last_k_problem", "guard_problem", "last_k_window", "window_mean", "last_k_mean",
+           "closure", "compare", "mean_defined", "closing_side", "guard_values",
+           "within_guards"]
 
 MATCH_KEYS = ("dataset", "model", "batch_size", "epochs", "seed", "data_seed")
 SPLITS = ("val", "test")
@@ -139,6 +140,15 @@ def closing_side(train_ce_delta: float, ce_delta: float) -> str:
         return "none"
     share = below / (below + above)
     return "below" if share >= SIDE_SHARE else "above" if share <= 1 - SIDE_SHARE else "both"
+
+
+def guard_problem(value: Any) -> str | None:
+    """What a guard's bound may be (the spec, the ranking's reading of a folder's or bundle's
+    spec): None when ``value`` is allowed."""
+    ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                           and math.isfinite(float(value)) and value >= 0)
+    return None if ok else ("null or a number >= 0 (accuracy as a fraction; cross-entropy "
+                            "in nats)")
 
 
 def guard_values(acc_delta: float, ce_delta: float, max_acc_drop: float | None,

@@ -67,3 +67,37 @@ def test_a_split_draw_out_of_range_is_refused_before_planning(tmp_path: Path) ->
     assert res.stderr.strip().splitlines() == [
         "error: --data-seeds: 4294967296 -- allowed: split draws in [0, 4294967296)"]
     assert not (tmp_path / "nothing").exists()
+
+
+@pytest.mark.parametrize("bad,named", [("max_acc_drop: abc", "objective.max_acc_drop"),
+                                       ("max_ce_rise: -1", "objective.max_ce_rise"),
+                                       ("last_k: 0", "objective.last_k")])
+def test_a_bundle_whose_spec_has_one_bad_value_is_refused_not_defaulted(
+        tmp_path: Path, bad: str, named: str) -> None:
+    """Issue 35 item 9: ``rank`` read one bad value as "no guard" and showed a winner that
+    loses 6.9 accuracy points as "ok"; it refuses, in one line, by the spec's own rule."""
+    import io
+    import tarfile
+
+    members = {}
+    with tarfile.open(BUNDLE) as tar:
+        for m in tar.getmembers():
+            f = tar.extractfile(m)
+            members[m.name] = f.read() if f else b""
+    key = bad.split(":")[0]
+    spec = members["spec.yaml"].decode()
+    assert f"{key}:" in spec
+    import re
+
+    members["spec.yaml"] = re.sub(rf"{key}: [^,}}\s]+", bad, spec, count=1).encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for k, v in members.items():
+            info = tarfile.TarInfo(k)
+            info.size = len(v)
+            tar.addfile(info, io.BytesIO(v))
+    bundle = tmp_path / "bad.tar.gz"
+    bundle.write_bytes(buf.getvalue())
+    res = mistudy("rank", str(bundle))
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1 and named in lines[0], res.stderr[-1500:]
