@@ -316,7 +316,7 @@ def write_report(a: Analysis, out: Path, top: int = 3, importance: Any = None,
         for k, p in figures.items())
     (out / "ranking.csv").write_text(format_ranking(a.ranking, "csv"), encoding="utf-8")
     cells = ranking_cells(a.ranking, a.selection.metric, sep=", ")
-    table = (render_html(cells) + f'<p class="note">{html.escape(" ".join(cells.notes))}</p>'
+    table = (render_html(cells) + f'<p class="note">{html.escape(cells.page_note)}</p>'
              + '<details><summary>all columns</summary><div class="wide">'
              + a.ranking[list(COLUMNS)].to_html(index=False, float_format="{:.4f}".format,
                                                classes="ranking", border=0)

@@ -23,6 +23,7 @@ from ._commands import Analysis, analyze, confirmation
 from ._confirm import fresh_text, spearman
 from ._edges import format_edges
 from ._errors import AnalysisError
+from ._table import confirm_cells, ranking_cells, render_markdown
 
 __all__ = ["FindingsInfo", "get_findings_info", "format_findings", "write_findings",
            "update_page"]
@@ -108,29 +109,17 @@ def _table(df: pd.DataFrame, cols: dict[str, str], digits: int = 3) -> str:
 
 
 def _ranking_md(info: FindingsInfo) -> str:
+    """The ranking's top rows and the enqueued paper schedules, with the columns, units and
+    rounding of ``mistudy rank`` and the HTML report (``analysis._table``)."""
     r = info.analysis.ranking.copy()
     r.insert(0, "rank", range(1, len(r) + 1))
-    m = info.analysis.selection.metric.removeprefix("val_")
     shown = r[(r["rank"] <= TOP) | r.enqueued]
-    ci = {"closure": ("ci_low", "ci_high"), "gap_reduction": ("red_ci_low", "red_ci_high")}[m]
-    shown = shown.assign(
-        val_ci=[f"{_f(a)}..{_f(b)}" for a, b in zip(shown[f"val_{ci[0]}"],
-                                                    shown[f"val_{ci[1]}"])],
-        test_ci=[f"{_f(a)}..{_f(b)}" for a, b in zip(shown[f"test_{ci[0]}"],
-                                                     shown[f"test_{ci[1]}"])])
-    cols = {"rank": "rank", "schedule": "schedule", f"val_{m}": f"val {m}",
-            "val_ci": "95% CI", f"test_{m}": f"test {m}", "test_ci": "95% CI",
-            "val_closure" if m != "closure" else "test_closure":
-            "val closure" if m != "closure" else "test closure",
-            "delta_val_acc": "Δ val acc", "delta_test_acc": "Δ test acc",
-            "delta_train_ce": "Δ train CE", "delta_test_ce": "Δ test CE",
-            "closed_from": "closed from", "feasible": "guards met", "pareto": "Pareto",
-            "enqueued": "paper"}
+    cells = ranking_cells(shown, info.analysis.selection.metric, sep=", ")
     n_feas = int(r.feasible.sum())
     return (f"{len(r)} schedules ({n_feas} meet both guards); top {TOP} by "
             f"{info.analysis.selection.metric} on validation, plus the paper's schedule "
-            f"(enqueued) wherever it ranks:\n\n"
-            + _table(shown, cols, 4))
+            f"(enqueued, *) wherever it ranks:\n\n" + render_markdown(cells)
+            + "\n\n" + cells.page_note)
 
 
 def _importance_md(info: FindingsInfo) -> str:
@@ -151,24 +140,10 @@ def _confirm_md(info: FindingsInfo) -> str:
     c = info.confirmed
     if c is None:
         return "No confirmation in this bundle."
-    m = c.metric.removeprefix("val_")
-    def ci(prefix: str) -> list[str]:
-        return [f"{_f(a)}..{_f(b)}" for a, b in zip(c.table[f"{prefix}_ci_low"],
-                                                     c.table[f"{prefix}_ci_high"])]
-
-    t = c.table.assign(ci=ci(f"confirmed_{m}"), cci=ci("confirmed_closure"),
-                       tci=ci("confirmed_delta_train_ce"), sci=ci("confirmed_delta_test_ce"))
-    cols = {"schedule": "schedule", f"search_val_{m}": f"search val {m}",
-            f"search_test_{m}": f"search test {m}", f"confirmed_test_{m}": f"confirmed test {m}",
-            "ci": "95% CI", f"shrinkage_{m}": "shrinkage", "confirmed_test_closure":
-            "confirmed test closure", "cci": "95% CI",
-            "confirmed_delta_test_acc": "Δ test acc", "confirmed_delta_train_ce": "Δ train CE",
-            "tci": "95% CI", "confirmed_delta_test_ce": "Δ test CE", "sci": "95% CI",
-            "verdict": "verdict"}
     rho = ", ".join(f"{k} {_f(v, 2)}" for k, v in c.spearman.items())
     return (f"{fresh_text(c)[0].upper()}{fresh_text(c)[1:]}; matched CE baselines on the "
             f"same seeds and draws.\n\n"
-            + _table(t, cols, 4)
+            + render_markdown(confirm_cells(c, sep=", "), [str(v) for v in c.table.verdict])
             + f"\n\nSpearman (in-search validation vs confirmed test): {rho}.")
 
 

@@ -35,7 +35,8 @@ class TableCells(NamedTuple):
     columns: list[Column]
     rows: list[list[str]]
     first_out: int | None  # index of the first row below the line (infeasible), None: none
-    notes: list[str]  # what the units and marks mean, one line each
+    notes: list[str]  # what the units and marks mean, one line each (the terminal's headers)
+    page_note: str = ""  # the same in one sentence for a page (its headers in words)
 
 
 def _bad(v: Any) -> bool:
@@ -88,7 +89,9 @@ def ranking_cells(ranking: pd.DataFrame, metric: str, sep: str = ",") -> TableCe
         Column("n", "seeds", lambda r: str(r["n_seeds"])),
     ]
     records = ranking.to_dict("records")
-    rows = [[c.cell({**r, "_rank": i}) for c in cols] for i, r in enumerate(records, 1)]
+    # a frame holding a "rank" column (a subset of the ranking) keeps its ranks
+    rows = [[c.cell({**r, "_rank": int(r.get("rank", i))}) for c in cols]
+            for i, r in enumerate(records, 1)]
     out = next((i for i, r in enumerate(records) if not r.get("feasible")), None)
     notes = [f"{name[0]}: {metric}, the selection (validation), 95% CI over seeds; test_red: "
              "the test gap reduction (only read).",
@@ -96,7 +99,11 @@ def ranking_cells(ranking: pd.DataFrame, metric: str, sep: str = ",") -> TableCe
              "in nats. from: the test gap",
              "closed from below (train CE up), above (test CE down) or both. guard: within the "
              "study's guards. * enqueued."]
-    return TableCells(cols, rows, out, notes)
+    page = (f"Selected on the {name[1].removesuffix(' (nats)')}, 95% CI over seeds; the test "
+            "gap reduction is only read. Δ against the matched CE baseline on "
+            "the same seeds. Gap closed from below: train CE up; above: test CE down. Guards: "
+            "ok within the study's guards, no outside them, pruned stopped early. * enqueued.")
+    return TableCells(cols, rows, out, notes, page)
 
 
 def confirm_cells(info: Any, sep: str = ",") -> TableCells:
@@ -126,10 +133,13 @@ def render_text(t: TableCells, width: int | None = None) -> str:
     return fixed_width([c.short for c in t.columns], t.rows, left=left, **kw)
 
 
-def render_markdown(t: TableCells) -> str:
-    head = "| " + " | ".join(c.words for c in t.columns) + " |"
-    rule = "|" + "|".join("---" if c.text else "---:" for c in t.columns) + "|"
-    return "\n".join([head, rule, *("| " + " | ".join(r) + " |" for r in t.rows)])
+def render_markdown(t: TableCells, extra: list[str] | None = None) -> str:
+    """A markdown table with headers in words (``extra``: a verdict column in words)."""
+    head = "| " + " | ".join(c.words for c in t.columns) + (" | verdict |" if extra else " |")
+    rule = "|" + "|".join("---" if c.text else "---:" for c in t.columns) + \
+        ("|---|" if extra else "|")
+    rows = [r + ([extra[i]] if extra else []) for i, r in enumerate(t.rows)]
+    return "\n".join([head, rule, *("| " + " | ".join(r) + " |" for r in rows)])
 
 
 def render_html(t: TableCells, extra: list[str] | None = None, cls: str = "ranking") -> str:
