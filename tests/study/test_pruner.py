@@ -126,3 +126,30 @@ def _epochs_by_trial(out: Path) -> dict[str, tuple[str, int]]:
                 found[trial.name] = (str(rows[0]["config"].get("optuna_trial")),
                                      len({r["epoch"] for r in rows}))
     return found
+
+
+def test_a_grown_study_judges_its_new_configurations(tmp_path: Path) -> None:
+    """Issue 35 item 5: ``--resume --trials N`` runs the new configurations in an extension
+    experiment whose baselines ran in the first one; the pruner reads the study's earlier
+    experiments, so the new configurations are judged too (they trained on before)."""
+    require_loopback()
+    spec = tiny_spec(tmp_path / "spec.yaml", trials=1, seeds=[0], fixed={"epochs": 3},
+                     objective={"metric": "val_gap_reduction", "mode": "max", "last_k": 1},
+                     scheduler="closure",
+                     pruner={"grace": 2, "window": 1, "acc_drop": None, "ce_rise": -100,
+                             "rungs": []})
+    out = tmp_path / "s"
+    res = mistudy("run", str(spec), "--out", str(out), "--quiet", timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = mistudy("run", "--resume", "--out", str(out), "--trials", "3", "--quiet",
+                  timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    decisions = json.loads((out / "pruning.json").read_text())["pruned"]
+    assert sorted(decisions) == ["0", "1", "2"]  # the extension's two as well
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'optuna.db'}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 3
+    more = out / "ray" / "tiny-more1"
+    epochs = [len((t / "result.json").read_text().splitlines()) for t in more.iterdir()
+              if (t / "result.json").is_file()]
+    assert epochs == [2, 2]  # stopped at the decision, not trained to the end
