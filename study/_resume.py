@@ -29,7 +29,8 @@ from trainables.records import BASELINE_KEY
 from ._experiments import RESULTS_FILE, read_results, read_trials
 
 __all__ = ["repair", "prepare_resume", "repair_torn_state", "set_aside_unsaved_trials",
-           "restore_deleted_checkpoints", "recover_records", "driver_copy"]
+           "restore_deleted_checkpoints", "recover_records", "driver_copy",
+           "keep_tuner_copy", "repair_tuner_file"]
 
 PARAMS_FILE = "params.json"  # the trial's config, as Tune's JSON logger saves it
 # What a recovered epoch takes from the trial's last reported result: where and how it ran.
@@ -148,16 +149,72 @@ def driver_copy(exp_dir: Path, session: str, needed: tuple[str, ...] = ()) -> Pa
     still there, whole, holds every ``needed`` file, and is this experiment's: its state knows
     trials that have folders in ``exp_dir`` (trial ids are random: another study of the same
     name started in the same second shares none)."""
+    for folder in _driver_folders(exp_dir):
+        files = [folder / n.format(session) for n in _SESSION_FILES]
+        if files[0].is_file() and all((folder / n).is_file() for n in needed) \
+                and all(_whole(f) for f in files):
+            return folder
+    return None
+
+
+def _driver_folders(exp_dir: Path) -> list[Path]:
+    """Ray's temp folders of drivers that ran ``exp_dir`` (still on this machine): those whose
+    saved state knows a trial with a folder in ``exp_dir``."""
     ray_tmp = Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()) / "ray"
     trials = {p.name for p in exp_dir.iterdir() if (p / PARAMS_FILE).is_file()}
     # artifacts/<the experiment's first session>/: a resumed driver keeps that folder's name
     pattern = f"session_*/artifacts/*/{exp_dir.name}/driver_artifacts"
-    for folder in sorted({f.resolve() for f in ray_tmp.glob(pattern)}):  # session_latest: a link
-        files = [folder / n.format(session) for n in _SESSION_FILES]
-        if files[0].is_file() and all((folder / n).is_file() for n in needed) \
-                and all(_whole(f) for f in files) and trials & _trial_ids(files[0]):
-            return folder
-    return None
+    return [folder for folder in sorted({f.resolve() for f in ray_tmp.glob(pattern)})
+            if any(trials & _trial_ids(s) for s in folder.glob("experiment_state-*.json"))]
+
+
+TUNER_FILE = "tuner.pkl"  # Tune's pickled Tuner: written once, by the first session's Tuner
+TUNER_COPY = ".tuner.pkl.whole"  # this project's copy (Tune copies only *.json/*.pkl back)
+
+
+def keep_tuner_copy(exp_dir: Path) -> None:
+    """Copy Tune's ``tuner.pkl`` aside while it is whole (right after the Tuner wrote it, and
+    on every repair of an older study): :func:`repair_tuner_file` restores it from here."""
+    tuner, copy = exp_dir / TUNER_FILE, exp_dir / TUNER_COPY
+    if tuner.is_file() and not copy.is_file() and _whole_pickle(tuner):
+        atomic_write_bytes(copy, tuner.read_bytes())
+
+
+def repair_tuner_file(exp_dir: Path) -> list[str]:
+    """Make Tune's ``tuner.pkl`` whole before Tune restores the experiment from it.
+
+    Tune writes it once, but a resumed driver copies every ``*.json``/``*.pkl`` of the
+    experiment folder into its own folder and back again with each save, in place: a kill
+    during that copy leaves ``tuner.pkl`` cut short (empty, often), and every later resume
+    failed with ``EOFError: Ran out of input``. It is restored from this project's copy
+    (:func:`keep_tuner_copy`), else from a driver's folder still on this machine; with
+    neither, the resume stops in one line before Tune reads anything."""
+    tuner = exp_dir / TUNER_FILE
+    if not tuner.is_file() or _whole_pickle(tuner):
+        keep_tuner_copy(exp_dir)
+        return []
+    sources = [exp_dir / TUNER_COPY] + [f / TUNER_FILE for f in _driver_folders(exp_dir)]
+    source = next((s for s in sources if s.is_file() and _whole_pickle(s)), None)
+    if source is None:
+        from ._folder import StudyError
+
+        raise StudyError(f"{tuner} was cut short by a kill and no whole copy is left "
+                         f"({TUNER_COPY} beside it, or Ray's driver folder under "
+                         "$RAY_TMPDIR/ray): this experiment cannot be resumed; start the "
+                         "study again in a new folder")
+    atomic_write_bytes(tuner, source.read_bytes())
+    keep_tuner_copy(exp_dir)
+    return [f"resume: {exp_dir.name}/{TUNER_FILE} was cut short by a kill; restored from "
+            f"{source}"]
+
+
+def _whole_pickle(path: Path) -> bool:
+    """A pickle that reaches its STOP (``_whole`` takes an empty file for a pickle)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    return bool(data) and data[:1] != b"{" and _whole(path)
 
 
 def _trial_ids(state: Path) -> set[str]:
@@ -349,13 +406,14 @@ def set_aside_unsaved_trials(exp_dir: Path) -> list[str]:
 
 def repair(exp_dirs: Iterable[Path], where: Any = None) -> list[str]:
     """Every repair a killed driver can have made necessary, for each experiment, in order: a
-    torn saved state made whole or set aside, checkpoints the state names but Tune deleted
-    restored, records that trail the checkpoints recovered (this module). One line
-    per repair. Called once per command, before anything reads or restores a saved state
+    torn ``tuner.pkl`` or saved state made whole or set aside, checkpoints the state names
+    but Tune deleted restored, records that trail the checkpoints recovered (this module).
+    One line per repair. Called once per command, before anything reads or restores a saved state
     (``run --resume``, ``confirm``, ``sync``); a repaired folder needs none the second time."""
     notes: list[str] = []
     for exp_dir in exp_dirs:
         if exp_dir.exists():
-            notes += repair_torn_state(exp_dir) + set_aside_unsaved_trials(exp_dir)
+            notes += repair_tuner_file(exp_dir) + repair_torn_state(exp_dir)
+            notes += set_aside_unsaved_trials(exp_dir)
             notes += prepare_resume(exp_dir, where)
     return notes

@@ -10,6 +10,7 @@ from typing import Any
 from trainables.studyfolder import StudyPaths
 
 from ._experiments import discard_unsaved, search_dirs
+from ._resume import keep_tuner_copy
 from .spec import StudySpec
 
 __all__ = ["build_tuner", "fit_list", "restore_tuner"]
@@ -52,7 +53,7 @@ def build_tuner(spec: StudySpec, exp_dir: Path, paths: StudyPaths, optuna_name: 
             experiments=earlier)
     stop = SaturationStopper(**spec.stopper) if spec.stopper else None
     samples = (spec.trials - asked) * len(spec.seeds) + (spec.num_baselines if baselines else 0)
-    return tune.Tuner(
+    tuner = tune.Tuner(
         _trainable(cpus, gpus),
         tune_config=tune.TuneConfig(
             search_alg=searcher, scheduler=scheduler, num_samples=samples,
@@ -63,6 +64,8 @@ def build_tuner(spec: StudySpec, exp_dir: Path, paths: StudyPaths, optuna_name: 
             mode=mode if scheduler is None else None),
         run_config=_run_config(exp_dir, spec, tracker, callbacks, stop),
     )
+    keep_tuner_copy(exp_dir)  # Tune may tear its tuner.pkl later (study._resume)
+    return tuner
 
 
 def fit_list(exp_dir: Path, configs: list[dict[str, Any]], spec: StudySpec, tracker: Any,
@@ -82,6 +85,7 @@ def fit_list(exp_dir: Path, configs: list[dict[str, Any]], spec: StudySpec, trac
                 trial_dirname_creator=_trial_dirname, trial_name_creator=_trial_dirname,
                 reuse_actors=True),
             run_config=_run_config(exp_dir, spec, tracker, callbacks))
+        keep_tuner_copy(exp_dir)
     tuner.fit()
 
 

@@ -201,8 +201,10 @@ def test_a_state_torn_by_a_kill_is_restored_or_set_aside(tmp_path: Path) -> None
     # its state torn: session 2 restores it from the driver's own copy (still on this machine)
     # and is killed in turn; its state is torn and its driver's copy hidden: session 3 sets it
     # aside and resumes from session 1's. At the end: every epoch once, and the told value
-    # recomputed from the complete records.
-    from study._resume import driver_copy
+    # recomputed from the complete records. A resumed driver also copies Tune's tuner.pkl back
+    # with each save (CI saw a kill leave it empty: EOFError on every resume): session 2's
+    # kill empties it too, and session 3 restores it from the copy mistudy keeps.
+    from study._resume import TUNER_COPY, TUNER_FILE, driver_copy
 
     epochs, last_k = 6, 2
     spec = _one_configuration(tmp_path / "spec.yaml", epochs, last_k)
@@ -218,6 +220,9 @@ def test_a_state_torn_by_a_kill_is_restored_or_set_aside(tmp_path: Path) -> None
     assert second != first
     original = driver_copy(exp, second)
     assert original is not None
+    whole_tuner = (exp / TUNER_FILE).read_bytes()
+    assert (exp / TUNER_COPY).read_bytes() == whole_tuner
+    (exp / TUNER_FILE).write_bytes(b"")
     original.rename(original.with_name("driver_artifacts.hidden"))
     try:
         res = mistudy("run", "--resume", "--out", str(out))
@@ -226,6 +231,8 @@ def test_a_state_torn_by_a_kill_is_restored_or_set_aside(tmp_path: Path) -> None
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"session {second} was cut short by a kill and the driver's copy is gone; set " \
         "aside, resuming from the state before" in res.stdout, res.stdout[-3000:]
+    assert f"tiny/{TUNER_FILE} was cut short by a kill; restored from " in res.stdout
+    assert (exp / TUNER_FILE).read_bytes() == whole_tuner
     assert (exp / f".torn-experiment_state-{second}.json").is_file()
     _assert_every_epoch_once_and_told(out, epochs, last_k)
 

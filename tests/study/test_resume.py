@@ -6,6 +6,9 @@ import json
 import pickle
 from pathlib import Path
 
+import pytest
+
+from study._folder import StudyError
 from study._resume import _whole
 
 
@@ -22,3 +25,50 @@ def test_every_cut_of_a_json_or_pickle_state_is_seen_and_whole_ones_pass(tmp_pat
             path.write_bytes(data[:n])
             assert not _whole(path), (name, n)
     assert _whole(tmp_path / "absent.json")  # a session that never wrote one
+
+
+def _experiment(tmp_path: Path, trial: str = "a1b2c3d4") -> Path:
+    exp = tmp_path / "study" / "ray" / "tiny"
+    (exp / trial).mkdir(parents=True)
+    (exp / trial / "params.json").write_text("{}")
+    return exp
+
+
+def _driver_folder(ray_tmp: Path, trial: str, tuner: bytes) -> Path:
+    """A driver's folder as Ray leaves it under $RAY_TMPDIR/ray for a resumed session."""
+    folder = ray_tmp / "ray" / "session_x" / "artifacts" / "first" / "tiny" / "driver_artifacts"
+    folder.mkdir(parents=True)
+    state = {"trial_data": [[json.dumps({"trial_id": trial}), "{}"]], "runner_data": {}}
+    (folder / "experiment_state-s.json").write_text(json.dumps(state))
+    (folder / "tuner.pkl").write_bytes(tuner)
+    return folder
+
+
+def test_a_torn_tuner_file_is_restored_from_mistudys_copy_then_a_drivers(
+        tmp_path: Path, monkeypatch) -> None:
+    from study._resume import TUNER_COPY, TUNER_FILE, repair_tuner_file
+
+    whole = pickle.dumps({"__trainable_name": "train_tune", "x": list(range(50))})
+    exp = _experiment(tmp_path)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "tmp"))
+    (exp / TUNER_FILE).write_bytes(whole)
+    assert repair_tuner_file(exp) == []  # whole: nothing to say, and a copy is kept
+    assert (exp / TUNER_COPY).read_bytes() == whole
+    for cut in (0, 1, len(whole) // 2, len(whole) - 1):
+        (exp / TUNER_FILE).write_bytes(whole[:cut])
+        notes = repair_tuner_file(exp)
+        assert len(notes) == 1 and "cut short by a kill; restored from" in notes[0], notes
+        assert (exp / TUNER_FILE).read_bytes() == whole
+    # an older study without the copy: a driver folder of this experiment has one
+    (exp / TUNER_COPY).unlink()
+    _driver_folder(tmp_path / "tmp", "other000", pickle.dumps("another study's"))
+    (exp / TUNER_FILE).write_bytes(b"")
+    with pytest.raises(StudyError, match=r"tuner\.pkl was cut short by a kill and no whole "
+                                         r"copy is left"):  # another experiment's is no copy
+        repair_tuner_file(exp)
+    mine = _driver_folder(tmp_path / "tmp2", "a1b2c3d4", whole)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "tmp2"))
+    notes = repair_tuner_file(exp)
+    assert notes == [f"resume: tiny/{TUNER_FILE} was cut short by a kill; restored from "
+                     f"{mine.resolve() / TUNER_FILE}"]
+    assert (exp / TUNER_FILE).read_bytes() == whole == (exp / TUNER_COPY).read_bytes()
