@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import pandas as pd
 import yaml
 
-from trainables.records import BASELINE_KEY, RECORD_KEYS, flatten, schedule_text
+from trainables.records import BASELINE_KEY, RECORD_KEYS, flatten, schedule_text, train_config_of
 from trainables.yamlio import safe_load
 
 __all__ = ["Bundle", "is_bundle", "read_bundle", "BUNDLE_VERSION", "bundle_head", "pack_bundle"]
@@ -227,16 +227,42 @@ def _shape_problem(head: Any, runs: Any, trials: Any, confirm: Any) -> str | Non
     if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
         return "runs.json is not a list of runs"
     for r in runs:
-        if not isinstance(r.get("config"), dict) or not isinstance(r.get("records"), list):
-            return f"run {str(r.get('run_id'))[:40]!r} has no config or records"
-        for rec in r["records"]:
-            if not isinstance(rec, dict) or not isinstance(rec.get("epoch"), int):
-                return f"run {str(r.get('run_id'))[:40]!r} has a record without an integer " \
-                       f"epoch"
+        problem = _run_problem(r)
+        if problem:
+            return f"run {str(r.get('run_id'))[:40]!r} {problem}"
     if not isinstance(trials, list) or not all(
             isinstance(t, dict) and isinstance(t.get("distributions"), dict) for t in trials):
         return "optuna.json is not a list of trials"
     return None if confirm is None else confirm_problem(confirm)
+
+
+def _run_problem(run: dict[str, Any]) -> str | None:
+    """What in one run of ``runs.json`` is not what a trial records: its config must be one a
+    trial accepts (``TrainConfig``'s own rules: a config ``{}`` or without a transition was a
+    ``KeyError`` in ``rank``), each record a mapping with an integer epoch and numbers (or
+    null) for the metrics (a ``val_gap`` of ``"abc"`` was a ``ValueError``)."""
+    from trainables.config import ConfigError, TrainConfig
+
+    config, records = run.get("config"), run.get("records")
+    if not isinstance(config, dict) or not isinstance(records, list):
+        return "has no config or records"
+    try:
+        TrainConfig.from_dict(train_config_of(config))  # less the keys a study adds
+    except ConfigError as exc:
+        return f"has a config no trial runs ({str(exc)[:160]})"
+    if "transition" not in config:
+        return "has a config without a transition"
+    for rec in records:
+        if not isinstance(rec, dict) or not isinstance(rec.get("epoch"), int) \
+                or isinstance(rec["epoch"], bool):
+            return "has a record without an integer epoch"
+        bad = next((k for k in RECORD_KEYS if k != "epoch" and rec.get(k) is not None
+                    and (isinstance(rec[k], bool) or not isinstance(rec[k], (int, float)))),
+                   None)
+        if bad is not None:
+            return f"has {bad}={rec[bad]!r:.40} at epoch {rec['epoch']} (a number " \
+                   "or null is allowed)"
+    return None
 
 
 def confirm_problem(plan: Any) -> str | None:
