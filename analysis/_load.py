@@ -376,7 +376,7 @@ def optuna_trials(study: str) -> list[dict[str, Any]]:
     if _bundle.is_bundle(study):
         return _bundle.read_bundle(study).optuna
     paths = StudyPaths(Path(study))
-    if not paths.is_study() or not paths.optuna_db.is_file():
+    if not paths.is_study() or not os.path.lexists(paths.optuna_db):
         raise AnalysisError(f"{study!r} is no study folder with an optuna.db (importance "
                             "reads the stored Optuna study)")
     import optuna

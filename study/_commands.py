@@ -348,13 +348,14 @@ def _export_target_problem(args: argparse.Namespace) -> str | None:
 
 def _bundle_command(args: argparse.Namespace) -> int:
     from analysis import AnalysisError, write_bundle
+    from trainables.fileio import UnreadableFile
 
     folder = Path(args.study)
     if not StudyPaths(folder).is_study():
         return err(f"{args.study!r} is no study folder (a bundle is made from one)")
     try:
         path = write_bundle(folder, Path(args.bundle))
-    except AnalysisError as exc:
+    except (AnalysisError, UnreadableFile) as exc:  # the folder's files: said as they are
         return err(str(exc))
     except OSError as exc:
         return err(f"cannot write {args.bundle}: {exc.strerror or exc}")

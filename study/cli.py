@@ -7,6 +7,7 @@ import argparse
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from trainables.cli import add_train_arguments, train_command
@@ -284,6 +285,12 @@ def main(argv: list[str] | None = None) -> int:
         storage = _storage_problem(exc)
         if storage:
             return err(storage)
+        from trainables.studyfolder import damaged_database
+
+        folder = getattr(args, "study", None) or getattr(args, "out", None)
+        damaged = damaged_database(exc, Path(folder) if isinstance(folder, str) else None)
+        if damaged:
+            return err(damaged)
         raise
 
 

@@ -27,7 +27,8 @@ from .records import SPEC_FILE
 
 __all__ = ["StudyPaths", "FOLDER_STORE", "tracking_uri_of", "split_credentials",
            "credentials_to_env", "storage_failure",
-           "sqlite_path", "sqlite_uri", "SQLITE_PREFIX", "NAME_PATTERN", "NAME_RULE",
+           "sqlite_path", "sqlite_uri", "sqlite_problem", "damaged_database", "SQLITE_PREFIX",
+           "NAME_PATTERN", "NAME_RULE",
            "is_study_name", "redact", "tracking_problem", "optuna_study_name"]
 
 # A study's name becomes a folder (ray/NAME) and file names (findings' NAME-tables.md): a name,
@@ -54,8 +55,53 @@ def sqlite_path(uri: str) -> Path | None:
 
 
 def sqlite_uri(path: Path) -> str:
-    """The ``sqlite:///`` URI of a database file (its absolute path): the one builder."""
+    """The ``sqlite:///`` URI of a database file (its absolute path): the one builder, so
+    every command that opens a study's ``mlflow.db`` or ``optuna.db`` has it checked first
+    (:func:`sqlite_problem`; raises ``fileio.UnreadableFile``, one line naming the file)."""
+    from .fileio import UnreadableFile
+
+    problem = sqlite_problem(Path(path))
+    if problem:
+        raise UnreadableFile(problem)
     return f"{SQLITE_PREFIX}{Path(path).resolve()}"
+
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def sqlite_problem(path: Path) -> str | None:
+    """Why ``path`` is no SQLite database a store can open, from its 100-byte header alone
+    (no SQLite call: a FIFO would block one, and a damaged file surfaced as a SQLAlchemy
+    ``DatabaseError`` traceback deep in MLflow or Optuna); None when it is sound or absent.
+    Seen here: a folder, FIFO or device in its place; bytes that are not SQLite's (garbage,
+    another file copied over it); a file cut shorter than the pages its header counts (an
+    interrupted copy). The size is not judged while a ``-journal`` or ``-wal`` file is beside
+    it: a writer (or SQLite's own recovery) may be mid-way, and SQLite checks it then."""
+    import stat as st
+
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None  # a store not made yet
+    except OSError as exc:
+        return f"{path}: {exc.strerror or exc}"
+    if not st.S_ISREG(info.st_mode):
+        return f"{path}: not a regular file (a FIFO, folder or device) -- a SQLite database is"
+    if info.st_size == 0:
+        return None  # SQLite's own empty database
+    with path.open("rb") as f:
+        head = f.read(100)
+    if len(head) < 100 or not head.startswith(_SQLITE_MAGIC):
+        return f"{path}: not a SQLite database (damaged, or another file in its place)"
+    page = int.from_bytes(head[16:18], "big")
+    page = 65536 if page == 1 else page
+    pages = int.from_bytes(head[28:32], "big")
+    counted = pages > 0 and head[24:28] == head[92:96]  # SQLite's rule for the count's validity
+    busy = any(path.with_name(path.name + tail).exists() for tail in ("-journal", "-wal"))
+    if counted and not busy and info.st_size < page * pages:
+        return f"{path}: cut short ({info.st_size} of its {page * pages} bytes) -- restore " \
+               "it from a copy"
+    return None
 
 
 def optuna_study_name(meta: dict[str, Any]) -> str:
@@ -218,6 +264,42 @@ def storage_failure(exc: BaseException) -> tuple[str, str | None] | None:
             return why, getattr(cur, "filename", None)
         cur = cur.__cause__ or cur.__context__
     return None
+
+
+def damaged_database(exc: BaseException, folder: Path | None) -> str | None:
+    """One line when ``exc`` -- or anything in its cause/context chain -- is SQLite saying a
+    database is damaged past its header (``database disk image is malformed``, ``file is not a
+    database``), else None. It names the damaged file when ``folder`` is a study folder (each
+    store asked ``PRAGMA quick_check`` read-only, here on the error path only)."""
+    import sqlite3
+
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, sqlite3.DatabaseError) and getattr(
+                cur, "sqlite_errorname", "") in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+            break
+        cur = cur.__cause__ or cur.__context__
+    else:
+        return None
+    if cur is None:
+        return None
+    paths = StudyPaths(folder) if folder is not None else None
+    files = [paths.root / StudyPaths.MLFLOW_DB, paths.optuna_db] if paths else []
+    named = [f for f in files if f.is_file() and not _sound(f)]
+    which = ", ".join(str(f) for f in named) or "a study database (mlflow.db or optuna.db)"
+    return f"{which}: damaged (SQLite: {cur}) -- restore it from a copy"
+
+
+def _sound(path: Path) -> bool:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True) as db:
+            return bool(db.execute("PRAGMA quick_check").fetchone()[0] == "ok")
+    except sqlite3.Error:
+        return False
 
 
 def redact(uri: str) -> str:
