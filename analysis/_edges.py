@@ -135,19 +135,19 @@ def _g(v: float) -> str:
     return f"{int(v)}" if float(v).is_integer() else f"{v:.4g}"
 
 
-def format_edges(edges: list[EdgeInfo], width: int = 110) -> list[str]:
-    """One warning per edge, wrapped to ``width`` (continuation lines indented)."""
-    import textwrap
-
+def format_edges(edges: list[EdgeInfo]) -> list[str]:
+    """One warning per edge, one line each (a terminal wraps it; a wrapped continuation
+    printed as its own ``warning:`` line read as a separate warning)."""
     lines = []
     for e in edges:
         among = ", ".join(_g(v) for v in (e.choices or (e.low, e.high)))
         if e.choices:
-            where = f"the {'largest' if e.bound == 'high' else 'smallest'} of [{among}] (so are"
-            near = f"{e.near} of the top {e.top})"
+            where = f"the {'largest' if e.bound == 'high' else 'smallest'} of [{among}]"
+            near = f"({e.near} of the top {e.top} chose it" + \
+                (": the winner alone)" if e.near == 1 else ")")
         else:
             where = f"at the {'upper' if e.bound == 'high' else 'lower'} edge of [{among}]"
-            near = f"({e.near} of the top {e.top} near it)"
-        text = f"{e.key}: the winner's {_g(e.value)} is {where} {near}; widen it"
-        lines += textwrap.wrap(text, width, subsequent_indent="  ")
+            near = f"({e.near} of the top {e.top} near it" + \
+                (": the winner alone)" if e.near == 1 else ")")
+        lines.append(f"{e.key}: the winner's {_g(e.value)} is {where} {near}; widen it")
     return lines

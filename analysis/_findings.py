@@ -172,7 +172,7 @@ def format_findings(info: FindingsInfo) -> str:
         f"{_f(info.transfer['gap_reduction'], 2)}.",
         f"**The paper's schedule** (power p = 0.5, α = 1.01) ranks: {', '.join(ranks) or 'n/a'}"
         f" of {len(paper)}.",
-        *(f"**Range edge**: {line}." for line in format_edges(a.edges, width=10_000)),
+        *(f"**Range edge**: {line}." for line in format_edges(a.edges)),
         "", "#### Ranking (selected on validation; test only read)", "", _ranking_md(info),
         "", "#### Importance", "", _importance_md(info),
         "", "#### Confirmation on fresh seeds", "", _confirm_md(info),

@@ -53,6 +53,9 @@ def prepare_resume(exp_dir: Path, where: Any = None) -> list[str]:
                                                                           where)
 
 
+# How a file is found torn: a kill mid-write, or a write that ran out of disk (either leaves
+# the same cut-short file; a resume cannot tell which)
+CUT = "cut short (a kill or a full disk)"
 # The files of one driver session's saved state, named by the session (Tune restores the newest)
 _SESSION_FILES = ("experiment_state-{}.json", "search_gen_state-{}.json", "searcher-state-{}.pkl")
 
@@ -79,16 +82,16 @@ def repair_torn_state(exp_dir: Path) -> list[str]:
             for f in files:
                 if (original / f.name).is_file():
                     atomic_write_bytes(f, (original / f.name).read_bytes())
-            notes.append(f"resume: the saved state of session {session} was cut short by a "
-                         f"kill; restored from the driver's copy in {original}")
+            notes.append(f"resume: the saved state of session {session} was {CUT}; "
+                         f"restored from the driver's copy in {original}")
             continue
         for f in files:
             if f.exists():
                 f.rename(f.with_name(f".torn-{f.name}"))
         then = "resuming from the state before" if _newest_session(exp_dir) else \
             "no state before it: the experiment starts afresh"
-        notes.append(f"resume: the saved state of session {session} was cut short by a kill "
-                     f"and the driver's copy is gone; set aside, {then}")
+        notes.append(f"resume: the saved state of session {session} was {CUT} and the "
+                     f"driver's copy is gone; set aside, {then}")
     return notes
 
 
@@ -198,14 +201,13 @@ def repair_tuner_file(exp_dir: Path) -> list[str]:
     if source is None:
         from ._folder import StudyError
 
-        raise StudyError(f"{tuner} was cut short by a kill and no whole copy is left "
-                         f"({TUNER_COPY} beside it, or Ray's driver folder under "
+        raise StudyError(f"{tuner} was {CUT} and no whole copy is left ({TUNER_COPY} "
+                         f"beside it, or Ray's driver folder under "
                          "$RAY_TMPDIR/ray): this experiment cannot be resumed; start the "
                          "study again in a new folder")
     atomic_write_bytes(tuner, source.read_bytes())
     keep_tuner_copy(exp_dir)
-    return [f"resume: {exp_dir.name}/{TUNER_FILE} was cut short by a kill; restored from "
-            f"{source}"]
+    return [f"resume: {exp_dir.name}/{TUNER_FILE} was {CUT}; restored from {source}"]
 
 
 def _whole_pickle(path: Path) -> bool:

@@ -101,3 +101,24 @@ def test_a_bundle_whose_spec_has_one_bad_value_is_refused_not_defaulted(
     res = mistudy("rank", str(bundle))
     lines = res.stderr.strip().splitlines()
     assert res.returncode == 2 and len(lines) == 1 and named in lines[0], res.stderr[-1500:]
+
+
+def test_a_range_edge_warning_is_one_line_and_counts_the_winner_plainly() -> None:
+    """Issue 35, low: a long warning wrapped into a second ``warning:   it`` line, and a winner
+    alone at the edge read "so are 1 of the top 2"."""
+    from analysis import EdgeInfo, format_edges
+
+    edges = [EdgeInfo("search.families.sigmoid.midpoint", 29.87654, "high", 0.0, 30.0, 1, 2,
+                      "sigmoid midpoint=29.88"),
+             EdgeInfo("search.batch_size", 64, "low", 64, 1024, 3, 5, "power",
+                      (64, 128, 256, 512, 1024))]
+    lines = format_edges(edges)
+    assert lines == [
+        "search.families.sigmoid.midpoint: the winner's 29.88 is at the upper edge of [0, 30] "
+        "(1 of the top 2 near it: the winner alone); widen it",
+        "search.batch_size: the winner's 64 is the smallest of [64, 128, 256, 512, 1024] "
+        "(3 of the top 5 chose it); widen it"]
+    res = mistudy("rank", BUNDLE.replace("closure-mnist", "closure-fashion"))
+    warned = [ln for ln in res.stdout.splitlines() + res.stderr.splitlines()
+              if ln.startswith("warning:")]
+    assert len(warned) == 2 and all(ln.endswith("widen it") for ln in warned), warned

@@ -204,7 +204,7 @@ def test_a_state_torn_by_a_kill_is_restored_or_set_aside(tmp_path: Path) -> None
     # recomputed from the complete records. A resumed driver also copies Tune's tuner.pkl back
     # with each save (CI saw a kill leave it empty: EOFError on every resume): session 2's
     # kill empties it too, and session 3 restores it from the copy mistudy keeps.
-    from study._resume import TUNER_COPY, TUNER_FILE, driver_copy
+    from study._resume import CUT, TUNER_COPY, TUNER_FILE, driver_copy
 
     epochs, last_k = 6, 2
     spec = _one_configuration(tmp_path / "spec.yaml", epochs, last_k)
@@ -214,7 +214,7 @@ def test_a_state_torn_by_a_kill_is_restored_or_set_aside(tmp_path: Path) -> None
     first = _tear_newest_state(exp)
     kill_driver_when(out, None, min_epochs=epochs_reported(out) + 3,
                      log=tmp_path / "session2.log")
-    assert f"session {first} was cut short by a kill; restored from the driver's copy" in \
+    assert f"session {first} was {CUT}; restored from the driver's copy" in \
         (tmp_path / "session2.log").read_text()
     second = _tear_newest_state(exp)
     assert second != first
@@ -229,9 +229,9 @@ def test_a_state_torn_by_a_kill_is_restored_or_set_aside(tmp_path: Path) -> None
     finally:
         original.with_name("driver_artifacts.hidden").rename(original)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert f"session {second} was cut short by a kill and the driver's copy is gone; set " \
+    assert f"session {second} was {CUT} and the driver's copy is gone; set " \
         "aside, resuming from the state before" in res.stdout, res.stdout[-3000:]
-    assert f"tiny/{TUNER_FILE} was cut short by a kill; restored from " in res.stdout
+    assert f"tiny/{TUNER_FILE} was {CUT}; restored from " in res.stdout
     assert (exp / TUNER_FILE).read_bytes() == whole_tuner
     assert (exp / f".torn-experiment_state-{second}.json").is_file()
     _assert_every_epoch_once_and_told(out, epochs, last_k)

@@ -57,18 +57,19 @@ def test_a_torn_tuner_file_is_restored_from_mistudys_copy_then_a_drivers(
     for cut in (0, 1, len(whole) // 2, len(whole) - 1):
         (exp / TUNER_FILE).write_bytes(whole[:cut])
         notes = repair_tuner_file(exp)
-        assert len(notes) == 1 and "cut short by a kill; restored from" in notes[0], notes
+        assert len(notes) == 1 and "cut short (a kill or a full disk); restored from" \
+            in notes[0], notes
         assert (exp / TUNER_FILE).read_bytes() == whole
     # an older study without the copy: a driver folder of this experiment has one
     (exp / TUNER_COPY).unlink()
     _driver_folder(tmp_path / "tmp", "other000", pickle.dumps("another study's"))
     (exp / TUNER_FILE).write_bytes(b"")
-    with pytest.raises(StudyError, match=r"tuner\.pkl was cut short by a kill and no whole "
-                                         r"copy is left"):  # another experiment's is no copy
+    with pytest.raises(StudyError, match=r"tuner\.pkl was cut short \(a kill or a full "
+                                         r"disk\) and no whole copy"):  # another study's: none
         repair_tuner_file(exp)
     mine = _driver_folder(tmp_path / "tmp2", "a1b2c3d4", whole)
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "tmp2"))
     notes = repair_tuner_file(exp)
-    assert notes == [f"resume: tiny/{TUNER_FILE} was cut short by a kill; restored from "
-                     f"{mine.resolve() / TUNER_FILE}"]
+    assert notes == [f"resume: tiny/{TUNER_FILE} was cut short (a kill or a full disk); "
+                     f"restored from {mine.resolve() / TUNER_FILE}"]
     assert (exp / TUNER_FILE).read_bytes() == whole == (exp / TUNER_COPY).read_bytes()
