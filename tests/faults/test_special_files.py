@@ -54,9 +54,16 @@ def test_a_fifo_in_a_study_folder_is_named_not_waited_on(tmp_path: Path, name: s
     _one_line(mistudy(*args, timeout=30), name, t0)
 
 
-def test_a_fifo_as_pruning_json_stops_a_resume_before_ray(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["fifo", "symlink", "folder"])
+def test_pruning_json_as_no_regular_file_stops_a_resume_before_ray(tmp_path: Path,
+                                                                  kind: str) -> None:
+    """Item 4 (a FIFO blocked Tune's scheduler) and item 16 (a link or folder: ``UnsafeTarget``
+    or ``IsADirectoryError`` tracebacks, exit 1): one line naming it, before Ray starts."""
     out = _folder(tmp_path, scheduler="closure")
-    os.mkfifo(out / "pruning.json")
+    target = tmp_path / "decisions.json"
+    target.write_text('{"pruned": {}, "reached": {}, "passed": {}}')
+    {"fifo": lambda p: os.mkfifo(p), "symlink": lambda p: p.symlink_to(target),
+     "folder": lambda p: p.mkdir()}[kind](out / "pruning.json")
     t0 = time.time()
     _one_line(mistudy("run", "--resume", "--out", str(out), "--quiet", timeout=30),
               "pruning.json", t0)
