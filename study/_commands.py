@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from trainables.closure import last_k_problem
-from trainables.studyfolder import StudyPaths
 
 from ._sqlite import store_problem
 from ._summary import print_summary
@@ -43,15 +42,13 @@ def confirm_command(args: argparse.Namespace) -> int:
     bad = [d for d in args.data_seeds or [] if not 0 <= d < MAX_SEED]
     if bad:  # before planning: a trial would fail on it, far from the flag
         return err(f"--data-seeds: {bad[0]} -- allowed: split draws in [0, {MAX_SEED})")
-    out = Path(args.study)
-    progress = []
-    if not args.quiet:
-        from ._folder import open_study
+    from ._folder import study_paths
 
-        _, spec = open_study(out)  # the total is set from the plan (fewer feasible: fewer)
-        progress = [StudyProgress(total=0, epochs=int(spec.fixed.get("epochs", 10)))]
+    paths = study_paths(args.study)
+    # the total and epochs are set from the plan and the study (run_confirm opens it)
+    progress = [] if args.quiet else [StudyProgress(total=0, epochs=0)]
     try:
-        info = run_confirm(out, args.top, args.seeds, args.num_cpus, progress,
+        info = run_confirm(paths, args.top, args.seeds, args.num_cpus, progress,
                            args.data_seeds, args.same_split)
     finally:
         shutdown_ray()
@@ -59,7 +56,7 @@ def confirm_command(args: argparse.Namespace) -> int:
 
     print()
     print(format_confirm(info))
-    print(f"written: {StudyPaths(out).confirm_report}")
+    print(f"written: {paths.confirm_report}")
     return 0
 
 
@@ -192,7 +189,9 @@ def run_command(args: argparse.Namespace) -> int:
         spec = load_spec(args.spec, args.preset)
     elif args.spec or args.preset:
         spec = load_spec(args.spec, args.preset)  # must match the stored one (checked)
-    out = Path(args.out or f"studies/{spec.name if spec else 'study'}")
+    from ._folder import study_paths
+
+    paths = study_paths(args.out or f"studies/{spec.name if spec else 'study'}")
     for name in ("cpus_per_trial", "gpus_per_trial", "trials"):  # the spec's own rules
         v = getattr(args, name)
         allowed = None if v is None else value_problem(name, v)
@@ -200,45 +199,31 @@ def run_command(args: argparse.Namespace) -> int:
             return err(f"--{name.replace('_', '-')}={v} -- allowed: {allowed}")
     if args.num_cpus is not None and args.num_cpus < 1:
         return err(f"--num-cpus={args.num_cpus} -- allowed: an integer >= 1")
-    progress = [] if args.quiet else [_progress_for(spec, out, args.trials, StudyProgress)]
+    # its trial count and epochs are set once the study is settled (run_study opens it)
+    progress = [] if args.quiet else [StudyProgress(total=0, epochs=0)]
     try:
-        trials = run_study(spec, out, resume=args.resume, trials=args.trials,
-                           address=args.address, tracking_uri=args.tracking_uri,
-                           cpus_per_trial=args.cpus_per_trial,
-                           gpus_per_trial=args.gpus_per_trial, num_cpus=args.num_cpus,
-                           callbacks=[p for p in progress if p is not None])
+        done = run_study(spec, paths, resume=args.resume, trials=args.trials,
+                         address=args.address, tracking_uri=args.tracking_uri,
+                         cpus_per_trial=args.cpus_per_trial,
+                         gpus_per_trial=args.gpus_per_trial, num_cpus=args.num_cpus,
+                         callbacks=progress)
     finally:
         t_end = time.time()
         shutdown_ray()
-    print_summary(trials, out)
-    if StudyPaths(out).is_study():
-        record_timings(StudyPaths(out).timings, {"main_at": t_main, "main_end_at": t_end,
-                                                 "ray_shutdown_seconds": time.time() - t_end})
+    print_summary(*done)
+    record_timings(paths.timings, {"main_at": t_main, "main_end_at": t_end,
+                                   "ray_shutdown_seconds": time.time() - t_end})
     return 0
-
-
-def _progress_for(spec: Any, out: Path, trials: int | None, cls: Any) -> Any:
-    """The progress display for this run's trial count (a resumed study: its stored spec)."""
-    from ._folder import StudyError, open_study
-
-    if spec is None:
-        try:
-            _, spec = open_study(out)
-        except StudyError:
-            return None  # run_study says why, in one line
-    n = spec.num_trials  # a new or interrupted study: all of its trials
-    if trials is not None and StudyPaths(out).is_study():
-        n = max(0, trials - spec.trials) * len(spec.seeds)  # growing: the new ones
-    return cls(total=n, epochs=int(spec.fixed.get("epochs", 10)))
 
 
 def ui_command(args: argparse.Namespace) -> int:
     from trainables.studyfolder import redact
 
-    from ._folder import open_study
+    from ._folder import open_study, study_paths
     from ._ui import port_free, runs_link, serve
 
-    meta, _ = open_study(Path(args.out))
+    study = open_study(study_paths(args.out))
+    meta = study.meta
     uri = meta["tracking_uri"]
     if not uri.startswith("sqlite:"):
         print(f"this study logs to a tracking server; open: "
@@ -256,13 +241,14 @@ def ui_command(args: argparse.Namespace) -> int:
               f"login) to every machine that can reach this one", file=sys.stderr)
     shared = ensure_shared_view(args.out, meta)
     return serve(uri, meta.get("artifact_location"), args.host, args.port,
-                 experiment_id(meta), StudyPaths(Path(args.out)).ui_log, shared)
+                 experiment_id(meta), study.paths.ui_log, shared)
 
 
 def sync_command(args: argparse.Namespace) -> int:
+    from ._folder import study_paths
     from ._sync import sync_study
 
-    stats = sync_study(Path(args.out))
+    stats = sync_study(study_paths(args.out))
     print(f"synced: {stats}")
     return 0
 
@@ -350,8 +336,10 @@ def _bundle_command(args: argparse.Namespace) -> int:
     from analysis import AnalysisError, write_bundle
     from trainables.fileio import UnreadableFile
 
+    from ._folder import study_paths
+
     folder = Path(args.study)
-    if not StudyPaths(folder).is_study():
+    if not study_paths(folder).is_study():
         return err(f"{args.study!r} is no study folder (a bundle is made from one)")
     try:
         path = write_bundle(folder, Path(args.bundle))

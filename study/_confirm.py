@@ -25,9 +25,8 @@ from ray.tune.search import Searcher
 
 from trainables.fileio import atomic_write_text
 from trainables.records import CONFIRM_PHASE, PHASE_KEY
-from trainables.studyfolder import StudyPaths
 
-from ._folder import StudyError
+from ._folder import Study, StudyError
 from ._searcher import baseline_config
 from .spec import StudySpec
 
@@ -158,12 +157,12 @@ def plan_problem(plan: Any, spec: StudySpec) -> str | None:
     return None
 
 
-def load_or_plan(out: Path, spec: StudySpec, top: int | None, seeds: int | None,
+def load_or_plan(study: Study, top: int | None, seeds: int | None,
                  data_seeds: list[int] | None = None, same_split: bool = False
                  ) -> dict[str, Any]:
     """The stored plan (a rerun resumes it), or a new one written before anything runs
-    (``spec``: the study's, as the command read it)."""
-    path = StudyPaths(out).confirm_plan
+    (``study``: as the command opened it)."""
+    out, spec, path = study.paths.root, study.spec, study.paths.confirm_plan
     if path.is_file():
         problem: str | None
         try:

@@ -34,7 +34,8 @@ from trainables.yamlio import MAX_BYTES, YamlLimitError, safe_load
 
 from .spec import SpecError, StudySpec, parse_spec
 
-__all__ = ["StudyError", "open_study", "new_meta", "Location", "location_of",
+__all__ = ["StudyError", "Study", "open_study", "study_paths", "new_meta", "Location",
+           "location_of",
            "normalize_tracking_uri", "check_tracking", "record_timings", "writer_lock",
            "prepare_folder", "MAX_META_BYTES"]
 
@@ -59,13 +60,39 @@ class Location(NamedTuple):
     tracking_uri: str
     artifact_location: str | None
     timings: str
+    pruning: str  # the closure pruner's decisions file
+    ray: str  # Tune's experiments
 
 
 def location_of(paths: StudyPaths, meta: dict[str, Any]) -> Location:
     """The study's :class:`Location` (``meta``'s tracking URI resolved for where it is)."""
     return Location(str(paths.root.resolve()), paths.optuna, optuna_study_name(meta),
                     str(meta["study_id"]), meta["tracking_uri"], meta.get("artifact_location"),
-                    str(paths.timings))
+                    str(paths.timings), str(paths.pruning.resolve()), str(paths.ray.resolve()))
+
+
+def study_paths(out: Path | str) -> StudyPaths:
+    """The layout of the folder a command names (``--out``, ``STUDY``): built once, by the
+    command, and handed down with the study (:class:`Study`); nothing below rebuilds it."""
+    return StudyPaths(Path(out))
+
+
+class Study(NamedTuple):
+    """A study folder as its command opened it, once: everything below the command reads the
+    study from here, never the folder's files again."""
+
+    paths: StudyPaths
+    meta: dict[str, Any]  # study.json, its tracking URI resolved for where the folder is now
+    spec: StudySpec  # spec.yaml as stored
+
+    @property
+    def optuna_name(self) -> str:
+        return optuna_study_name(self.meta)
+
+    @property
+    def where(self) -> Location:
+        """What restored objects are handed (``relocate``)."""
+        return location_of(self.paths, self.meta)
 
 
 def normalize_tracking_uri(uri: str) -> str:
@@ -109,10 +136,10 @@ def new_meta(spec: StudySpec, tracking_uri: str | None) -> dict[str, Any]:
 MAX_META_BYTES = 1 << 20  # study.json and timings.json: a few hundred bytes when sound
 
 
-def open_study(out: Path) -> tuple[dict[str, Any], StudySpec]:
-    """The study in ``out``: its meta (with the tracking URI resolved for where the folder is
+def open_study(paths: StudyPaths) -> Study:
+    """The study in ``paths``: its meta (with the tracking URI resolved for where the folder is
     now) and spec; :class:`StudyError` in one line when either is missing or unreadable."""
-    paths = StudyPaths(out)
+    out = paths.root
     if not (paths.meta.exists() or paths.meta.is_symlink()):
         raise StudyError(f"{out} is not a study folder (no study.json); run one with "
                          f"mistudy run SPEC --out {out}")
@@ -125,8 +152,8 @@ def open_study(out: Path) -> tuple[dict[str, Any], StudySpec]:
     except (OSError, ValueError, KeyError, TypeError, YamlLimitError) as exc:
         what = exc.problems[0] if isinstance(exc, SpecError) else type(exc).__name__
         raise StudyError(f"{out}: study.json or spec.yaml is damaged ({what}); the runs "
-                         f"themselves are under {out}/ray") from None
-    return meta, spec
+                         f"themselves are under {paths.ray}") from None
+    return Study(paths, meta, spec)
 
 
 def record_timings(path: Path | str, values: dict[str, Any]) -> None:
@@ -151,10 +178,11 @@ def prepare_folder(out: Path) -> None:
 
 
 @contextmanager
-def writer_lock(out: Path) -> Iterator[None]:
+def writer_lock(paths: StudyPaths) -> Iterator[None]:
     """The study folder's one writer (``run``, ``--resume``, ``sync``): a second process is
     refused at once, naming the holder's PID; a killed holder leaves no stale lock. A folder
     this call created is removed again if the body fails before writing anything into it."""
+    out = paths.root
     created = not out.exists()
     prepare_folder(out)
     try:
@@ -163,7 +191,7 @@ def writer_lock(out: Path) -> Iterator[None]:
                 yield
             except BaseException:
                 if created and {p.name for p in out.iterdir()} <= {LOCK_FILE}:
-                    StudyPaths(out).lock.unlink(missing_ok=True)
+                    paths.lock.unlink(missing_ok=True)
                     with contextlib.suppress(OSError):
                         out.rmdir()
                 raise

@@ -71,17 +71,17 @@ def _folder_id(folder: Path) -> list[int]:
     return [st.st_dev, st.st_ino]
 
 
-def record_ray_processes(folder: Path) -> None:
+def record_ray_processes(paths: StudyPaths) -> None:
     """The local Ray this driver started, in the study folder: each PID with its start time,
     and the folder's identity (``trainables.fileio.atomic_write_text``: never through a
     link)."""
     from trainables.fileio import atomic_write_text
 
     pids = _ray_tree(os.getpid())
-    record = {"driver": os.getpid(), "folder": _folder_id(folder),
+    record = {"driver": os.getpid(), "folder": _folder_id(paths.root),
               "ray": [[p, start_time(p)] for p in pids]}
     try:
-        atomic_write_text(StudyPaths(folder).ray_pids, json.dumps(record))
+        atomic_write_text(paths.ray_pids, json.dumps(record))
     except PermissionError:
         pass  # a read-only folder cannot be resumed anyway; nothing to clean up later
 
@@ -101,18 +101,18 @@ def _proven(folder: Path, old: Any) -> list[int]:
     return out
 
 
-def end_previous_ray(folder: Path, grace: float = 10.0) -> list[int]:
+def end_previous_ray(paths: StudyPaths, grace: float = 10.0) -> list[int]:
     """End what is left of the local Ray a previous, killed driver of this folder started
     (and the trial processes under it); returns the PIDs it ended."""
     from trainables.fileio import check_target
 
-    path = StudyPaths(folder).ray_pids
+    path = paths.ray_pids
     check_target(path)  # a link is refused, never read or removed through
     try:
         old = json.loads(path.read_text())
     except (OSError, ValueError):
         return []
-    alive = _proven(folder, old)
+    alive = _proven(paths.root, old)
     alive += [c for p in alive for c in _ray_tree(p)]
     alive = sorted(set(alive) - {os.getpid()})
     end_pids(alive, grace, is_alive=_is_ray)

@@ -28,9 +28,9 @@ from trainables.pruning import (
 )
 from trainables.records import BASELINE_KEY, ENQUEUED_KEY, PHASE_KEY
 from trainables.saturation import saturation_epoch
-from trainables.studyfolder import StudyPaths
 
 from ._experiments import read_results, read_trials
+from ._folder import Location
 
 __all__ = ["SaturationStopper", "BaselineSafeASHA", "ClosurePruner"]
 
@@ -87,10 +87,12 @@ class ClosurePruner(FIFOScheduler):
     -- are read from the trials' ``result.json``. The folder comes from the command that made
     or restored it, never from the pickle."""
 
-    def __init__(self, rules: dict[str, Any], seeds: int, path: str, lag: int | None = None,
-                 objective: str | None = None, experiments: tuple[str, ...] = ()) -> None:
+    def __init__(self, rules: dict[str, Any], seeds: int, where: Location,
+                 lag: int | None = None, objective: str | None = None,
+                 experiments: tuple[str, ...] = ()) -> None:
         super().__init__()
-        self.rules_raw, self.seeds, self.path = dict(rules), seeds, path
+        self.rules_raw, self.seeds = dict(rules), seeds
+        self.path, self.ray = where.pruning, where.ray  # the decisions file, Tune's folder
         self.lag, self.objective = lag, objective
         # a grown study's earlier experiments, by name (in the folder's ray/, wherever it is)
         self.experiments = tuple(experiments)
@@ -105,17 +107,19 @@ class ClosurePruner(FIFOScheduler):
 
     def __getstate__(self) -> dict[str, Any]:
         return {"rules_raw": self.rules_raw, "seeds": self.seeds, "path": self.path,
-                "lag": self.lag, "objective": self.objective, "experiments": self.experiments}
+                "ray": self.ray, "lag": self.lag, "objective": self.objective,
+                "experiments": self.experiments}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update({"lag": None, "objective": None, "experiments": ()})  # older saves
+        self.__dict__.update({"lag": None, "objective": None, "experiments": (),  # older saves
+                              "ray": None})  # relocate() sets it before the fit
         self.__dict__.update(state)
         self._fresh()
 
-    def relocate(self, where: Any) -> None:
-        """The folder as the restoring command found it (``study._folder.Location``): a
-        moved folder's decisions move with it."""
-        self.path = str(StudyPaths(Path(where.root)).pruning)
+    def relocate(self, where: Location) -> None:
+        """The folder as the restoring command found it: a moved folder's decisions move with
+        it."""
+        self.path, self.ray = where.pruning, where.ray
 
     @property
     def rules(self) -> PruneRules:
@@ -136,7 +140,7 @@ class ClosurePruner(FIFOScheduler):
         """Once per experiment: the records of trials that will not report them again (a
         resumed study's finished baselines, the epochs before a restored trial's restart, a
         grown study's earlier experiments with their baselines)."""
-        ray = StudyPaths(Path(self.path).parent).ray
+        ray = Path(self.ray)
         for exp in (*(str(ray / n) for n in self.experiments), str(Path(str(trial.path)).parent)):
             if exp in self.read_dirs:
                 continue

@@ -209,10 +209,11 @@ class StudySearcher(Searcher):
     def __init__(self, spec: StudySpec, storage_url: str, study_name: str, asked: int = 0,
                  baselines: bool = True,
                  baseline_records: dict[str, list[dict[str, Any]]] | None = None,
-                 tracker: Any = None) -> None:
+                 tracker: Any = None, where: Location | None = None) -> None:
         """``asked``: configurations sampled by earlier experiments of this study (a grown
         study continues after them); ``baselines``: False when they ran already, and then
-        ``baseline_records`` holds their records (match key -> records)."""
+        ``baseline_records`` holds their records (match key -> records); ``where``: the
+        study's folder as the command found it (the pruner's decisions file)."""
         obj = spec.objectives[0]
         super().__init__(metric=obj.record_metric[0], mode=obj.record_metric[1])
         self.spec = spec
@@ -237,9 +238,11 @@ class StudySearcher(Searcher):
         self.sampler_seed = spec.sampler_seed + asked
         self.start_asked = asked  # configurations asked when this experiment began
         self.tracker = tracker  # MLflow: the told values and failures (optional)
+        # the folder as the command found it: given when built, set by relocate() when Tune
+        # restored this (never pickled: a copied folder's pickle names the old one)
+        self._where: Location | None = where
         self._study: optuna.Study | None = None
         self._blocked_at: tuple[int, int, int] | None = None  # (number, tells) of the last "wait"
-        self._where: Location | None = None  # set by relocate() when Tune restored this
 
     # ---- Optuna --------------------------------------------------------------------------
     @property
@@ -461,13 +464,9 @@ class StudySearcher(Searcher):
         if self.spec.scheduler != "closure":
             return None
         from trainables.pruning import pruned_configuration
-        from trainables.studyfolder import StudyPaths, sqlite_path
 
-        where = getattr(self, "_where", None)
-        store = sqlite_path(self.storage_url)
-        root = Path(where.root) if where is not None else \
-            store.parent if store is not None else None
-        return None if root is None else pruned_configuration(StudyPaths(root).pruning, number)
+        where = getattr(self, "_where", None)  # set by the command that built or restored it
+        return None if where is None else pruned_configuration(Path(where.pruning), number)
 
     def _log_told(self, number: int, outcome: Outcome) -> None:
         """The told values and any failure reason on the configuration's MLflow runs (a store

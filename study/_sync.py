@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from trainables.records import BASELINE_KEY, PHASE_KEY, TAGS, run_group, schedule_text
-from trainables.studyfolder import StudyPaths, optuna_study_name
+from trainables.studyfolder import StudyPaths
 
 from ._experiments import experiment_dirs, read_results, study_trials, trial_error_text
-from ._folder import StudyError, check_tracking, location_of, open_study, writer_lock
+from ._folder import Study, StudyError, check_tracking, open_study, writer_lock
 from ._resume import repair
-from ._tracking import study_tracker
+from ._tracking import Tracker, study_tracker
 from .spec import StudySpec
 
 __all__ = ["sync_study", "reconcile", "best_trials", "baseline_records", "confirm_info"]
@@ -32,31 +32,33 @@ def baseline_records(trials: list[dict[str, Any]]) -> dict[str, list[dict[str, A
     return found  # type: ignore[return-value]
 
 
-def sync_study(out: Path) -> dict[str, int]:
+def sync_study(paths: StudyPaths) -> dict[str, int]:
     """``mistudy sync``: under the folder's lock, the experiments repaired
     (``study._experiments.repair``), MLflow made to match Tune's results (:func:`reconcile`),
     and the parent run ended in its true state: FINISHED when every trial ended, else KILLED
     (a parent a deleted store made anew would otherwise stay RUNNING)."""
-    with writer_lock(out):
-        meta, spec = open_study(out)
-        check_tracking(meta["tracking_uri"])
-        paths = StudyPaths(out)
-        notes = repair(experiment_dirs(paths, spec.name), location_of(paths, meta))
+    with writer_lock(paths):
+        study = open_study(paths)
+        check_tracking(study.meta["tracking_uri"])
+        notes = repair(experiment_dirs(paths, study.spec.name), study.where)
         for note in notes:
             print(note, flush=True)
-        tracker = study_tracker(spec, paths, meta)
-        stats, done = reconcile(out, spec, tracker)
+        tracker = study_tracker(study)
+        stats, done, _ = reconcile(study, study.spec, tracker)
         tracker.finish_parent("FINISHED" if done else "KILLED")
         return {**stats, "repairs": len(notes)}
 
 
-def reconcile(out: Path, spec: StudySpec, tracker: Any) -> tuple[dict[str, int], bool]:
+def reconcile(study: Study, spec: StudySpec, tracker: Tracker
+              ) -> tuple[dict[str, int], bool, Any]:
     """Make the MLflow store match Tune's results exactly: one run per trial, every epoch
     once, artifacts, status and summary metrics; stray runs of trials Tune does not know are
     deleted; the ranking back-filled. The caller holds the folder's lock and has repaired its
     experiments (a lifecycle command after its fits, with its own tracker and spec, or
-    :func:`sync_study`). Returns (counts, whether every trial ended)."""
-    paths = StudyPaths(out)
+    :func:`sync_study`; ``spec``: the study's, or the grown one a run just fitted). Returns
+    (counts, whether every trial ended, the study's ``analysis.Analysis`` or None: nothing to
+    rank yet)."""
+    paths = study.paths
     trials = study_trials(paths, spec.name)
     if not trials and not paths.ray.exists():
         raise StudyError(f"no Tune experiment in {paths.ray}")
@@ -81,21 +83,21 @@ def reconcile(out: Path, spec: StudySpec, tracker: Any) -> tuple[dict[str, int],
         if logged_status != status or new or "final_gap" not in metrics:
             tracker.finish_trial(run_id, records, t["config"], status, error,
                                  trial_dir=t["path"])
-    _retell(paths, tracker, trials)
-    _backfill_ranking(out, tracker)
+    _retell(study, tracker, trials)
+    analysis = _backfill_ranking(paths.root, tracker)
     done = all(t["status"] in ("TERMINATED", "ERROR") for t in trials)
     return {"trials": len(trials), "epochs_logged": logged,
-            "stray_runs_deleted": len(stray)}, done
+            "stray_runs_deleted": len(stray)}, done, analysis
 
 
-def _retell(paths: StudyPaths, tracker: Any, trials: list[dict[str, Any]]) -> int:
+def _retell(study: Study, tracker: Tracker, trials: list[dict[str, Any]]) -> int:
     """Each trial run's ``told`` tag made equal to what Optuna holds for its configuration
     (COMPLETE, PRUNED or FAIL), and its chart group (``trainables.records.run_group``) to its
     schedule, phase and state: the searcher logs the first as it tells, but a run the MLflow
     callback had not created yet, a store that was down, or a kill between the tell and the
     log leave it missing -- and the ranking, confirm, export and the UI read pruned schedules
     from it. Returns the runs changed."""
-    state = _told_states(paths)
+    state = _told_states(study)
     runs, tags = tracker.trial_runs(), tracker.told_tags()
     changed = 0
     for t in trials:
@@ -116,27 +118,19 @@ def _retell(paths: StudyPaths, tracker: Any, trials: list[dict[str, Any]]) -> in
     return changed
 
 
-def _told_states(paths: StudyPaths) -> dict[int, str]:
+def _told_states(study: Study) -> dict[int, str]:
     """Optuna configuration number -> its finished state (COMPLETE, PRUNED, FAIL)."""
-    import json
-
-    from trainables.fileio import read_regular_text
-
-    from ._folder import MAX_META_BYTES
     from ._searcher import stored_study
 
-    try:
-        meta = json.loads(read_regular_text(paths.meta, MAX_META_BYTES))
-    except (OSError, ValueError):  # the command that opened the folder read it already
-        return {}
-    study = stored_study(paths.optuna, optuna_study_name(meta)) \
-        if paths.optuna_db.is_file() else None
-    return {} if study is None else {t.number: t.state.name
-                                     for t in study.get_trials(deepcopy=False)
-                                     if t.state.is_finished()}
+    paths = study.paths
+    stored = stored_study(paths.optuna, study.optuna_name) if paths.optuna_db.is_file() \
+        else None
+    return {} if stored is None else {t.number: t.state.name
+                                      for t in stored.get_trials(deepcopy=False)
+                                      if t.state.is_finished()}
 
 
-def _backfill_ranking(out: Path, tracker: Any) -> None:
+def _backfill_ranking(out: Path, tracker: Tracker) -> Any:
     """Gap closure on every searched trial run that has matched baselines (the ranking's
     numbers, with the study's last_k and saturation settings), and the ranking on the parent
     run: ``ranking.csv``/``ranking.md`` and the best schedule's closure as metrics."""
@@ -145,7 +139,7 @@ def _backfill_ranking(out: Path, tracker: Any) -> None:
     try:
         a = analyze(str(out))
     except AnalysisError:
-        return  # nothing to rank yet (no finished trials, or only baselines)
+        return None  # nothing to rank yet (no finished trials, or only baselines)
     from ._view import share_view
 
     keys = ("val_closure", "test_closure", "val_gap_reduction", "test_gap_reduction",
@@ -167,19 +161,18 @@ def _backfill_ranking(out: Path, tracker: Any) -> None:
              TAGS.selected_by: f"{a.selection.metric} on validation"})
 
 
-def best_trials(out: Path, k: int = 5) -> list[dict[str, Any]]:
+def best_trials(study: Study, k: int = 5) -> list[dict[str, Any]]:
     """The configurations Optuna was told, best first by the first objective, feasible ones
     (guards) before infeasible: the search's own rule, which the ranking shares."""
     import optuna
 
     from ._searcher import stored_study
 
-    meta, spec = open_study(out)
-    study = stored_study(StudyPaths(out).optuna, optuna_study_name(meta))
-    if study is None:
+    stored = stored_study(study.paths.optuna, study.optuna_name)
+    if stored is None:
         return []
-    obj = spec.objectives[0]
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    obj = study.spec.objectives[0]
+    done = [t for t in stored.trials if t.state == optuna.trial.TrialState.COMPLETE]
     sign = -1.0 if obj.mode == "max" else 1.0
     done.sort(key=lambda t: (not t.user_attrs.get("feasible", True), sign * t.values[0]))
     return [{"number": t.number, "params": t.params, "value": t.values[0],
@@ -187,17 +180,18 @@ def best_trials(out: Path, k: int = 5) -> list[dict[str, Any]]:
             for t in done[:k]]
 
 
-def confirm_info(out: Path, plan: dict[str, Any], tracker: Any = None) -> Any:
+def confirm_info(paths: StudyPaths, plan: dict[str, Any],
+                 tracker: Tracker | None = None) -> Any:
     """The confirmation table from the study's records (``analysis.confirmation``); written
     to ``confirm.md`` and, with a tracker, to the parent run."""
     from analysis import best_confirmed_line, confirmation, format_confirm
     from trainables.fileio import atomic_write_text
 
-    info = confirmation(str(out))
+    info = confirmation(str(paths.root))
     if info is None:
-        raise StudyError(f"{out}: the confirmation runs have no finished trials")
+        raise StudyError(f"{paths.root}: the confirmation runs have no finished trials")
     text = format_confirm(info, wide=True)  # every column, 4 decimals; the terminal: 120
-    atomic_write_text(StudyPaths(out).confirm_report, "```\n" + text + "\n```\n")
+    atomic_write_text(paths.confirm_report, "```\n" + text + "\n```\n")
     if tracker is not None:
         parent = tracker.parent_run()
         tracker.log_text(parent, info.table.to_csv(index=False), "confirm.csv")

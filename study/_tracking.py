@@ -54,12 +54,10 @@ from trainables.records import (
 )
 from trainables.runsearch import search_all_runs
 from trainables.saturation import saturation_epoch, saturation_settings
-from trainables.studyfolder import StudyPaths
 from trainables.studyfolder import credentials_to_env as _credentials_to_env
 
-from ._folder import Location
+from ._folder import Location, Study
 from ._sqlite import ensure_mlflow_store
-from .spec import StudySpec
 
 __all__ = ["Tracker", "study_tracker"]
 
@@ -454,8 +452,9 @@ class Tracker:
             self._put(run_id, Path(d))
 
 
-def study_tracker(spec: StudySpec, paths: StudyPaths, meta: dict[str, Any]) -> Tracker:
-    """This command's tracker (one per command)."""
+def study_tracker(study: Study) -> Tracker:
+    """This command's tracker (one per command), for the study as the command opened it."""
+    meta, spec = study.meta, study.spec
     return Tracker(meta["tracking_uri"], meta["experiment"], meta["study_id"],
-                   meta.get("artifact_location"), spec.stopper, str(paths.timings),
+                   meta.get("artifact_location"), spec.stopper, str(study.paths.timings),
                    last_k=spec.last_k)

@@ -5,13 +5,17 @@ state. Where the experiments live and what they hold: :mod:`study._experiments`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainables.studyfolder import StudyPaths
 
 from ._experiments import discard_unsaved, search_dirs
+from ._folder import Location
 from ._resume import keep_tuner_copy
 from .spec import StudySpec
+
+if TYPE_CHECKING:
+    from ._tracking import Tracker  # mlflow's imports: only where a tracker is made
 
 __all__ = ["build_tuner", "fit_list", "restore_tuner"]
 
@@ -28,8 +32,8 @@ def _trial_dirname(trial: Any) -> str:
     return str(trial.trial_id)
 
 
-def build_tuner(spec: StudySpec, exp_dir: Path, paths: StudyPaths, optuna_name: str,
-                 tracker: Any, cpus: float, gpus: float, callbacks: list[Any], asked: int = 0,
+def build_tuner(spec: StudySpec, exp_dir: Path, paths: StudyPaths, where: Location,
+                 tracker: Tracker, cpus: float, gpus: float, callbacks: list[Any], asked: int = 0,
                  baselines: bool = True,
                  baseline_records: dict[str, Any] | None = None) -> Any:
     from ray import tune
@@ -38,9 +42,9 @@ def build_tuner(spec: StudySpec, exp_dir: Path, paths: StudyPaths, optuna_name: 
     from ._searcher import StudySearcher
 
     metric, mode = spec.objectives[0].record_metric  # a relative objective's per-epoch source
-    searcher = StudySearcher(spec, paths.optuna, optuna_name, asked=asked,
+    searcher = StudySearcher(spec, where.optuna, where.optuna_study, asked=asked,
                              baselines=baselines, baseline_records=baseline_records,
-                             tracker=tracker)
+                             tracker=tracker, where=where)
     scheduler: Any = None
     if spec.scheduler == "asha":
         scheduler = BaselineSafeASHA(metric=metric, mode=mode, time_attr="epochs_done",
@@ -48,7 +52,7 @@ def build_tuner(spec: StudySpec, exp_dir: Path, paths: StudyPaths, optuna_name: 
     if spec.scheduler == "closure":
         earlier = tuple(d.name for d in search_dirs(paths, exp_dir) if d != exp_dir.resolve())
         scheduler = ClosurePruner(
-            spec.pruner, len(spec.seeds), str(paths.pruning), lag=spec.sampler_lag,
+            spec.pruner, len(spec.seeds), where, lag=spec.sampler_lag,
             objective=spec.objectives[0].metric if len(spec.objectives) == 1 else None,
             experiments=earlier)
     stop = SaturationStopper(**spec.stopper) if spec.stopper else None
@@ -68,8 +72,8 @@ def build_tuner(spec: StudySpec, exp_dir: Path, paths: StudyPaths, optuna_name: 
     return tuner
 
 
-def fit_list(exp_dir: Path, configs: list[dict[str, Any]], spec: StudySpec, tracker: Any,
-             callbacks: list[Any], where: Any) -> None:
+def fit_list(exp_dir: Path, configs: list[dict[str, Any]], spec: StudySpec,
+             tracker: Tracker, callbacks: list[Any], where: Location) -> None:
     from ray import tune
 
     from ._confirm import ListSearcher
@@ -120,7 +124,7 @@ def _relocate_new_trials() -> None:
     TuneController.resume = resume  # type: ignore[method-assign]
 
 
-def restore_tuner(exp_dir: Path, cpus: float, gpus: float, where: Any) -> Any:
+def restore_tuner(exp_dir: Path, cpus: float, gpus: float, where: Location) -> Any:
     """Tune's saved experiment in ``exp_dir`` (repaired by the command that opened it:
     ``study._resume.repair``). What Tune unpickles -- the searcher, the scheduler, the
     callbacks with their tracker -- is handed ``where`` (``study._folder.Location``, the
@@ -145,7 +149,7 @@ def restore_tuner(exp_dir: Path, cpus: float, gpus: float, where: Any) -> Any:
     return tuner
 
 
-def _run_config(exp_dir: Path, spec: StudySpec, tracker: Any, callbacks: list[Any],
+def _run_config(exp_dir: Path, spec: StudySpec, tracker: Tracker, callbacks: list[Any],
                 stop: Any = None) -> Any:
     """Where Tune keeps the experiment, what logs it (JSON results, MLflow), checkpoints
     (the last two kept), retries."""

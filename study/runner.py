@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from trainables.studyfolder import StudyPaths, optuna_study_name, tracking_uri_of
+from trainables.studyfolder import StudyPaths, tracking_uri_of
 
 from ._experiments import (
     confirm_dir,
@@ -37,9 +37,9 @@ from ._experiments import (
 )
 from ._folder import (
     Location,
+    Study,
     StudyError,
     check_tracking,
-    location_of,
     new_meta,
     open_study,
     record_timings,
@@ -60,16 +60,27 @@ from ._ray import (
 from ._resume import repair
 from ._sqlite import ensure_optuna_store
 from ._sync import baseline_records, confirm_info, reconcile
-from ._tracking import study_tracker
+from ._tracking import Tracker, study_tracker
 from ._tune import build_tuner, fit_list, restore_tuner
 from .spec import StudySpec, parse_spec
 
-__all__ = ["run_study", "run_confirm"]
+__all__ = ["run_study", "run_confirm", "StudyRun"]
 
-def _settle(spec: StudySpec | None, out: Path, resume: bool, tracking_uri: str | None,
-            trials: int | None) -> tuple[dict[str, Any], StudySpec, StudySpec | None]:
-    """(meta, spec as it stands, the grown spec or None) -- or StudyError, nothing written."""
-    paths = StudyPaths(out)
+
+class StudyRun(NamedTuple):
+    """What ``run_study`` hands back to its command: the trials, the study as it was opened
+    (and grown), and the ranking its final sync computed (None: nothing to rank yet)."""
+
+    trials: list[dict[str, Any]]
+    study: Study
+    analysis: Any
+
+def _settle(spec: StudySpec | None, paths: StudyPaths, resume: bool,
+            tracking_uri: str | None, trials: int | None
+            ) -> tuple[Study, StudySpec | None, dict[str, Any] | None]:
+    """(the study -- opened, or new with its tracking URI resolved --, the grown spec or
+    None, a new study's meta to write or None) -- or StudyError, nothing written."""
+    out = paths.root
     if not resume:
         assert spec is not None
         if paths.meta.exists():
@@ -78,21 +89,24 @@ def _settle(spec: StudySpec | None, out: Path, resume: bool, tracking_uri: str |
         if trials is not None:
             raise StudyError("--trials changes a stored study; for a new study set trials "
                              "in the spec")
-        return new_meta(spec, tracking_uri), spec, None
-    meta, stored = open_study(out)
-    if tracking_uri and tracking_uri != meta["tracking_uri"]:
+        meta = new_meta(spec, tracking_uri)
+        resolved = dict(zip(("tracking_uri", "artifact_location"),
+                            tracking_uri_of(meta, out), strict=True))
+        return Study(paths, {**meta, **resolved}, spec), None, meta
+    study = open_study(paths)
+    stored = study.spec
+    if tracking_uri and tracking_uri != study.meta["tracking_uri"]:
         raise StudyError("--tracking-uri differs from the study's; a resumed study keeps "
                          "logging where it started (see study.json)")
     if spec is not None and spec.raw != stored.raw:
         raise StudyError("--resume takes the spec stored in the study folder; only --trials "
                          "may change it (start a new study for another spec)")
     if trials is None or trials == stored.trials:
-        return meta, stored, None
+        return study, None, None
     if trials < stored.trials:
         raise StudyError(f"--trials={trials}: the study already has {stored.trials} "
                          f"configurations; allowed: more than {stored.trials}")
-    grown = parse_spec({**stored.raw, "trials": trials})
-    return meta, stored, grown
+    return study, parse_spec({**stored.raw, "trials": trials}), None
 
 
 def lag_note(spec: StudySpec, n_slots: int) -> str | None:
@@ -150,62 +164,63 @@ def _check_decisions(paths: StudyPaths, optuna_name: str) -> None:
           "(the median rule's earlier values start anew)", flush=True)
 
 
-def run_study(spec: StudySpec | None, out: Path, *, resume: bool = False,
+def run_study(spec: StudySpec | None, paths: StudyPaths, *, resume: bool = False,
               trials: int | None = None, address: str | None = None,
               tracking_uri: str | None = None, cpus_per_trial: float | None = None,
               gpus_per_trial: float | None = None, num_cpus: int | None = None,
-              callbacks: list[Any] | None = None) -> list[dict[str, Any]]:
-    """Run, resume or grow a study; returns its trials (:func:`study_trials`)."""
-    with writer_lock(out):
-        meta, spec, grown = _settle(spec, out, resume, tracking_uri, trials)
-        paths = StudyPaths(out)
-        stored = dict(meta)
-        meta["tracking_uri"], meta["artifact_location"] = tracking_uri_of(meta, out)
-        check_tracking(meta["tracking_uri"])
+              callbacks: list[Any] | None = None) -> StudyRun:
+    """Run, resume or grow a study; returns its trials (:func:`study_trials`), the study and
+    its ranking."""
+    with writer_lock(paths):
+        study, grown, new = _settle(spec, paths, resume, tracking_uri, trials)
+        spec = study.spec
+        _plan_progress(callbacks, spec.num_trials if grown is None else
+                       (grown.trials - spec.trials) * len(spec.seeds), spec)
+        check_tracking(study.meta["tracking_uri"])
         if address is None:  # a local Ray: its CPUs and GPUs are known before anything is
             check_local_cpus(spec.cpus_per_trial if cpus_per_trial is None else cpus_per_trial,
                              num_cpus)  # written
             check_local_gpus(spec.gpus_per_trial if gpus_per_trial is None else gpus_per_trial)
-        if not resume:
-            write_new_study(paths, spec, stored)
+        if new is not None:
+            write_new_study(paths, spec, new)
         elif spec.scheduler == "closure":  # before Ray: a FIFO would hang Tune's scheduler
-            _check_decisions(paths, optuna_study_name(meta))
+            _check_decisions(paths, study.optuna_name)
         cpus = cpus_per_trial if cpus_per_trial is not None else spec.cpus_per_trial
         gpus = gpus_per_trial if gpus_per_trial is not None else spec.gpus_per_trial
         t0 = time.time()
-        tracker = study_tracker(spec, paths, meta)
+        tracker = study_tracker(study)
         _start(spec, paths, tracker, address, num_cpus, cpus, gpus)
         _lag_note(spec, slots(cpus, gpus))
         t_fit = time.time()
-        run = _Run(paths, optuna_study_name(meta), tracker, cpus, gpus, callbacks or [],
-                   location_of(paths, meta))
+        run = _Run(paths, study.optuna_name, tracker, cpus, gpus, callbacks or [],
+                   study.where)
         if resume:  # before anything reads or restores a saved state
             _notes(repair(experiment_dirs(paths, spec.name), run.where))
         first = first_dir(paths, spec.name)
         if not resume or unfinished(first):
             _fit(run, first, spec, resume)
-            _ended(out, first, tracker, spec)
+            _ended(study, first, tracker, spec)
         if resume:
-            _finish_extensions(run, spec, out)
+            _finish_extensions(run, study)
             _fail_orphans(paths, run.optuna_name)
             if grown is None and _asked(paths, run.optuna_name) < spec.trials:
                 grown = spec  # a grow killed before its experiment was saved: grow again
         if grown is not None:
             exp_dir = _grow(run, spec, grown)
-            _ended(out, exp_dir, tracker, grown)
+            _ended(study, exp_dir, tracker, grown)
             spec = grown
         t_sync = time.time()
-        reconcile(out, spec, tracker)
+        _, _, analysis = reconcile(study, spec, tracker)
         tracker.finish_parent()
         record_timings(paths.timings, {
             "ray_start_seconds": t_fit - t0, "fit_seconds": t_sync - t_fit,
             "sync_seconds": time.time() - t_sync, "run_seconds": time.time() - t0,
             "slots": slots(cpus, gpus), "ray_init_at": t0, "fit_at": t_fit,
             "run_end_at": time.time()})
-        return study_trials(paths, spec.name)
+        return StudyRun(study_trials(paths, spec.name), study._replace(spec=spec), analysis)
 
 
-def _start(spec: StudySpec, paths: StudyPaths, tracker: Any, address: str | None,
+def _start(spec: StudySpec, paths: StudyPaths, tracker: Tracker, address: str | None,
            num_cpus: int | None, cpus: float, gpus: float) -> None:
     """Ray starts while the stores are prepared (MLflow's schema and parent run, Optuna's
     schema: seconds, mostly imports and migrations)."""
@@ -213,7 +228,7 @@ def _start(spec: StudySpec, paths: StudyPaths, tracker: Any, address: str | None
 
     ray_environment(address)
     if address is None:
-        for pid in end_previous_ray(paths.root):
+        for pid in end_previous_ray(paths):
             _print(f"ended process {pid} of this folder's previous local Ray")
 
     def prepare_stores() -> None:
@@ -229,7 +244,7 @@ def _start(spec: StudySpec, paths: StudyPaths, tracker: Any, address: str | None
         shutdown_ray()
         raise KeyboardInterrupt
     if address is None:
-        record_ray_processes(paths.root)
+        record_ray_processes(paths)
     if threading.current_thread() is threading.main_thread():
         install_stop_signals()  # after Ray's start: SIGTERM/SIGHUP stop like Ctrl-C
     check_resources(cpus, gpus)
@@ -266,7 +281,7 @@ class _Run(NamedTuple):
     tracker, each trial's resources, the callbacks."""
     paths: StudyPaths
     optuna_name: str
-    tracker: Any
+    tracker: Tracker
     cpus: float
     gpus: float
     callbacks: list[Any]
@@ -279,12 +294,12 @@ def _fit(run: _Run, exp_dir: Path, exp_spec: StudySpec, resume: bool, **searcher
     if resume and discard_unsaved(exp_dir):
         tuner = restore_tuner(exp_dir, run.cpus, run.gpus, run.where)
     else:
-        tuner = build_tuner(exp_spec, exp_dir, run.paths, run.optuna_name, run.tracker,
+        tuner = build_tuner(exp_spec, exp_dir, run.paths, run.where, run.tracker,
                             run.cpus, run.gpus, run.callbacks, **searcher)
     tuner.fit()
 
 
-def _ended(out: Path, exp_dir: Path, tracker: Any, spec: StudySpec,
+def _ended(study: Study, exp_dir: Path, tracker: Tracker, spec: StudySpec,
            resume_with: str | None = None) -> None:
     """After ``fit`` returned: a study stopped by a signal (Tune saved its state and returned
     with trials unfinished) is synced -- finished epochs logged, unfinished runs KILLED -- and
@@ -296,20 +311,20 @@ def _ended(out: Path, exp_dir: Path, tracker: Any, spec: StudySpec,
 
     if stop_signal() is None and not unfinished(exp_dir):
         return
-    reconcile(out, spec, tracker)
+    reconcile(study, spec, tracker)
     tracker.finish_parent("KILLED")
-    again = resume_with or f"mistudy run --resume --out {shlex.quote(str(out))}"
+    again = resume_with or f"mistudy run --resume --out {shlex.quote(str(study.paths.root))}"
     raise StudyInterrupted(f"interrupted; the study's state is saved -- continue with: "
                            f"{again}")
 
 
-def _finish_extensions(run: _Run, spec: StudySpec, out: Path) -> None:
+def _finish_extensions(run: _Run, study: Study) -> None:
     """``--resume`` finishes every extension a kill left unfinished (Tune restores each with
     its searcher); one killed before Tune saved anything is removed and grown again."""
-    for exp_dir in more_dirs(run.paths, spec.name):
+    for exp_dir in more_dirs(run.paths, study.spec.name):
         if unfinished(exp_dir) and discard_unsaved(exp_dir):
-            _fit(run, exp_dir, spec, True)
-            _ended(out, exp_dir, run.tracker, spec)
+            _fit(run, exp_dir, study.spec, True)
+            _ended(study, exp_dir, run.tracker, study.spec)
 
 
 def _asked(paths: StudyPaths, optuna_name: str) -> int:
@@ -349,36 +364,42 @@ def _grow(run: _Run, spec: StudySpec, grown: StudySpec) -> Path:
     return exp_dir
 
 
-def run_confirm(out: Path, top: int | None = None, seeds: int | None = None,
+def run_confirm(paths: StudyPaths, top: int | None = None, seeds: int | None = None,
                 num_cpus: int | None = None, callbacks: list[Any] | None = None,
                 data_seeds: list[int] | None = None, same_split: bool = False) -> Any:
     """``mistudy confirm``: plan (or resume the stored plan), run the confirmation phase, sync
     MLflow, and return the confirmation table (``analysis.ConfirmInfo``)."""
     from ._confirm import load_or_plan
 
-    with writer_lock(out):
-        meta, spec = open_study(out)
-        paths = StudyPaths(out)
-        meta["tracking_uri"], meta["artifact_location"] = tracking_uri_of(meta, out)
-        check_tracking(meta["tracking_uri"])
+    with writer_lock(paths):
+        study = open_study(paths)  # its tracking URI resolved for where the folder is
+        spec = study.spec
+        check_tracking(study.meta["tracking_uri"])
         check_local_cpus(spec.cpus_per_trial, num_cpus)
         check_local_gpus(spec.gpus_per_trial)
-        plan = load_or_plan(out, spec, top, seeds, data_seeds, same_split)
-        for cb in callbacks or []:  # a progress display counts the runs the plan holds
-            if hasattr(cb, "total"):
-                cb.total = len(plan["configs"])
-        tracker = study_tracker(spec, paths, meta)
+        plan = load_or_plan(study, top, seeds, data_seeds, same_split)
+        _plan_progress(callbacks, len(plan["configs"]), spec)
+        tracker = study_tracker(study)
         exp_dir = confirm_dir(paths, spec.name)
-        where = location_of(paths, meta)
+        where = study.where
         _notes(repair([exp_dir], where))
         if unfinished(exp_dir):
             _start(spec, paths, tracker, None, num_cpus, spec.cpus_per_trial,
                    spec.gpus_per_trial)
             fit_list(exp_dir, plan["configs"], spec, tracker, callbacks or [], where)
-            _ended(out, exp_dir, tracker, spec, f"mistudy confirm {shlex.quote(str(out))}")
-        reconcile(out, spec, tracker)
+            _ended(study, exp_dir, tracker, spec,
+                   f"mistudy confirm {shlex.quote(str(paths.root))}")
+        reconcile(study, spec, tracker)
         tracker.finish_parent()  # an earlier interrupted phase left it KILLED
-        return confirm_info(out, plan, tracker)
+        return confirm_info(paths, plan, tracker)
+
+
+def _plan_progress(callbacks: list[Any] | None, trials: int, spec: StudySpec) -> None:
+    """A progress display among ``callbacks`` counts the trials this command runs, and the
+    study's epochs (known once the command has opened the study)."""
+    for cb in callbacks or []:
+        if hasattr(cb, "total"):
+            cb.total, cb.epochs = trials, int(spec.fixed.get("epochs", 10))
 
 
 def _print(msg: str) -> None:

@@ -70,7 +70,20 @@ def pytest_configure_node(node: Any) -> None:  # controller: tells each worker w
     node.workerinput["mistudy_groups"] = str(_groups_file())
 
 
+# The longest tests start first, so the short ones fill the workers' ends (one 5-minute test
+# handed out last kept a worker busy alone for minutes): the README's study, then the rest of
+# the tests marked slow, each group in collection order. Every worker sorts the same way.
+FIRST = ("tests/study/test_readme_example.py",)
+
+
+def _start_order(item: pytest.Item) -> int:
+    if item.nodeid.startswith(FIRST):
+        return 0
+    return 1 if item.get_closest_marker("slow") else 2
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=_start_order)  # stable: collection order within each rank
     target = getattr(config, "workerinput", {}).get("mistudy_groups")
     if target:  # an xdist worker
         groups = {item.nodeid: g for item in items if (g := _shared_group(item))}

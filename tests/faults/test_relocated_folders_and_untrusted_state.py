@@ -25,6 +25,7 @@ from tests.study.conftest import (
     study_runs,
     tiny_spec,
 )
+from trainables.studyfolder import StudyPaths
 
 pytestmark = pytest.mark.faults
 
@@ -129,7 +130,7 @@ def test_resume_ends_only_the_processes_this_folder_started(tmp_path: Path) -> N
             {"driver": 1, "folder": [st.st_dev, st.st_ino], "ray": [[victim.pid, 0]]}))
         from study._lifecycle import end_previous_ray
 
-        assert end_previous_ray(out) == []
+        assert end_previous_ray(StudyPaths(out)) == []
         time.sleep(0.5)
         assert victim.poll() is None, "a process this folder never started was killed"
     finally:
@@ -146,7 +147,7 @@ def test_files_the_folder_links_elsewhere_are_never_written_through(tmp_path: Pa
     victim.write_text("DATA\n")
     (out / "ray-pids.json").symlink_to(victim)
     with pytest.raises(Exception, match="link"):
-        record_ray_processes(out)
+        record_ray_processes(StudyPaths(out))
     assert victim.read_text() == "DATA\n"
 
 
