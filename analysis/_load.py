@@ -46,6 +46,7 @@ from trainables.studyfolder import (
 )
 
 from ._errors import AnalysisError, StudyData
+from ._sqlite_runs import read_runs
 
 __all__ = ["load_study", "resolve_study", "study_settings", "settings_from_spec",
            "optuna_trials", "is_bundle_data"]
@@ -313,6 +314,28 @@ def _runs_and_history(client: Any, experiment_id: str, flt: str,
     return [run for i in sorted(found) for run in found[i]], _frame(parts)
 
 
+def _local_rows(uri: str, runs: list[Any], folder: Path | None) -> list[list[dict[str, Any]]]:
+    """Each run's records (:func:`_run_rows`) from a local store read without MLflow's client:
+    the client is made only for runs without a metrics.csv (running, or killed before their
+    finish), whose records are their metric histories."""
+    from types import SimpleNamespace
+
+    client = None
+    store = SimpleNamespace(tracking_uri=uri)  # what _records_of asks of a client
+    parts = []
+    for run in runs:
+        recs = _records_of(store, run, folder)
+        if recs is None:
+            if client is None:
+                from mlflow.tracking import MlflowClient
+
+                client = MlflowClient(uri)
+            recs = _histories(client, run.info.run_id)
+        parts.append([{"run_id": run.info.run_id,
+                       **{k: v for k, v in r.items() if k in RECORD_KEYS}} for r in recs])
+    return parts
+
+
 def _run_rows(client: Any, run: Any, folder: Path | None,
               get: Callable[[str], Any] | None) -> list[dict[str, Any]]:
     """One run's records as rows of the history frame."""
@@ -332,6 +355,11 @@ def _frame(parts: list[list[dict[str, Any]]]) -> pd.DataFrame:
     return wide.sort_values(["run_id", "epoch"]).reset_index(drop=True)
 
 
+# Set to 0 to read a local SQLite store through MLflow's client instead of from its tables
+# (the benchmark's "before"; a way round the direct reader should MLflow's schema change).
+DIRECT_ENV = "MISTUDY_SQLITE_DIRECT"
+
+
 def load_study(study: str, tracking_uri: str | None = None) -> StudyData:
     """A study's trial runs and records: from a study folder or MLflow experiment (its
     tracking store), or from a bundle file (``mistudy export --bundle``)."""
@@ -339,9 +367,18 @@ def load_study(study: str, tracking_uri: str | None = None) -> StudyData:
 
     if _bundle.is_bundle(study):
         return _bundle.read_bundle(study).data
+    uri, name, study_id = resolve_study(study, tracking_uri)
+    folder = Path(study).resolve() if StudyPaths(Path(study)).is_study() else None
+    db = sqlite_path(uri)
+    if db is not None and db.is_file() and os.environ.get(DIRECT_ENV, "1") != "0":
+        # a local store: read straight from its tables (analysis._sqlite_runs)
+        found = read_runs(db, name, study_id)
+        if found is not None and found.runs:
+            return StudyData(found.experiment_id, found.name, uri, _runs_frame(found.runs),
+                             _frame(_local_rows(uri, found.runs, folder)),
+                             found.parent_run_id)
     from mlflow.tracking import MlflowClient
 
-    uri, name, study_id = resolve_study(study, tracking_uri)
     problem = tracking_problem(uri)  # fail fast: MLflow's client retries for minutes
     if problem:
         raise AnalysisError(problem)
@@ -357,7 +394,6 @@ def load_study(study: str, tracking_uri: str | None = None) -> StudyData:
     flt = TRIAL_RUNS
     if study_id:
         flt += f" and {study_filter(study_id)}"
-    folder = Path(study).resolve() if StudyPaths(Path(study)).is_study() else None
     runs, history = _runs_and_history(client, exp.experiment_id, flt, folder)
     parents = client.search_runs([exp.experiment_id],
                                  filter_string=PARENT_RUN

@@ -148,12 +148,28 @@ def _rank(uri: str) -> tuple[float, int]:
     return time.perf_counter() - t0, len(res.ranking)
 
 
-def _rank_cli(uri: str) -> float:
-    """``mistudy rank`` end to end, in its own process (imports included)."""
+def _rank_cli(uri: str, direct: bool = True) -> float:
+    """``mistudy rank`` end to end, in its own process (imports included); ``direct=False``
+    reads a SQLite store through MLflow's client (the reader before analysis._sqlite_runs)."""
+    from analysis._load import DIRECT_ENV
+
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "study.cli", "rank", "bench", "--tracking-uri", uri],
-                   check=True, capture_output=True)
+                   check=True, capture_output=True,
+                   env={**os.environ, DIRECT_ENV: "1" if direct else "0"})
     return time.perf_counter() - t0
+
+
+def _rank_cli_side_by_side(uri: str, repeats: int = 3) -> dict[str, float]:
+    """The direct reader and MLflow's client on the same store, alternated; medians."""
+    import statistics
+
+    direct, client = [], []
+    for _ in range(repeats):
+        direct.append(_rank_cli(uri, True))
+        client.append(_rank_cli(uri, False))
+    return {"rank_cli_s": statistics.median(direct),
+            "rank_cli_through_mlflow_s": statistics.median(client)}
 
 
 def _server(root: Path) -> tuple[subprocess.Popen, str]:
@@ -194,7 +210,10 @@ def run(trials: int = 1000, epochs: int = 20, stores: tuple[str, ...] = ("sqlite
                 row = {"store": store, "trials": trials, "epochs": epochs,
                        **_measure(uri, root, trials, epochs)}
                 row["rank_s"], row["ranked"] = _rank(uri)
-                row["rank_cli_s"] = _rank_cli(uri)
+                if store == "sqlite":
+                    row.update(_rank_cli_side_by_side(uri))
+                else:
+                    row["rank_cli_s"] = _rank_cli(uri)
             finally:
                 if proc is not None:
                     os.killpg(proc.pid, 9)

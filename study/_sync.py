@@ -159,6 +159,7 @@ def _backfill_ranking(out: Path, tracker: Tracker) -> Any:
             for k in ("val_closure", "test_closure", "delta_val_acc", "delta_test_acc")},
             {TAGS.best_schedule: str(top.schedule),
              TAGS.selected_by: f"{a.selection.metric} on validation"})
+    return a
 
 
 def best_trials(study: Study, k: int = 5) -> list[dict[str, Any]]:

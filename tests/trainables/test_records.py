@@ -166,18 +166,28 @@ def test_no_import_cycle_between_project_modules() -> None:
 
 
 
-def test_analysis_holds_no_torch_import_and_no_sql() -> None:
-    """analysis loads and computes: no torch anywhere in it (not even inside a function), and
-    it reads MLflow through the public client, never its store's SQL schema."""
+def test_analysis_holds_no_torch_import_and_sql_in_one_read_only_room() -> None:
+    """analysis loads and computes: no torch anywhere in it (not even inside a function). It
+    reads MLflow through the public client, except a local store's runs, read from their
+    tables in one module (``_sqlite_runs``: 1.4 s instead of 5 s for 1,000 runs): there and
+    only there SQL, on a read-only connection, never SQLAlchemy, never the metrics tables.
+    ``tests/analysis/test_sqlite_runs.py`` holds that module to MLflow's own search."""
     for path in sorted((ROOT / "analysis").glob("*.py")):
         tree = ast.parse(path.read_text())
+        sql_room = path.name == "_sqlite_runs.py"
         for node in ast.walk(tree):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-            assert not any(n.split(".")[0] in ("torch", "sqlalchemy", "sqlite3")
-                           for n in names), (path.name, names)
+            banned = ("torch", "sqlalchemy") if sql_room else ("torch", "sqlalchemy", "sqlite3")
+            assert not any(n.split(".")[0] in banned for n in names), (path.name, names)
         text = path.read_text()
-        assert "SELECT " not in text and "FROM metrics" not in text, path.name
+        assert "FROM metrics" not in text and "latest_metrics" not in text, path.name
+        if not sql_room:
+            assert "SELECT " not in text, path.name
+        else:
+            assert "mode=ro" in text and not any(
+                w in text for w in ("INSERT ", "UPDATE ", "DELETE ", "CREATE ", "DROP ")), \
+                "the direct reader only reads"
 
 
 def test_the_front_door_and_analysis_import_no_torch_or_ray() -> None:
