@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import pickletools
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -41,7 +42,11 @@ class SavedTrial(NamedTuple):
     trial_id: str
     status: str  # Tune's: PENDING, RUNNING, PAUSED, TERMINATED, ERROR
     folder: Path
-    named: Path | None  # the checkpoint the state restores the trial from
+    named: Path | None  # the checkpoint of the trial's last result in the state
+    # every checkpoint the state's checkpoint manager holds: Tune restores the trial from its
+    # latest, which a state saved between a result and its checkpoint's registration leaves
+    # one behind ``named`` (seen: named checkpoint_000001, restored from checkpoint_000000)
+    kept: tuple[Path, ...] = ()
 
 
 
@@ -249,8 +254,9 @@ def _saved_trials(exp_dir: Path) -> list[SavedTrial]:
             trial, meta = json.loads(entry[0]), json.loads(entry[1])
             folder = exp_dir / trial["relative_logdir"]
             name = (meta.get("last_result") or {}).get("checkpoint_dir_name")
+            kept = tuple(folder / n for n in _kept_checkpoints(meta.get("checkpoint_manager")))
             saved.append(SavedTrial(trial["trial_id"], trial["status"], folder,
-                                    folder / name if name else None))
+                                    folder / name if name else None, kept))
         except (ValueError, KeyError, TypeError, IndexError):
             continue
     return saved
@@ -271,27 +277,51 @@ def restore_deleted_checkpoints(exp_dir: Path,
 
     notes = []
     for t in _saved_trials(exp_dir) if trials is None else trials:
-        missing = t.named
-        if t.status == "TERMINATED" or missing is None or missing.exists():
+        if t.status == "TERMINATED":
             continue
-        later = sorted((c for c in missing.parent.glob("checkpoint_*")
-                        if _checkpoint_index(c) > _checkpoint_index(missing)
-                        and (c / STATE_FILE).is_file()), key=_checkpoint_index)
-        if not later:
-            continue  # nothing to restart from; Tune reports the trial failed
-        shutil.copytree(later[0], missing)
-        notes.append(f"resume: trial {t.trial_id}'s saved state names {missing.name}, which "
-                     f"Tune had deleted; restarting it from {later[0].name}")
+        for missing in sorted({*t.kept, *([t.named] if t.named else [])},
+                              key=_checkpoint_index):
+            if missing.exists():
+                continue
+            later = sorted((c for c in missing.parent.glob("checkpoint_*")
+                            if _checkpoint_index(c) > _checkpoint_index(missing)
+                            and (c / STATE_FILE).is_file()), key=_checkpoint_index)
+            if not later:
+                continue  # nothing to restart from; Tune reports the trial failed
+            shutil.copytree(later[0], missing)
+            notes.append(f"resume: trial {t.trial_id}'s saved state names {missing.name}, "
+                         f"which Tune had deleted; restarting it from {later[0].name}")
     return notes
+
+
+_CHECKPOINT_NAME = re.compile(r"(?:^|/)(checkpoint_\d+)/?$")
+
+
+def _kept_checkpoints(manager: Any) -> list[str]:
+    """The checkpoint folder names in a trial's saved checkpoint manager, read from its pickle
+    opcode by opcode, never unpickled (the folder may come from elsewhere: a pickle runs
+    code). Tune saves the manager as ``{"_type": "CLOUDPICKLE_FALLBACK", "value": hex}``;
+    anything else holds no names."""
+    if not isinstance(manager, dict) or not isinstance(manager.get("value"), str):
+        return []
+    try:
+        blob = bytes.fromhex(manager["value"])
+        found = [m.group(1) for op, arg, _ in pickletools.genops(blob)
+                 if isinstance(arg, str) and (m := _CHECKPOINT_NAME.search(arg))]
+    except (ValueError, RecursionError):
+        return []
+    return sorted(set(found))
 
 
 def _trained(t: SavedTrial) -> tuple[Path, list[dict[str, Any]]] | None:
     """The checkpoint whose epochs Tune will not report again, and its history: a finished
-    trial's newest (the longest history), a resumed trial's named one."""
+    trial's newest (the longest history), a resumed trial's restore point (its checkpoint
+    manager's latest; the last result's checkpoint for a state without one)."""
     from trainables.checkpoint import read_history
 
+    restores = t.kept[-1] if t.kept else t.named
     folders = list(t.folder.glob("checkpoint_*")) if t.status == "TERMINATED" else \
-        [t.named] if t.named is not None else []
+        [restores] if restores is not None else []
     best: tuple[Path, list[dict[str, Any]]] | None = None
     for folder in folders:
         history = read_history(folder)

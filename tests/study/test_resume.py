@@ -73,3 +73,36 @@ def test_a_torn_tuner_file_is_restored_from_mistudys_copy_then_a_drivers(
     assert notes == [f"resume: tiny/{TUNER_FILE} was cut short (a kill or a full disk); "
                      f"restored from {mine.resolve() / TUNER_FILE}"]
     assert (exp / TUNER_FILE).read_bytes() == whole == (exp / TUNER_COPY).read_bytes()
+
+
+def test_the_checkpoint_tunes_manager_restores_from_is_put_back_too(tmp_path: Path) -> None:
+    """CI and a quiet run saw a state saved between a result and its checkpoint's registration:
+    its last result names checkpoint_000001, its checkpoint manager only checkpoint_000000,
+    which Tune restores from -- and had deleted. The manager is Ray's own object, saved the way
+    Tune saves it (a cloudpickle in JSON); the repair reads its names without unpickling."""
+    from ray.train import Checkpoint, CheckpointConfig
+    from ray.train._internal.checkpoint_manager import _CheckpointManager
+    from ray.train._internal.session import _TrainingResult
+    from ray.tune.utils.serialization import TuneFunctionEncoder
+
+    from study._resume import restore_deleted_checkpoints
+    from trainables.checkpoint import STATE_FILE
+
+    exp = tmp_path / "ray" / "tiny"
+    folder = exp / "t1"
+    for n in (1, 2):  # what Tune left: the newer two (num_to_keep=2 deleted the oldest)
+        (folder / f"checkpoint_00000{n}").mkdir(parents=True)
+        (folder / f"checkpoint_00000{n}" / STATE_FILE).write_bytes(b"epoch %d" % n)
+    manager = _CheckpointManager(CheckpointConfig(num_to_keep=2))
+    manager.register_checkpoint(_TrainingResult(
+        Checkpoint(str(tmp_path / "elsewhere" / "t1" / "checkpoint_000000")), {"epoch": 0}))
+    meta = {"last_result": {"epoch": 1, "checkpoint_dir_name": "checkpoint_000001"},
+            "checkpoint_manager": json.loads(json.dumps(manager, cls=TuneFunctionEncoder))}
+    trial = {"trial_id": "t1", "status": "RUNNING", "relative_logdir": "t1"}
+    (exp / "experiment_state-s.json").write_text(json.dumps(
+        {"trial_data": [[json.dumps(trial), json.dumps(meta)]], "runner_data": {}}))
+    notes = restore_deleted_checkpoints(exp)
+    assert notes == ["resume: trial t1's saved state names checkpoint_000000, which Tune had "
+                     "deleted; restarting it from checkpoint_000001"]
+    assert (folder / "checkpoint_000000" / STATE_FILE).read_bytes() == b"epoch 1"
+    assert restore_deleted_checkpoints(exp) == []  # whole now: nothing the second time
