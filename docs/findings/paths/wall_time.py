@@ -14,6 +14,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from utilization import utilization  # noqa: E402  (this folder's script)
+
 REPO = HERE.parents[2]
 SPECS = {"ordered": "mnist-ordered.yaml", "async": "mnist-async.yaml"}
 
@@ -29,7 +32,10 @@ def main(work: Path) -> None:
                        stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - t0
         timings = json.loads((out / "timings.json").read_text())
-        result[name] = {"command_s": round(wall, 1), "fit_s": round(timings["fit_seconds"], 1)}
+        used = utilization(out)  # slot time busy, from Tune's own records
+        result[name] = {"command_s": round(wall, 1), "fit_s": round(timings["fit_seconds"], 1),
+                        "utilization": used["utilization"],
+                        "busy_slot_s": round(used["busy_slot_s"], 1)}
         print(name, result[name], flush=True)
     result["ratio_ordered_over_async"] = {
         k: round(result["ordered"][k] / result["async"][k], 3) for k in ("command_s", "fit_s")}
