@@ -12,7 +12,13 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tests.study.conftest import mistudy, require_loopback, store_uri, study_runs, tiny_spec
+from tests.study.conftest import (
+    firing_closure_spec,
+    mistudy,
+    require_loopback,
+    store_uri,
+    study_runs,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.faults]
 
@@ -23,14 +29,11 @@ def pruned_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("pruned")
     # Δ val CE > -100 holds for every configuration: the CE guard fires at the grace epoch;
     # the objective is val_ce (minimized), the guards make the study compare with baselines
-    spec = tiny_spec(tmp / "spec.yaml", trials=3, seeds=[0, 1], fixed={"epochs": 4},
-                     enqueue=[{"transition": {"family": "power", "exponent": 0.5},
-                               "alpha": 1.01}],
-                     objective={"metric": "val_ce", "mode": "min", "last_k": 1,
-                                "max_acc_drop": 0.5, "max_ce_rise": 5.0},
-                     scheduler="closure",
-                     pruner={"grace": 2, "window": 1, "acc_drop": None, "ce_rise": -100,
-                             "rungs": []})
+    spec = firing_closure_spec(tmp / "spec.yaml", trials=3, seeds=[0, 1], fixed={"epochs": 4},
+                               enqueue=[{"transition": {"family": "power", "exponent": 0.5},
+                                         "alpha": 1.01}],
+                               objective={"metric": "val_ce", "mode": "min", "last_k": 1,
+                                          "max_acc_drop": 0.5, "max_ce_rise": 5.0})
     out = tmp / "s"
     res = mistudy("run", str(spec), "--out", str(out), "--quiet", timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]

@@ -39,6 +39,19 @@ def tiny_spec(path: Path, **over: Any) -> Path:
     return path
 
 
+# The closure pruner with a rule that must fire: Δ val CE > -100 holds for every configuration,
+# so the CE guard prunes each sampled one at the grace epoch (the enqueued are exempt).
+FIRING_PRUNER = {"grace": 2, "window": 1, "acc_drop": None, "ce_rise": -100, "rungs": []}
+GAP_OBJECTIVE = {"metric": "val_gap_reduction", "mode": "max", "last_k": 1}
+
+
+def firing_closure_spec(path: Path, **over: Any) -> Path:
+    """:func:`tiny_spec` under ``scheduler: closure`` with :data:`FIRING_PRUNER` (and the gap
+    reduction objective unless ``over`` names another)."""
+    return tiny_spec(path, **{"objective": GAP_OBJECTIVE, "scheduler": "closure",
+                              "pruner": FIRING_PRUNER, **over})
+
+
 def loopback_only() -> bool:
     return [name for _, name in socket.if_nameindex()] == ["lo"]
 

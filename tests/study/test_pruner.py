@@ -10,7 +10,13 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tests.study.conftest import mistudy, require_loopback, store_uri, study_runs, tiny_spec
+from tests.study.conftest import (
+    firing_closure_spec,
+    mistudy,
+    require_loopback,
+    store_uri,
+    study_runs,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
@@ -18,13 +24,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 def test_a_rule_that_must_fire_prunes_each_sampled_configuration(tmp_path: Path) -> None:
     require_loopback()
     # Δ val CE > -100 holds for every configuration: the CE guard fires at the grace epoch
-    spec = tiny_spec(tmp_path / "spec.yaml", trials=3, seeds=[0, 1], fixed={"epochs": 4},
-                     enqueue=[{"transition": {"family": "power", "exponent": 0.5},
-                               "alpha": 1.01}],
-                     objective={"metric": "val_gap_reduction", "mode": "max", "last_k": 1},
-                     scheduler="closure",
-                     pruner={"grace": 2, "window": 1, "acc_drop": None, "ce_rise": -100,
-                             "rungs": []})
+    spec = firing_closure_spec(tmp_path / "spec.yaml", trials=3, seeds=[0, 1],
+                               fixed={"epochs": 4},
+                               enqueue=[{"transition": {"family": "power", "exponent": 0.5},
+                                         "alpha": 1.01}])
     out = tmp_path / "s"
     res = mistudy("run", str(spec), "--out", str(out), "--quiet", timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -72,11 +75,8 @@ def test_a_killed_study_resumes_with_the_decisions_it_made(tmp_path: Path) -> No
     from tests.study.conftest import BIN
 
     require_loopback()
-    spec = tiny_spec(tmp_path / "spec.yaml", trials=4, seeds=[0, 1], fixed={"epochs": 4},
-                     objective={"metric": "val_gap_reduction", "mode": "max", "last_k": 1},
-                     scheduler="closure",
-                     pruner={"grace": 2, "window": 1, "acc_drop": None, "ce_rise": -100,
-                             "rungs": []})
+    spec = firing_closure_spec(tmp_path / "spec.yaml", trials=4, seeds=[0, 1],
+                               fixed={"epochs": 4})
     out = tmp_path / "s"
     proc = subprocess.Popen([str(BIN / "mistudy"), "run", str(spec), "--out", str(out),
                              "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -133,11 +133,8 @@ def test_a_grown_study_judges_its_new_configurations(tmp_path: Path) -> None:
     experiment whose baselines ran in the first one; the pruner reads the study's earlier
     experiments, so the new configurations are judged too (they trained on before)."""
     require_loopback()
-    spec = tiny_spec(tmp_path / "spec.yaml", trials=1, seeds=[0], fixed={"epochs": 3},
-                     objective={"metric": "val_gap_reduction", "mode": "max", "last_k": 1},
-                     scheduler="closure",
-                     pruner={"grace": 2, "window": 1, "acc_drop": None, "ce_rise": -100,
-                             "rungs": []})
+    spec = firing_closure_spec(tmp_path / "spec.yaml", trials=1, seeds=[0],
+                               fixed={"epochs": 3})
     out = tmp_path / "s"
     res = mistudy("run", str(spec), "--out", str(out), "--quiet", timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
