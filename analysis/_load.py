@@ -314,26 +314,21 @@ def _runs_and_history(client: Any, experiment_id: str, flt: str,
     return [run for i in sorted(found) for run in found[i]], _frame(parts)
 
 
-def _local_rows(uri: str, runs: list[Any], folder: Path | None) -> list[list[dict[str, Any]]]:
-    """Each run's records (:func:`_run_rows`) from a local store read without MLflow's client:
-    the client is made only for runs without a metrics.csv (running, or killed before their
-    finish), whose records are their metric histories."""
-    from types import SimpleNamespace
+class _LazyClient:
+    """What :func:`_run_rows` asks of a client, for a local store read without MLflow's: the
+    tracking URI, and metric histories -- the client is made only for a run that needs them
+    (no metrics.csv: running, or killed before its finish)."""
 
-    client = None
-    store = SimpleNamespace(tracking_uri=uri)  # what _records_of asks of a client
-    parts = []
-    for run in runs:
-        recs = _records_of(store, run, folder)
-        if recs is None:
-            if client is None:
-                from mlflow.tracking import MlflowClient
+    def __init__(self, uri: str) -> None:
+        self.tracking_uri = uri
+        self._client: Any = None
 
-                client = MlflowClient(uri)
-            recs = _histories(client, run.info.run_id)
-        parts.append([{"run_id": run.info.run_id,
-                       **{k: v for k, v in r.items() if k in RECORD_KEYS}} for r in recs])
-    return parts
+    def get_metric_history(self, run_id: str, key: str) -> Any:
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(self.tracking_uri)
+        return self._client.get_metric_history(run_id, key)
 
 
 def _run_rows(client: Any, run: Any, folder: Path | None,
@@ -374,8 +369,10 @@ def load_study(study: str, tracking_uri: str | None = None) -> StudyData:
         # a local store: read straight from its tables (analysis._sqlite_runs)
         found = read_runs(db, name, study_id)
         if found is not None and found.runs:
+            lazy = _LazyClient(uri)  # one, made into MLflow's only if a run needs histories
             return StudyData(found.experiment_id, found.name, uri, _runs_frame(found.runs),
-                             _frame(_local_rows(uri, found.runs, folder)),
+                             _frame([_run_rows(lazy, run, folder, None)
+                                     for run in found.runs]),
                              found.parent_run_id)
     from mlflow.tracking import MlflowClient
 
