@@ -18,6 +18,10 @@ def ray_environment(address: str | None) -> None:
         # A local Ray binds to loopback only (Ray resolves 127.0.0.1 to a routable address
         # unless its multi-node support is off, which a single local node does not need).
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        # No idle workers prestarted for the driver: a study's trials run with the job's
+        # worker setup hook (init_ray), so Ray starts their workers apart and the prestarted
+        # ones only cost their imports (~0.5 CPU-s each, one per CPU).
+        os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # JSON logger only
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")

@@ -243,6 +243,11 @@ class StudySearcher(Searcher):
         self._where: Location | None = where
         self._study: optuna.Study | None = None
         self._blocked_at: tuple[int, int, int] | None = None  # (number, tells) of the last "wait"
+        # The in-memory state of the last ask that had to wait: Tune asks again at every step
+        # of its loop, and each ask reads Optuna's store three times (~15 ms on SQLite); while
+        # nothing has finished since, the answer is the same "wait" without reading it.
+        self._wait_key: tuple[int, ...] | None = None
+        self._events = 0  # trials completed or handed out: what can end a wait
 
     # ---- Optuna --------------------------------------------------------------------------
     @property
@@ -277,10 +282,14 @@ class StudySearcher(Searcher):
         """Ask Optuna for the next configuration; False while the ordered search must wait
         (:meth:`_ready`). A trial asked before a kill (RUNNING) or enqueued (WAITING: the
         spec's, or this searcher's own ordered draw) is taken as it is stored."""
+        key = (self.asked, len(self.told), len(self.base_done), self._events)
+        if self._wait_key == key:
+            return False
         trial = self._orphan()
         if trial is None and self.spec.sampler_lag is not None and not self._waiting():
             number = len(self.study.get_trials(deepcopy=False))
             if not self._ready(number):
+                self._wait_key = (self.asked, len(self.told), len(self.base_done), self._events)
                 return False
             params = ordered_params(self.spec, number, self.study.get_trials(deepcopy=False))
             self.study.enqueue_trial(params, user_attrs={"ordered": True})
@@ -373,6 +382,7 @@ class StudySearcher(Searcher):
             self.done.setdefault(number, {})[seed] = None
             self._tell_ready()
         self.trial_map[trial_id] = (number, seed)
+        self._events += 1
         return {**self.spec.fixed, **self.configs[number], "seed": seed, "optuna_trial": number}
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
@@ -382,6 +392,7 @@ class StudySearcher(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
+        self._events += 1
         records = sorted(self.histories.pop(trial_id, {}).values(), key=lambda r: r["epoch"])
         if trial_id in self.base_map:
             self.base_done[self.base_map.pop(trial_id)] = None if error or not records \
@@ -480,7 +491,7 @@ class StudySearcher(Searcher):
     # ---- persistence (Tune calls these with the experiment state) ------------------------
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()
-                if k not in ("_study", "_blocked_at", "_where")}
+                if k not in ("_study", "_blocked_at", "_where", "_wait_key", "_events")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -490,6 +501,8 @@ class StudySearcher(Searcher):
         self.__dict__.setdefault("start_asked", 0)
         self._study = None
         self._blocked_at = None
+        self._wait_key = None
+        self._events = 0
 
     def relocate(self, where: Location) -> None:
         """Where the restoring command found the study: its Optuna store is there, not where
@@ -571,3 +584,5 @@ class StudySearcher(Searcher):
         self.start_asked = int(s.get("start_asked", self.sampler_seed - self.spec.sampler_seed))
         self._study = None
         self._blocked_at = None
+        self._wait_key = None
+        self._events = 0
