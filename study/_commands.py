@@ -231,6 +231,8 @@ def ui_command(args: argparse.Namespace) -> int:
         return 0
     if not 1 <= args.port <= 65535:
         return err(f"--port={args.port} -- allowed: 1..65535")
+    if not 1 <= args.workers <= 64:
+        return err(f"--workers={args.workers} -- allowed: 1..64")
     problem = store_problem(uri)
     if problem:
         return err(problem)
@@ -241,7 +243,7 @@ def ui_command(args: argparse.Namespace) -> int:
               f"login) to every machine that can reach this one", file=sys.stderr)
     shared = ensure_shared_view(args.out, meta)
     return serve(uri, meta.get("artifact_location"), args.host, args.port,
-                 experiment_id(meta), study.paths.ui_log, shared)
+                 experiment_id(meta), study.paths.ui_log, shared, args.workers)
 
 
 def sync_command(args: argparse.Namespace) -> int:

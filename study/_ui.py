@@ -97,11 +97,14 @@ def _reachable(wildcard: str) -> str:
 
 
 def serve(uri: str, artifacts: str | None, host: str, port: int, experiment_id: str | None,
-          log: Path, shared: bool = False) -> int:
+          log: Path, shared: bool = False, workers: int = 1) -> int:
     """Run the MLflow server until SIGTERM/Ctrl-C; then stop its whole process tree. The
     server's own output goes to ``log``."""
+    # One server process (MLflow's default is 4, ~2.8 CPU-s and ~250 MB each to start): the
+    # UI of one study for its user; uvicorn still answers the charts' parallel requests from
+    # its thread pool. `mistudy ui --workers N` for a UI many people open at once.
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-           "--host", host, "--port", str(port)]
+           "--host", host, "--port", str(port), "--workers", str(workers)]
     if artifacts:
         cmd += ["--default-artifact-root", artifacts]
     # MLflow 3's job runner (GenAI evaluation jobs, ~10 huey worker processes) serves nothing

@@ -52,6 +52,8 @@ def _add_ui_sync(sub: Any) -> None:
     p.add_argument("--out", required=True, help="study folder")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--workers", type=int, default=1,
+                   help="server processes (default 1: one user; more for a shared UI)")
     s = sub.add_parser("sync", help="make MLflow match Tune's results (after a store outage)")
     s.add_argument("--out", required=True, help="study folder")
 
