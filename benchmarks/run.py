@@ -76,8 +76,16 @@ def _tracking(full: bool) -> dict[str, Any]:
                                   "at 1,000 trials x 20 epochs"}
 
 
+def _start(full: bool) -> dict[str, Any]:
+    from . import bench_start
+
+    rows = bench_start.run(repeat=3 if full else 1)
+    print(_common.table(rows, list(rows[0])))
+    return {"rows": rows, "unit": "CPU-seconds over every process a command starts"}
+
+
 BENCHES = {"estimator": _estimator, "epoch": _epoch, "data": _data, "study": _study,
-           "load": _load, "tracking": _tracking}
+           "load": _load, "tracking": _tracking, "start": _start}
 
 
 def main(argv: list[str] | None = None) -> int:

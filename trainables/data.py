@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import gzip
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +32,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Splits", "load_splits", "DataError", "read_idx", "balanced_indices", "find_idx"]
+from .fileio import cache_root
 from .names import DATASETS, VAL_SOURCES
 from .records import NUM_CLASSES
+
+__all__ = ["Splits", "load_splits", "DataError", "read_idx", "balanced_indices", "find_idx"]
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 _FILES = {
@@ -106,10 +107,6 @@ def find_idx(folder: Path) -> dict[str, Path] | None:
 
 def _candidate_dirs(name: str, root: Path) -> list[Path]:
     return [root, root / name, root / _TV_NAME[name] / "raw", root / name / "raw"]
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("MISTUDY_DATA", Path.home() / ".cache" / "mistudy"))
 
 
 def _locate(name: str, data_dir: str | None) -> tuple[dict[str, Path] | None, str]:

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["cpu_model", "UnsafeTarget", "check_target", "open_append", "replace_atomically",
-           "atomic_write_bytes", "atomic_write_text", "UnreadableFile", "read_regular_bytes",
-           "read_regular_text"]
+__all__ = ["cpu_model", "cache_root", "UnsafeTarget", "check_target", "open_append",
+           "replace_atomically", "atomic_write_bytes", "atomic_write_text", "UnreadableFile",
+           "read_regular_bytes", "read_regular_text"]
 
 
 # ---- the machine -------------------------------------------------------------------------
@@ -26,6 +26,12 @@ def cpu_model() -> str:
     except OSError:
         pass
     return ""
+
+
+def cache_root() -> Path:
+    """This machine's mistudy cache: ``$MISTUDY_DATA``, else ``~/.cache/mistudy`` (datasets
+    downloaded or converted, empty study stores)."""
+    return Path(os.environ.get("MISTUDY_DATA", Path.home() / ".cache" / "mistudy"))
 
 
 # ---- files ------------------------------------------------------------------------------
