@@ -90,7 +90,10 @@ def _keep_template(name: str, built: Path) -> None:
     dst = template_path(name)
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
-        replace_atomically(dst, lambda t: shutil.copyfile(built, t))
+        def copy(tmp: Path) -> None:
+            shutil.copyfile(built, tmp)
+
+        replace_atomically(dst, copy)
     except OSError:
         pass
 
