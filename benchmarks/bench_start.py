@@ -34,11 +34,6 @@ TINY = {  # the test suite's tiny study: start costs dominate its 4 short trials
     "trials": 4, "seeds": [0],
 }
 _HZ = os.sysconf("SC_CLK_TCK")
-KINDS = (("ray::", "ray workers"), ("default_worker", "ray workers"), ("raylet", "ray daemons"),
-         ("gcs_server", "ray daemons"), ("ray/dashboard", "ray daemons"),
-         ("log_monitor", "ray daemons"), ("autoscaler", "ray daemons"),
-         ("mlflow server", "mlflow server"), ("uvicorn", "mlflow server"),
-         ("multiprocessing.spawn", "mlflow server"), ("bin/mistudy", "mistudy"))
 
 
 def _snapshot() -> dict[str, tuple[str, str, float, str]]:
@@ -70,13 +65,10 @@ def _adopt(snap: dict[str, tuple[str, str, float, str]], ours: dict[str, str]) -
                 grew = True
 
 
-def _kind(cmd: str) -> str:
-    return next((name for pat, name in KINDS if pat in cmd), "other")
-
-
 def measure(argv: list[str], env: dict[str, str], until: str | None = None) -> dict[str, Any]:
-    """CPU-seconds by kind of process while ``argv`` runs; with ``until``, the command is sent
-    SIGTERM once that text appears in its output (a server's ready line) and waited for."""
+    """Wall seconds, and CPU-seconds over every process descended from ``argv``; with
+    ``until``, the command is sent SIGTERM once that text appears in its output (a server's
+    ready line) and waited for."""
     seen: dict[tuple[str, str], tuple[float, str]] = {}  # (pid, start) -> (CPU, command)
     ours: dict[str, str] = {}
     with tempfile.TemporaryFile("w+") as log:
@@ -103,11 +95,8 @@ def measure(argv: list[str], env: dict[str, str], until: str | None = None) -> d
         if proc.returncode not in (0, -15, 143):
             log.seek(0)
             raise RuntimeError(f"{argv[1]} failed ({proc.returncode}): {log.read()[-2000:]}")
-    by_kind: dict[str, float] = {}
-    for cpu, cmd in seen.values():
-        by_kind[_kind(cmd)] = by_kind.get(_kind(cmd), 0.0) + cpu
-    return {"wall_s": round(wall, 2), "cpu_s": round(sum(by_kind.values()), 2),
-            **{f"{k.replace(' ', '_')}_cpu_s": round(v, 2) for k, v in sorted(by_kind.items())}}
+    return {"wall_s": round(wall, 2), "cpu_s": round(sum(cpu for cpu, _ in seen.values()), 2),
+            "processes": len(seen)}
 
 
 def _free_port() -> int:
@@ -137,10 +126,10 @@ def run(repeat: int = 2) -> list[dict[str, Any]]:
                  ("ui, 1 server process (mistudy)", {}, "1")]
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in cases}
         for i in range(repeat):  # the cases interleaved: a drift in the machine hits each
-            for name, extra, ui_workers in cases:
+            for k, (name, extra, ui_workers) in enumerate(cases):
                 env = {**os.environ, **extra}
                 if ui_workers is None:
-                    out = Path(d) / f"s-{len(runs[name])}-{len(rows)}-{name[:5]}-{i}"
+                    out = Path(d) / f"study-{k}-{i}"
                     runs[name].append(measure(
                         [exe, "run", str(spec), "--out", str(out), "--quiet"], env))
                 else:

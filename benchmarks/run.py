@@ -80,7 +80,7 @@ def _start(full: bool) -> dict[str, Any]:
     from . import bench_start
 
     rows = bench_start.run(repeat=3 if full else 1)
-    print(_common.table(rows, list(rows[0])))
+    print(_common.table(rows, list(dict.fromkeys(k for r in rows for k in r))))
     return {"rows": rows, "unit": "CPU-seconds over every process a command starts"}
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks.bench_start import _kind, measure
+from benchmarks.bench_start import measure
 
 BUSY = ("import time, subprocess, sys\n"
         "g = subprocess.Popen([sys.executable, '-c', "
@@ -24,11 +24,5 @@ def test_cpu_of_a_command_and_the_process_it_starts_is_counted() -> None:
     # sampling every 0.1 s loses at most the last tenth of a second of each
     assert 1.3 <= res["cpu_s"] <= 2.2, res
     assert res["wall_s"] >= 0.8
+    assert res["processes"] == 2
 
-
-def test_processes_are_sorted_by_what_they_are() -> None:
-    assert _kind("ray::ImplicitFunc") == "ray workers"
-    assert _kind("/x/ray/core/src/ray/raylet/raylet --raylet_socket_name=a") == "ray daemons"
-    assert _kind("/x/python -m mlflow server --backend-store-uri sqlite:///a") == "mlflow server"
-    assert _kind("/x/.venv/bin/python /x/.venv/bin/mistudy run spec.yaml") == "mistudy"
-    assert _kind("bash") == "other"
