@@ -246,7 +246,7 @@ class StudySearcher(Searcher):
         # The in-memory state of the last ask that had to wait: Tune asks again at every step
         # of its loop, and each ask reads Optuna's store three times (~15 ms on SQLite); while
         # nothing has finished since, the answer is the same "wait" without reading it.
-        self._wait_key: tuple[int, ...] | None = None
+        self._wait_key: tuple[int, int, int, int] | None = None
         self._events = 0  # trials completed or handed out: what can end a wait
 
     # ---- Optuna --------------------------------------------------------------------------
@@ -282,14 +282,13 @@ class StudySearcher(Searcher):
         """Ask Optuna for the next configuration; False while the ordered search must wait
         (:meth:`_ready`). A trial asked before a kill (RUNNING) or enqueued (WAITING: the
         spec's, or this searcher's own ordered draw) is taken as it is stored."""
-        key = (self.asked, len(self.told), len(self.base_done), self._events)
-        if self._wait_key == key:
+        if self._wait_key == self._state_key():
             return False
         trial = self._orphan()
         if trial is None and self.spec.sampler_lag is not None and not self._waiting():
             number = len(self.study.get_trials(deepcopy=False))
             if not self._ready(number):
-                self._wait_key = (self.asked, len(self.told), len(self.base_done), self._events)
+                self._wait_key = self._state_key()
                 return False
             params = ordered_params(self.spec, number, self.study.get_trials(deepcopy=False))
             self.study.enqueue_trial(params, user_attrs={"ordered": True})
@@ -302,6 +301,11 @@ class StudySearcher(Searcher):
         self.pending_seeds.extend((trial.number, s) for s in self.spec.seeds)
         self.asked += 1
         return True
+
+    def _state_key(self) -> tuple[int, int, int, int]:
+        """What can change the ordered search's answer, as held in memory: configurations
+        asked and told, baselines done, trials completed or handed out."""
+        return self.asked, len(self.told), len(self.base_done), self._events
 
     def _waiting(self) -> bool:
         """Whether Optuna holds an enqueued configuration not asked yet (its place is kept)."""

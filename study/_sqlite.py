@@ -87,12 +87,12 @@ def _keep_template(name: str, built: Path) -> None:
     written (read-only home, full disk) only costs the next study the build."""
     import shutil
 
+    def copy(tmp: Path) -> None:
+        shutil.copyfile(built, tmp)
+
     dst = template_path(name)
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
-        def copy(tmp: Path) -> None:
-            shutil.copyfile(built, tmp)
-
         replace_atomically(dst, copy)
     except OSError:
         pass
