@@ -17,7 +17,7 @@ from trainables.studyfolder import storage_failure
 
 from ._experiments import read_results, trial_error_text
 from ._folder import record_timings
-from ._tracking import Tracker, record_of
+from ._tracking import Tracker, no_backoff_in_this_thread, record_of
 
 __all__ = ["MlflowCallback", "trial_folders"]
 
@@ -112,6 +112,7 @@ class MlflowCallback(Callback):
     # ---- the logging thread ---------------------------------------------------------------
     def _work(self) -> None:
         assert self._queue is not None
+        no_backoff_in_this_thread()  # this loop retries every retry_seconds itself
         stopping = False
         while True:
             try:
@@ -179,7 +180,8 @@ class MlflowCallback(Callback):
         tids = list(self.pending)
         if self.tracker.tracking_uri.startswith(("http:", "https:")) and len(tids) > 1:
             # A server answers calls in parallel: trials side by side, each one's in order.
-            with ThreadPoolExecutor(max_workers=SERVER_THREADS) as pool:
+            with ThreadPoolExecutor(max_workers=SERVER_THREADS,
+                                    initializer=no_backoff_in_this_thread) as pool:
                 done = list(pool.map(log, tids))
         else:  # SQLite takes one writer at a time: threads would only queue on its lock
             done = [log(tid) for tid in tids]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -59,7 +60,7 @@ from trainables.studyfolder import credentials_to_env as _credentials_to_env
 from ._folder import Location, Study
 from ._sqlite import ensure_mlflow_store
 
-__all__ = ["Tracker", "study_tracker"]
+__all__ = ["Tracker", "no_backoff_in_this_thread", "study_tracker"]
 
 _REDACT = ("token", "password", "secret")
 METRICS_PER_CALL = 1000  # MLflow's log_batch limit
@@ -68,6 +69,39 @@ METRICS_PER_CALL = 1000  # MLflow's log_batch limit
 # value MLflow's own UI writes when a user picks "Machine learning" (mlflow/server/js).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+
+# Threads that retry on their own ask MLflow for no retries of its own (see below).
+_THREAD = threading.local()
+
+
+def no_backoff_in_this_thread() -> None:
+    """The calling thread's requests to a tracking server fail at once instead of entering
+    MLflow's backoff (7 retries, 2 s doubling to 120 s: ~4 minutes). For the logging thread,
+    which keeps its records and retries every 2 s itself: under MLflow's backoff a request
+    sent while the server was down waited for its next backoff slot, so records reached a
+    restarted server up to minutes late and the study's end waited on them (a test that
+    restarts the server took 40-290 s for the same study). Other threads keep MLflow's policy,
+    and ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, when set, applies here too.
+
+    MLflow reads the retry count per request from one module-level object
+    (``mlflow.environment_variables``): its ``get`` is wrapped once per process to consult
+    this thread's setting first. ``study._versions`` admits only MLflow versions tested so."""
+    import os
+
+    from mlflow import environment_variables as env
+
+    var = env.MLFLOW_HTTP_REQUEST_MAX_RETRIES
+    if "MLFLOW_HTTP_REQUEST_MAX_RETRIES" in os.environ:
+        return  # the user's choice holds in every thread
+    if not getattr(var, "_mistudy_per_thread", False):
+        process_wide = var.get
+
+        def get() -> Any:
+            return _THREAD.max_retries if hasattr(_THREAD, "max_retries") else process_wide()
+
+        var.get = get  # type: ignore[method-assign]
+        var._mistudy_per_thread = True  # type: ignore[attr-defined]
+    _THREAD.max_retries = 0
 
 
 def _safe_params(d: Mapping[str, Any]) -> dict[str, str]:
