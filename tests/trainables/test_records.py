@@ -219,6 +219,18 @@ def test_the_config_the_study_and_the_analysis_import_no_torch(modules: str) -> 
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_the_trainable_handed_to_tune_leaves_the_driver_torch_free() -> None:
+    """The driver builds the trainable and Tune pickles it to register it: the loop (torch,
+    ~2.7 CPU-s a command) is imported inside the trainable, in the trial workers only."""
+    import subprocess
+    import sys
+
+    code = ("import sys, ray.cloudpickle as cp, study._tune as t; "
+            "cp.dumps(t._trainable(1.0, 0.0)); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)
+
+
 def test_the_model_names_are_the_models_built() -> None:
     from trainables.models import MODELS
     from trainables.names import MODEL_NAMES
