@@ -274,9 +274,20 @@ class Tracker:
         if trial_id in self._known:
             run_id, has_params = self._known.pop(trial_id)
         else:
-            run_id, has_params = self._create_trial_run(trial_id, config, tags or {}), False
+            try:
+                run_id = self._create_trial_run(trial_id, config, tags or {})
+            except Exception:
+                # A server that went down mid-call may have made the run and lost only the
+                # answer: the next try reads the store again instead of making a second run.
+                self._known = None
+                raise
+            has_params = False
         if not has_params:  # new, or a kill came between the run's creation and its params
-            self._log_params(run_id, resolved_config(config))
+            try:
+                self._log_params(run_id, resolved_config(config))
+            except Exception:
+                self._known[trial_id] = (run_id, False)  # the next try completes this run
+                raise
         self._runs[trial_id] = run_id
         return run_id
 
@@ -360,7 +371,14 @@ class Tracker:
         return total
 
     def _log_epochs(self, run_id: str, metrics: list[Any], epochs: list[int]) -> None:
-        self.client.log_batch(run_id, metrics=metrics)
+        try:
+            self.client.log_batch(run_id, metrics=metrics)
+        except Exception:
+            # The batch may have landed with only the answer lost (one transaction: whole
+            # epochs or none): the next try reads the run's epochs again, else it would log
+            # them twice.
+            self._steps.pop(run_id, None)
+            raise
         self._steps[run_id].update(epochs)
         self._logged += len(epochs)
 

@@ -8,6 +8,7 @@ import os
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,3 +75,109 @@ def test_the_logging_thread_retries_on_its_own_clock_and_keeps_the_records() -> 
     cb._queue.put(("stop",))
     cb._thread.join(30)
     assert not cb._thread.is_alive()
+
+
+class _AnswerLosingProxy:
+    """A loopback HTTP proxy in front of a real MLflow server that, for the paths in
+    ``lose``, forwards the call and then drops the connection instead of the answer: a server
+    killed after committing a call but before answering it."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.server
+        import threading
+        import urllib.error
+        import urllib.request
+
+        self.lose: dict[str, int] = {}  # path suffix -> answers still to drop
+        self.lost: list[str] = []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                req = urllib.request.Request(
+                    upstream + self.path, data=body or None, method=self.command,
+                    headers={k: v for k, v in self.headers.items()
+                             if k.lower() in ("content-type", "authorization")})
+                try:
+                    with urllib.request.urlopen(req, timeout=60) as r:
+                        status, ctype, answer = r.status, r.headers.get("Content-Type"), r.read()
+                except urllib.error.HTTPError as e:
+                    status, ctype, answer = e.code, e.headers.get("Content-Type"), e.read()
+                path = self.path.split("?")[0]
+                for suffix, n in proxy.lose.items():
+                    if n > 0 and path.endswith(suffix):
+                        proxy.lose[suffix] = n - 1
+                        proxy.lost.append(path)
+                        self.close_connection = True  # the call happened; its answer is lost
+                        return
+                self.send_response(status)
+                self.send_header("Content-Type", ctype or "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.uri = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_call_the_server_made_but_never_answered_is_not_made_twice(mlflow_server) -> None:
+    """The logging thread retries on its own (no MLflow backoff): a run created, a params or a
+    metrics batch logged, whose answer was lost, must not be created or logged again on the
+    retry -- the tracker reads the store again after a failed call."""
+    import uuid
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from study._tracking import no_backoff_in_this_thread
+
+    proxy = _AnswerLosingProxy(mlflow_server.uri)
+    exp = f"lost-{uuid.uuid4().hex[:8]}"
+    t = Tracker(proxy.uri, exp, "sid")
+    records = [{**{k: 0.25 for k in RECORD_KEYS}, "epoch": e} for e in range(3)]
+
+    def failing_then_done(call: Any) -> Any:
+        with pytest.raises(MlflowException, match="Connection aborted|RemoteDisconnected"):
+            call()
+        return call()
+
+    def scenario() -> tuple[str, str]:
+        t.parent_run({"name": "s"})  # the experiment and the parent: nothing lost
+        proxy.lose = {"/runs/create": 1}
+        a = failing_then_done(lambda: t.ensure_trial_run("a", CONFIG))
+        proxy.lose = {"/runs/log-batch": 1}  # the new run's params
+        b = failing_then_done(lambda: t.ensure_trial_run("b", CONFIG))
+        proxy.lose = {"/runs/log-batch": 1}  # a metrics batch
+        failing_then_done(lambda: t.log_records(a, records))
+        return a, b
+
+    try:
+        with ThreadPoolExecutor(1, initializer=no_backoff_in_this_thread) as pool:
+            a, b = pool.submit(scenario).result(timeout=120)
+    finally:
+        proxy.close()
+    assert proxy.lost == ["/api/2.0/mlflow/runs/create", "/api/2.0/mlflow/runs/log-batch",
+                          "/api/2.0/mlflow/runs/log-batch"]
+    client = MlflowClient(mlflow_server.uri)
+    runs = client.search_runs([client.get_experiment_by_name(exp).experiment_id],
+                              f"tags.`{TAG}.role` = 'trial'")
+    assert sorted(r.data.tags[f"{TAG}.trial_id"] for r in runs) == ["a", "b"]
+    for run_id in (a, b):
+        assert client.get_run(run_id).data.params["seed"] == "0"
+    # (MLflow's SQL store also keeps an identical metric row once, so this part holds on it
+    # even for a tracker that re-sends the batch; the tracker re-reads the run's epochs)
+    steps = [m.step for m in client.get_metric_history(a, "epoch")]
+    assert sorted(steps) == [0, 1, 2]
