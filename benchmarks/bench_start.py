@@ -1,7 +1,10 @@
 """What a command costs the machine, counted over every process it starts (the driver, Ray's
 daemons and workers, the MLflow server and its workers), side by side with the setting it
 replaced: a small study with a local Ray that prestarts idle workers (Ray's default) and
-without (mistudy's), and ``mistudy ui`` with MLflow's 4 server processes and with 1.
+without (mistudy's), and ``mistudy ui`` with MLflow's 4 server processes and with 1. And the
+same study joining a Ray that is already running (``--address``, a head started once on
+127.0.0.1): the cluster's processes (daemons, and the workers it starts for the study) are
+counted while the command runs -- what a test suite sharing one Ray would save per study.
 
 A command's processes outlive its own accounting (Ray's daemons are not its children when
 they exit), so every process descended from the command is followed in ``/proc`` every 0.1 s
@@ -13,6 +16,8 @@ of a second is lost). CPU-seconds, not wall time, are what a machine running man
 from __future__ import annotations
 
 import os
+import secrets
+import signal
 import socket
 import statistics
 import subprocess
@@ -65,12 +70,23 @@ def _adopt(snap: dict[str, tuple[str, str, float, str]], ours: dict[str, str]) -
                 grew = True
 
 
-def measure(argv: list[str], env: dict[str, str], until: str | None = None) -> dict[str, Any]:
+def _environ_has(pid: str, mark: bytes) -> bool:
+    try:
+        return mark in Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+
+
+def measure(argv: list[str], env: dict[str, str], until: str | None = None,
+            also: bytes | None = None) -> dict[str, Any]:
     """Wall seconds, and CPU-seconds over every process descended from ``argv``; with
     ``until``, the command is sent SIGTERM once that text appears in its output (a server's
-    ready line) and waited for."""
+    ready line) and waited for. With ``also``, every process whose environment holds that
+    text counts too, for the CPU it uses while the command runs (a Ray cluster started
+    before it: its daemons, and the workers its raylet starts for the command)."""
     seen: dict[tuple[str, str], tuple[float, str]] = {}  # (pid, start) -> (CPU, command)
     ours: dict[str, str] = {}
+    before = {(pid, v[0]): v[2] for pid, v in _snapshot().items()} if also else {}
     with tempfile.TemporaryFile("w+") as log:
         t0 = time.time()
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -78,11 +94,15 @@ def measure(argv: list[str], env: dict[str, str], until: str | None = None) -> d
         while True:
             done = proc.poll() is not None
             snap = _snapshot()
+            if also:
+                for pid in snap:
+                    if pid not in ours and _environ_has(pid, also):
+                        ours[pid] = snap[pid][0]
             _adopt(snap, ours)
             for pid, (start, _, cpu, cmd) in snap.items():
                 if pid in ours and ours[pid] in ("", start):  # not a reused pid
                     ours[pid] = start
-                    seen[(pid, start)] = (cpu, cmd)
+                    seen[(pid, start)] = (cpu - before.get((pid, start), 0.0), cmd)
             if done:
                 break
             if until is not None:
@@ -105,6 +125,40 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class _Cluster:
+    """``ray start --head`` on 127.0.0.1 with token authentication, as the suite's cluster
+    fixture starts it; its processes are known by the token in their environment."""
+
+    def __init__(self) -> None:
+        self.address = f"127.0.0.1:{_free_port()}"
+        token = secrets.token_hex(16)
+        self.mark = f"RAY_AUTH_TOKEN={token}".encode()
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
+                    "RAY_USAGE_STATS_ENABLED": "0"}
+
+    def __enter__(self) -> _Cluster:
+        ray = str(Path(sys.executable).with_name("ray"))
+        subprocess.run([ray, "start", "--head", "--node-ip-address=127.0.0.1",
+                        f"--port={self.address.rsplit(':', 1)[1]}", "--num-cpus", "2",
+                        "--include-dashboard=false", "--disable-usage-stats"],
+                       env=self.env, check=True, capture_output=True, timeout=180)
+        time.sleep(5)  # its idle workers have started: their imports are not the study's
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for _ in range(3):  # this cluster only: `ray stop` would stop every Ray here
+            pids = [p for p in _snapshot() if int(p) != os.getpid()
+                    and _environ_has(p, self.mark)]
+            for pid in pids:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            if not pids:
+                return
+            time.sleep(0.5)
+
+
 def _median(rows: list[dict[str, Any]]) -> dict[str, Any]:
     keys = sorted({k for r in rows for k in r})
     return {k: round(statistics.median(r.get(k, 0.0) for r in rows), 2) for k in keys}
@@ -124,8 +178,15 @@ def run(repeat: int = 2) -> list[dict[str, Any]]:
                  ("study, no prestarted workers (mistudy)", {}, None),
                  ("ui, 4 server processes (MLflow's default)", {}, "4"),
                  ("ui, 1 server process (mistudy)", {}, "1")]
+        shared = "study joining a running Ray (--address; its processes counted)"
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in cases}
+        runs[shared] = []
         for i in range(repeat):  # the cases interleaved: a drift in the machine hits each
+            with _Cluster() as cluster:
+                out = Path(d) / f"study-shared-{i}"
+                runs[shared].append(measure(
+                    [exe, "run", str(spec), "--out", str(out), "--quiet",
+                     "--address", cluster.address], cluster.env, also=cluster.mark))
             for k, (name, extra, ui_workers) in enumerate(cases):
                 env = {**os.environ, **extra}
                 if ui_workers is None:
