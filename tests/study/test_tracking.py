@@ -4,7 +4,6 @@ fast on a server that is down and keeps its records."""
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 
 from study._callbacks import MlflowCallback
 from study._tracking import Tracker
+from tests.study.conftest import MlflowServer
 from trainables.records import RECORD_KEYS, TAG
 
 CONFIG = {"dataset": "fashion_mnist", "epochs": 2, "seed": 0, "batch_size": 50,
@@ -49,13 +49,13 @@ def test_trial_run_created_without_params_gets_them_once(tmp_path: Path) -> None
     assert t.client.get_run(half.info.run_id).data.params == params
 
 
-def test_the_logging_thread_retries_on_its_own_clock_and_keeps_the_records() -> None:
+def test_the_logging_thread_retries_on_its_own_clock_and_keeps_the_records(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """A server that is down: the logging thread's requests fail at once and are retried every
     ``retry_seconds`` (under MLflow's own backoff a first failure takes ~4 minutes, and a
     record waits that long for a restarted server); the records stay queued; other threads
     keep MLflow's retry policy."""
-    if "MLFLOW_HTTP_REQUEST_MAX_RETRIES" in os.environ:
-        pytest.skip("MLFLOW_HTTP_REQUEST_MAX_RETRIES is set: the user's policy holds everywhere")
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)  # MLflow's default
     from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_MAX_RETRIES
 
     with socket.socket() as s:  # a port nothing listens on
@@ -132,7 +132,8 @@ class _AnswerLosingProxy:
         self.server.server_close()
 
 
-def test_a_call_the_server_made_but_never_answered_is_not_made_twice(mlflow_server) -> None:
+def test_a_call_the_server_made_but_never_answered_is_not_made_twice(
+        mlflow_server: MlflowServer) -> None:
     """The logging thread retries on its own (no MLflow backoff): a run created, a params or a
     metrics batch logged, whose answer was lost, must not be created or logged again on the
     retry -- the tracker reads the store again after a failed call."""
@@ -172,8 +173,9 @@ def test_a_call_the_server_made_but_never_answered_is_not_made_twice(mlflow_serv
     assert proxy.lost == ["/api/2.0/mlflow/runs/create", "/api/2.0/mlflow/runs/log-batch",
                           "/api/2.0/mlflow/runs/log-batch"]
     client = MlflowClient(mlflow_server.uri)
-    runs = client.search_runs([client.get_experiment_by_name(exp).experiment_id],
-                              f"tags.`{TAG}.role` = 'trial'")
+    experiment = client.get_experiment_by_name(exp)
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], f"tags.`{TAG}.role` = 'trial'")
     assert sorted(r.data.tags[f"{TAG}.trial_id"] for r in runs) == ["a", "b"]
     for run_id in (a, b):
         assert client.get_run(run_id).data.params["seed"] == "0"
@@ -181,3 +183,24 @@ def test_a_call_the_server_made_but_never_answered_is_not_made_twice(mlflow_serv
     # even for a tracker that re-sends the batch; the tracker re-reads the run's epochs)
     steps = [m.step for m in client.get_metric_history(a, "epoch")]
     assert sorted(steps) == [0, 1, 2]
+
+
+def test_a_retry_count_the_user_set_holds_in_the_logging_thread_too(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_MAX_RETRIES
+
+    from study._tracking import no_backoff_in_this_thread
+
+    def in_thread(env: str | None) -> int:
+        if env is None:
+            monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+        else:
+            monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", env)
+        with ThreadPoolExecutor(1, initializer=no_backoff_in_this_thread) as pool:
+            return int(pool.submit(MLFLOW_HTTP_REQUEST_MAX_RETRIES.get).result())
+
+    assert in_thread(None) == 0  # the logging thread's own retries replace MLflow's
+    assert in_thread("3") == 3  # the user's choice
+    assert MLFLOW_HTTP_REQUEST_MAX_RETRIES.get() == 3  # and every other thread keeps it
