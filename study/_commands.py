@@ -28,8 +28,15 @@ def err(msg: str) -> int:
     return 2
 
 
-def confirm_command(args: argparse.Namespace) -> int:
+def _progress_bar() -> Any:
+    """The terminal's progress line, a Tune callback: Ray Tune's import (~1 CPU-s) is paid by
+    a command that shows one, not by a quiet one or one refused before it starts."""
     from ._progress import StudyProgress
+
+    return StudyProgress(total=0, epochs=0)
+
+
+def confirm_command(args: argparse.Namespace) -> int:
     from ._ray import shutdown_ray
     from .runner import run_confirm
 
@@ -46,7 +53,7 @@ def confirm_command(args: argparse.Namespace) -> int:
 
     paths = study_paths(args.study)
     # the total and epochs are set from the plan and the study (run_confirm opens it)
-    progress = [] if args.quiet else [StudyProgress(total=0, epochs=0)]
+    progress = [] if args.quiet else [_progress_bar()]
     try:
         info = run_confirm(paths, args.top, args.seeds, args.num_cpus, progress,
                            args.data_seeds, args.same_split)
@@ -161,7 +168,8 @@ def reproduce_command(args: argparse.Namespace) -> int:
                                    args.seeds, conds)
         print(f"warning: ResNet18 at {size}px on the CPU: about {est / 3600:.1f} hours; "
               f"--input-size 32 runs a reduced variant (labelled as such)", file=sys.stderr)
-    from trainables import ConfigError, DataError, TrialDiverged
+    from trainables.config import ConfigError
+    from trainables.errors import DataError, TrialDiverged
     from trainables.locks import FolderLocked
 
     try:
@@ -177,7 +185,6 @@ def reproduce_command(args: argparse.Namespace) -> int:
 def run_command(args: argparse.Namespace) -> int:
     t_main = time.time()
     from ._folder import record_timings
-    from ._progress import StudyProgress
     from ._ray import shutdown_ray
     from .runner import run_study
     from .spec import load_spec, value_problem
@@ -200,7 +207,7 @@ def run_command(args: argparse.Namespace) -> int:
     if args.num_cpus is not None and args.num_cpus < 1:
         return err(f"--num-cpus={args.num_cpus} -- allowed: an integer >= 1")
     # its trial count and epochs are set once the study is settled (run_study opens it)
-    progress = [] if args.quiet else [StudyProgress(total=0, epochs=0)]
+    progress = [] if args.quiet else [_progress_bar()]
     try:
         done = run_study(spec, paths, resume=args.resume, trials=args.trials,
                          address=args.address, tracking_uri=args.tracking_uri,

@@ -229,10 +229,9 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     """The errors that are the user's to fix: one line, exit 2 (anything else is a bug and
     keeps its traceback)."""
     from trainables.config import ConfigError
-    from trainables.data import DataError
+    from trainables.errors import DataError, TrialDiverged
     from trainables.fileio import UnreadableFile, UnsafeTarget
     from trainables.locks import FolderLocked
-    from trainables.loop import TrialDiverged
     from trainables.pruning import DecisionsError
 
     from ._folder import StudyError

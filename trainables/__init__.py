@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .config import ConfigError, KernelConfig, TrainConfig, apply_overrides, load_yaml
-    from .data import DataError, Splits, load_splits
-    from .loop import Trainer, TrialDiverged, resolve_device, run_trial
+    from .data import Splits, load_splits
+    from .errors import DataError, TrialDiverged
+    from .loop import Trainer, resolve_device, run_trial
     from .models import MODELS, build_model
     from .names import DATASETS
     from .records import RECORD_KEYS
@@ -22,9 +23,10 @@ if TYPE_CHECKING:
 
 _WHERE = {
     "config": ("ConfigError", "KernelConfig", "TrainConfig", "apply_overrides", "load_yaml"),
-    "data": ("DataError", "Splits", "load_splits"),
+    "data": ("Splits", "load_splits"),
+    "errors": ("DataError", "TrialDiverged"),
     "names": ("DATASETS",),
-    "loop": ("Trainer", "TrialDiverged", "resolve_device", "run_trial"),
+    "loop": ("Trainer", "resolve_device", "run_trial"),
     "models": ("MODELS", "build_model"),
     "records": ("RECORD_KEYS",),
     "schedules": ("FAMILIES", "Family", "Param", "transition", "validate_transition"),

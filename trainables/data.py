@@ -32,11 +32,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .errors import DataError
 from .fileio import cache_root
 from .names import DATASETS, VAL_SOURCES
 from .records import NUM_CLASSES
 
-__all__ = ["Splits", "load_splits", "DataError", "read_idx", "balanced_indices", "find_idx"]
+__all__ = ["Splits", "load_splits", "read_idx", "balanced_indices", "find_idx"]
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 _FILES = {
@@ -46,10 +47,6 @@ _FILES = {
     "test_y": "t10k-labels-idx1-ubyte",
 }
 _TV_NAME = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
-
-
-class DataError(RuntimeError):
-    """No usable data source (or a corrupt file); the message says how to get the data."""
 
 
 @dataclass

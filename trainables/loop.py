@@ -28,6 +28,7 @@ from torch import Tensor
 from . import kernel_width as kw
 from .config import ConfigError, TrainConfig
 from .data import Splits, load_splits
+from .errors import TrialDiverged
 from .information import (
     gaussian_label_mutual_information,
     gram_matrix,
@@ -39,7 +40,7 @@ from .models import build_model
 from .records import non_finite
 from .schedules import transition
 
-__all__ = ["Trainer", "run_trial", "resolve_device", "TrialDiverged"]
+__all__ = ["Trainer", "run_trial", "resolve_device"]
 
 
 _SIGMA_X_CACHE: dict[str, float] = {}
@@ -59,10 +60,6 @@ def x_width_key(cfg: TrainConfig) -> str:
     d = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_X}
     d["kernel"] = {k: v for k, v in d["kernel"].items() if k not in _NOT_X_KERNEL}
     return json.dumps(d, sort_keys=True)
-
-
-class TrialDiverged(FloatingPointError):
-    """A non-finite loss or metric, or a failed eigensolve: the trial ends as failed."""
 
 
 def resolve_device(name: str) -> torch.device:

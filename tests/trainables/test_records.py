@@ -202,7 +202,7 @@ def test_the_front_door_and_analysis_import_no_torch_or_ray() -> None:
 
 
 @pytest.mark.parametrize("modules", [
-    "trainables.config", "study.spec, study._tracking, study._folder, analysis",
+    "trainables.config, trainables.errors", "study.spec, study._tracking, study._folder, analysis",
     "study.cli, study._ui, study._sync", "analysis._commands, analysis._replay",
     # the driver's side of run/confirm/sync (the trials import torch in their own workers)
     "study.runner, study._commands, study._experiments, study._resume, study._callbacks",
