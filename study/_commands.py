@@ -8,13 +8,16 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainables.closure import last_k_problem
 
 from ._sqlite import store_problem
 from ._summary import print_summary
 from ._view import ensure_shared_view, experiment_id
+
+if TYPE_CHECKING:
+    from ._progress import StudyProgress  # Ray Tune's import: only where a bar is shown
 
 __all__ = ["run_command", "confirm_command", "ui_command", "sync_command", "analysis_command",
            "findings_command", "replay_command", "paths_command", "reproduce_command",
@@ -28,7 +31,7 @@ def err(msg: str) -> int:
     return 2
 
 
-def _progress_bar() -> Any:
+def _progress_bar() -> StudyProgress:
     """The terminal's progress line, a Tune callback: Ray Tune's import (~1 CPU-s) is paid by
     a command that shows one, not by a quiet one or one refused before it starts."""
     from ._progress import StudyProgress
